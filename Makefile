@@ -1,0 +1,62 @@
+# dermsweep: every target installs into .venv/ first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HAM10000 ?= ../shared/data/ham10000
+WEIGHTS ?= ../shared/weights
+SWEEP ?= smoke
+PORT ?= 8765
+PYTEST_ARGS ?=
+
+.PHONY: install test demo train sweep ui promote runs export predict web bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# hatchling's editable install is a .pth on src/: keeps hydra_plugins visible to Hydra's plugin scan.
+	$(PY) -m pip install -q -e ".[dev]"
+	@if [ "$(GPU)" = "1" ]; then $(PY) -m pip uninstall -q -y tensorflow-cpu; $(PY) -m pip install -q -e ".[gpu]"; fi
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv/ and install dermsweep with its test tools (GPU=1 for CUDA TensorFlow)
+
+test: $(STAMP)  ## run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)  ## small sweep on synthetic data, promote the winner, show where to look
+	$(VENV)/bin/dermsweep demo
+
+train: $(STAMP)  ## one real training run on HAM10000 (HAM10000=path)
+	$(PY) train.py data=ham10000 data.root=$(HAM10000) model=mobilenet_v1 model.alpha=0.25 \
+	  model.weights=$(WEIGHTS)/mobilenet_v1_0.25_224_no_top.weights.h5 $(ARGS)
+
+sweep: $(STAMP)  ## run a sweep from sweeps/ (SWEEP=name)
+	$(PY) train.py -m +sweep=$(SWEEP) $(ARGS)
+
+ui: $(STAMP)  ## MLflow UI on the local store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns --port 5000
+
+runs: $(STAMP)  ## table of the best runs
+	$(VENV)/bin/dermsweep runs $(ARGS)
+
+promote: $(STAMP)  ## register the best run and point @champion at it
+	$(VENV)/bin/dermsweep promote $(ARGS)
+
+export: $(STAMP)  ## export @champion to SavedModel and TFLite (f32, f16, int8)
+	$(VENV)/bin/dermsweep export $(ARGS)
+
+web: $(STAMP)  ## serve the browser app for @champion on localhost
+	$(VENV)/bin/dermsweep web --port $(PORT) $(ARGS)
+
+bench: $(STAMP)  ## run every benchmark in bench/
+	$(PY) bench/run_all.py $(ARGS)
+
+clean:  ## remove generated runs and outputs (keeps .venv)
+	rm -rf outputs multirun bench/results
+	find mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
