@@ -1,0 +1,312 @@
+"""The link between an Optuna trial (owned by the sweeper) and the training job that evaluates it.
+
+The sweeper (``hydra/sweeper=optuna``) gives every job a few environment variables (``DERMSWEEP_OPTUNA_*``:
+study name, storage URL, trial id and number; ``DERMSWEEP_PARENT_RUN_ID``) through Hydra's per-job
+``hydra.job.env_set``, applied by ``hydra.core.utils.run_job`` inside ``env_override``, which restores the previous
+environment when the job ends: nothing leaks into the next in-process job or a later single run.
+The job rebuilds the trial from the storage (the pruner spec is a study user attr), so this works in the launcher's process and in any other process
+(joblib, SLURM) that can reach the storage::
+
+    from dermsweep import trial as trial_link
+    link = trial_link.current()          # None outside an Optuna sweep
+    link.number, link.run_tags
+    link.set_run_id(mlflow_run_id)       # lets the sweep summary point at the child run
+    link.report(epoch, value)            # raises optuna.TrialPruned when the pruner says so
+    trial_link.parent_run_id()           # MLflow parent run of this sweep / grid multirun, else None
+
+Nothing here imports optuna or mlflow at import time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Per-job environment set by the sweeper (through hydra.job.env_set): readable in logs, restored after the job.
+ENV_STUDY = "DERMSWEEP_OPTUNA_STUDY"
+ENV_STORAGE = "DERMSWEEP_OPTUNA_STORAGE"          # "memory" = the sweeper's in-process study
+ENV_TRIAL_ID = "DERMSWEEP_OPTUNA_TRIAL_ID"
+ENV_TRIAL_NUMBER = "DERMSWEEP_OPTUNA_TRIAL_NUMBER"
+ENV_PARENT_RUN = "DERMSWEEP_PARENT_RUN_ID"
+ENV_VARS = (ENV_STUDY, ENV_STORAGE, ENV_TRIAL_ID, ENV_TRIAL_NUMBER, ENV_PARENT_RUN)
+# Study user attr holding the pruner spec ({_target_: ..., kwargs}), so jobs in other processes prune alike.
+PRUNER_ATTR = "dermsweep.pruner"
+# Name of the file (in the multirun's sweep dir) holding the MLflow parent run id, for grid multiruns and sweeps.
+PARENT_RUN_FILE = ".dermsweep_parent_run_id"
+
+# Studies registered by a sweeper in this very process (in-memory storage, or just to reuse its connection).
+_LOCAL_STUDIES: dict[str, Any] = {}
+_STORAGES: dict[str, Any] = {}
+_STUDIES: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------- payload
+def job_env(study_name: str, storage_url: str | None, trial_id: int, number: int,
+            parent_run_id: str | None) -> dict[str, str]:
+    """The environment one trial's job gets (the sweeper turns it into hydra.job.env_set overrides)."""
+    env = {
+        ENV_STUDY: study_name,
+        ENV_STORAGE: storage_url or "memory",
+        ENV_TRIAL_ID: str(trial_id),
+        ENV_TRIAL_NUMBER: str(number),
+    }
+    if parent_run_id:
+        env[ENV_PARENT_RUN] = parent_run_id
+    return env
+
+
+def _payload() -> dict[str, Any] | None:
+    env = os.environ
+    if not env.get(ENV_TRIAL_ID) or not env.get(ENV_STUDY):
+        return None
+    try:
+        return {
+            "study_name": env[ENV_STUDY],
+            "storage": None if env.get(ENV_STORAGE, "memory") == "memory" else env[ENV_STORAGE],
+            "trial_id": int(env[ENV_TRIAL_ID]),
+            "number": int(env.get(ENV_TRIAL_NUMBER, "-1")),
+            "parent_run_id": env.get(ENV_PARENT_RUN) or None,
+        }
+    except ValueError:
+        log.warning("ignoring malformed %s environment", ENV_TRIAL_ID)
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- storage
+def open_storage(url: str | None, **rdb_kwargs: Any) -> Any:
+    """An Optuna storage for ``url``; shared settings for the sweeper and for jobs.
+
+    - ``None`` / ``"memory"``: InMemoryStorage (one process only).
+    - ``journal:///abs/file.log`` or ``journal://rel/file.log``: JournalStorage(JournalFileBackend).
+    - anything else: RDBStorage. For SQLite: WAL journal mode (set once, persistent in the file) and a 60 s busy
+      timeout, so several processes can share the file without "database is locked".
+    """
+    import optuna
+
+    if url is None or url in ("", "memory", ":memory:"):
+        return optuna.storages.InMemoryStorage()
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = url[len("journal://"):] if url.startswith("journal://") else url[len("journal:"):]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        _sqlite_prepare(url)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    last: Exception | None = None
+    for attempt in range(5):  # concurrent first-time schema creation can race; retry
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+            import time
+
+            time.sleep(0.5 * (attempt + 1))
+    assert last is not None
+    raise last
+
+
+def _sqlite_prepare(url: str) -> None:
+    import sqlite3
+
+    path = url.split("sqlite:///", 1)[-1] if url.startswith("sqlite:///") else ""
+    if not path or path.startswith(":memory:"):
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = sqlite3.connect(path, timeout=60)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:  # not fatal: the busy timeout still applies
+        log.warning("could not set WAL on %s: %s", path, exc)
+
+
+def _shared_storage(url: str) -> Any:
+    with _LOCK:
+        if url not in _STORAGES:
+            _STORAGES[url] = open_storage(url)
+        return _STORAGES[url]
+
+
+def register_local_study(study: Any) -> None:
+    """Called by the sweeper: jobs in this process reuse its study object (and its pruner)."""
+    _LOCAL_STUDIES[study.study_name] = study
+
+
+def unregister_local_study(study: Any) -> None:
+    _LOCAL_STUDIES.pop(study.study_name, None)
+
+
+def instantiate_filtered(spec: Any, **extra: Any) -> Any:
+    """Instantiate ``{_target_: ..., **kwargs}`` keeping only the kwargs the target accepts (so switching
+    ``_target_`` from TPESampler to RandomSampler does not fail on TPE-only keys). Returns (object, dropped)."""
+    import importlib
+    import inspect
+
+    if spec is None:
+        return None, []
+    spec = dict(spec)
+    target = spec.pop("_target_")
+    module, _, name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    spec.update(extra)
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kept = spec
+    else:
+        kept = {k: v for k, v in spec.items() if k in params}
+    dropped = sorted(set(spec) - set(kept))
+    return cls(**kept), dropped
+
+
+def _load_study(payload: dict[str, Any]) -> Any:
+    name = payload["study_name"]
+    local = _LOCAL_STUDIES.get(name)
+    if local is not None:
+        return local
+    key = (payload.get("storage"), name)
+    with _LOCK:
+        if key in _STUDIES:
+            return _STUDIES[key]
+    import optuna
+
+    if payload.get("storage") is None:
+        raise RuntimeError(
+            "this job runs outside the sweeper's process but the study has no persistent storage: "
+            "set hydra.sweeper.storage (e.g. sqlite:///mlruns/optuna.db) to use another launcher"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = _shared_storage(payload["storage"])
+        study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
+        spec = study.user_attrs.get(PRUNER_ATTR)
+        pruner, _ = instantiate_filtered(json.loads(spec) if spec else None)
+        # jobs never sample (RandomSampler keeps Trial() cheap); they prune like the sweeper
+        study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(),
+                                  pruner=pruner or optuna.pruners.NopPruner())
+    with _LOCK:
+        _STUDIES[key] = study
+    return study
+
+
+# ----------------------------------------------------------------------------------------------- API
+class TrialLink:
+    """One Optuna trial as seen from the job evaluating it."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self._p = payload
+        self.number: int = int(payload["number"])
+        self.trial_id: int = int(payload["trial_id"])
+        self.study_name: str = payload["study_name"]
+        self.storage_url: str | None = payload.get("storage")
+        self._trial: Any = None
+        self._warned_multi = False
+
+    def __repr__(self) -> str:
+        return f"TrialLink(study={self.study_name!r}, number={self.number})"
+
+    @property
+    def run_tags(self) -> dict[str, str]:
+        """Tags for this trial's MLflow child run."""
+        return {
+            "dermsweep.study_name": self.study_name,
+            "dermsweep.trial_number": str(self.number),
+            "dermsweep.role": "trial",
+        }
+
+    @property
+    def trial(self) -> Any:
+        """The live ``optuna.trial.Trial`` (rebuilt from storage)."""
+        if self._trial is None:
+            import optuna
+
+            study = _load_study(self._p)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._trial = optuna.trial.Trial(study, self.trial_id)
+        return self._trial
+
+    def report(self, step: int, value: float) -> None:
+        """Report the objective's value after ``step`` (epoch); raise ``optuna.TrialPruned`` if pruned.
+
+        Multi-objective studies cannot prune in Optuna: the call is then a no-op (one warning)."""
+        import optuna
+
+        if len(self.trial.study.directions) > 1:
+            if not self._warned_multi:
+                log.warning("multi-objective study: intermediate values are not reported, no pruning")
+                self._warned_multi = True
+            return
+        trial = self.trial
+        trial.report(float(value), int(step))
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"trial {self.number} pruned at step {step} (value {value:.6g})")
+
+    def should_prune(self) -> bool:
+        return len(self.trial.study.directions) == 1 and bool(self.trial.should_prune())
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.trial.set_user_attr(key, value)
+
+    def set_run_id(self, run_id: str) -> None:
+        """Store the MLflow child run id on the trial (user attr ``mlflow_run_id``)."""
+        self.set_user_attr("mlflow_run_id", str(run_id))
+
+
+_CURRENT: tuple[str, TrialLink] | None = None
+
+
+def current() -> TrialLink | None:
+    """The trial this job evaluates, or None when not inside an Optuna sweep."""
+    global _CURRENT
+    raw = "|".join(os.environ.get(k, "") for k in ENV_VARS)
+    if not os.environ.get(ENV_TRIAL_ID):
+        return None
+    if _CURRENT is not None and _CURRENT[0] == raw:
+        return _CURRENT[1]
+    payload = _payload()
+    if payload is None:
+        return None
+    link = TrialLink(payload)
+    _CURRENT = (raw, link)
+    return link
+
+
+def parent_run_id() -> str | None:
+    """MLflow run id of the sweep's parent run (Optuna sweep or grid multirun); None for single runs."""
+    payload = _payload()
+    if payload is not None and payload.get("parent_run_id"):
+        return str(payload["parent_run_id"])
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        candidates = []
+        if hc.runtime.output_dir:
+            out = Path(hc.runtime.output_dir)
+            candidates += [out.parent, out.parent.parent, out]
+        candidates.append(Path(hc.sweep.dir).absolute())
+        for folder in candidates:
+            f = folder / PARENT_RUN_FILE
+            if f.is_file():
+                text = f.read_text().strip()
+                return text or None
+    except Exception as exc:  # noqa: BLE001  never break training over the parent link
+        log.warning("could not determine the MLflow parent run: %s", exc)
+    return None

@@ -1,0 +1,1 @@
+"""dermsweep's Hydra Sweeper on Optuna 5: ``hydra/sweeper=optuna``. See docs/sweeps.md."""

@@ -1,0 +1,482 @@
+"""Implementation of the dermsweep Optuna sweeper (ask/tell loop over a Hydra launcher).
+
+Grammar (same semantics as facebookresearch/hydra's hydra-optuna-sweeper):
+    choice(a, b, c)                 -> CategoricalDistribution
+    range(1, 10) / range(1, 10, 2)  -> IntDistribution(1, 10, step)       (upper bound INCLUDED, like upstream)
+    range(0, 1, step=0.1)           -> FloatDistribution(0, 1, step=0.1)
+    shuffle(range(...))             -> CategoricalDistribution of the range's values
+    interval(0.1, 1)                -> FloatDistribution(0.1, 1)  (IntDistribution when both ends are ints)
+    tag(log, interval(1e-5, 1e-2))  -> FloatDistribution(1e-5, 1e-2, log=True)
+    a plain value                   -> fixed: passed to every job unchanged
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, MutableMapping, Optional, Sequence, Tuple
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from dermsweep import trial as trial_link
+
+log = logging.getLogger(__name__)
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+VOID_PREFIX = "dermsweep.void."
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value that parses back to exactly ``value``."""
+    # Hydra's quoted strings: only quotes (and backslashes right before them) are escaped
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def env_overrides(env: Dict[str, str]) -> Tuple[str, ...]:
+    # ++ : add or replace (the user's config may already have hydra.job.env_set entries)
+    return tuple(f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())
+
+
+# ----------------------------------------------------------------------------------------------- grammar
+def create_distribution_from_override(override: Override) -> Any:
+    """An Optuna distribution for a sweep override, or the value string for a plain (fixed) override."""
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+
+    value = override.value()
+    if override.is_choice_sweep():
+        assert isinstance(value, ChoiceSweep)
+        choices: List[CategoricalChoiceType] = []
+        for x in override.sweep_iterator(transformer=Transformer.encode):
+            assert isinstance(x, (str, int, float, bool, type(None)))
+            choices.append(x)
+        return CategoricalDistribution(choices)
+
+    if override.is_range_sweep():
+        assert isinstance(value, RangeSweep)
+        assert value.start is not None and value.stop is not None
+        if value.shuffle:
+            return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+            return FloatDistribution(value.start, value.stop, step=value.step)
+        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
+
+    if override.is_interval_sweep():
+        assert isinstance(value, IntervalSweep)
+        assert value.start is not None and value.end is not None
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(int(value.start), int(value.end), log=log_scale)
+        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+
+    raise NotImplementedError(f"{override.input_line} is not supported by the Optuna sweeper (glob sweep?)")
+
+
+def parse_search_space(
+    params: Optional[MutableMapping[str, Any]], arguments: Sequence[str], config_loader: Any = None
+) -> Tuple[Dict[str, BaseDistribution], Dict[str, str]]:
+    """(search space, fixed overrides) from the sweeper's ``params`` and the command line (which wins)."""
+    lines = [f"{k}={v}" for k, v in (params or {}).items()]
+    lines.extend(arguments)
+    parser = OverridesParser.create(config_loader=config_loader)
+    space: Dict[str, BaseDistribution] = {}
+    fixed: Dict[str, str] = {}
+    for override in parser.parse_overrides(lines):
+        key = override.get_key_element()
+        dist = create_distribution_from_override(override)
+        space.pop(key, None)
+        fixed.pop(key, None)
+        if isinstance(dist, BaseDistribution):
+            space[key] = dist
+        else:
+            fixed[key] = dist
+    return space, fixed
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _directions(direction: Any) -> List[str]:
+    if isinstance(direction, str):
+        dirs = [direction]
+    else:
+        dirs = [str(d) for d in direction]
+    for d in dirs:
+        if d.lower() not in ("maximize", "minimize"):
+            raise ValueError(f"hydra.sweeper.direction: {d!r} is not maximize|minimize")
+    return [d.lower() for d in dirs]
+
+
+def _to_container(x: Any) -> Any:
+    if isinstance(x, DictConfig) or OmegaConf.is_config(x):
+        return OmegaConf.to_container(x, resolve=True)
+    return x
+
+
+def _safe_url(url: Optional[str]) -> str:
+    """Storage URL without a password, for tags and logs."""
+    if not url:
+        return "memory"
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+class _Heartbeat:
+    """Records Optuna heartbeats for the trials of a batch while the launcher runs them (ask/tell has no
+    built-in heartbeat, unlike study.optimize)."""
+
+    def __init__(self, storage: Any, trial_ids: List[int]) -> None:
+        self.storage = storage
+        self.trial_ids = trial_ids
+        self.enabled = optuna.storages._heartbeat.is_heartbeat_enabled(storage)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "_Heartbeat":
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="optuna-heartbeat")
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while True:
+            for tid in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(tid)
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("heartbeat of trial %s: %s", tid, exc)
+            if self._stop.wait(interval):
+                return
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class _StaleTrialCallback:
+    """Called (via optuna.storages.fail_stale_trials) for each RUNNING trial whose worker died: voids it for the
+    n_trials count and re-enqueues its parameters (RetryFailedTrialCallback)."""
+
+    def __init__(self, max_retry: Optional[int]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.warning("trial %d lost its heartbeat (dead worker): marked FAIL, parameters re-enqueued", trial.number)
+        study.set_user_attr(f"{VOID_PREFIX}{trial.number}", "stale")
+        self.retry(study, trial)
+
+
+# ----------------------------------------------------------------------------------------------- sweeper
+class OptunaSweeperImpl:
+    def __init__(
+        self,
+        sampler: Any,
+        pruner: Any,
+        direction: Any,
+        study_name: Optional[str],
+        storage: Optional[str],
+        n_trials: int,
+        n_jobs: int,
+        params: Optional[MutableMapping[str, Any]] = None,
+        custom_search_space: Optional[str] = None,
+        metrics: Optional[List[str]] = None,
+        heartbeat_interval: int = 30,
+        grace_period: Optional[int] = 120,
+        max_retry: Optional[int] = 2,
+    ) -> None:
+        self.sampler_spec = _to_container(sampler)
+        self.pruner_spec = _to_container(pruner)
+        self.directions = _directions(_to_container(direction))
+        self.study_name = study_name
+        self.storage_url = storage
+        self.n_trials = int(n_trials)
+        self.n_jobs = max(1, int(n_jobs))
+        self.params = _to_container(params) or {}
+        self.custom_search_space = custom_search_space
+        self.metrics = list(_to_container(metrics) or []) or None
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher: Launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not self.study_name:
+            experiment = OmegaConf.select(config, "experiment", default=None) or "dermsweep"
+            choice = OmegaConf.select(config, "hydra.runtime.choices.sweep", default=None)
+            self.study_name = f"{experiment}-{choice}" if choice else f"{experiment}-sweep"
+
+    # -- study
+    def _open_study(self) -> optuna.Study:
+        rdb_kwargs: Dict[str, Any] = {}
+        url = self.storage_url
+        if url and not url.startswith("journal:") and url not in ("memory", ":memory:") and self.heartbeat_interval:
+            rdb_kwargs = dict(
+                heartbeat_interval=int(self.heartbeat_interval),
+                grace_period=self.grace_period,
+                heartbeat_stale_trial_callback=_StaleTrialCallback(self.max_retry),
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = trial_link.open_storage(url, **rdb_kwargs)
+            pruner, dropped_p = trial_link.instantiate_filtered(self.pruner_spec)
+            # Probe the study first: a seeded sampler joining an existing study is offset by its trial count, so
+            # a resumed sweep or a second worker does not replay the same random start-up points.
+            offset = 0
+            try:
+                existing = optuna.load_study(study_name=self.study_name, storage=storage)
+                offset = len(existing.get_trials(deepcopy=False))
+            except KeyError:
+                pass
+            extra = {}
+            if isinstance(self.sampler_spec, dict) and self.sampler_spec.get("seed") is not None:
+                extra["seed"] = int(self.sampler_spec["seed"]) + offset
+            sampler, dropped_s = trial_link.instantiate_filtered(self.sampler_spec, **extra)
+        for what, dropped in (("sampler", dropped_s), ("pruner", dropped_p)):
+            if dropped:
+                log.warning("hydra.sweeper.%s: %s does not take %s: ignored", what,
+                            (self.sampler_spec if what == "sampler" else self.pruner_spec)["_target_"], dropped)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner or optuna.pruners.NopPruner(),
+            directions=self.directions,
+            load_if_exists=True,
+        )
+        got = [d.name.lower() for d in study.directions]
+        if got != self.directions:
+            raise ValueError(
+                f"study {self.study_name!r} in {_safe_url(url)} has directions {got}, the sweep asks for "
+                f"{self.directions}: use another hydra.sweeper.study_name"
+            )
+        study.set_user_attr(trial_link.PRUNER_ATTR, json.dumps(self.pruner_spec))
+        if self.metrics and not study.metric_names:
+            if len(self.metrics) == len(self.directions):
+                study.set_metric_names(self.metrics)
+        return study
+
+    # -- counting and claiming slots (several sweep processes may share one study)
+    @staticmethod
+    def _void(study: optuna.Study) -> set:
+        return {int(k[len(VOID_PREFIX):]) for k in study.user_attrs if k.startswith(VOID_PREFIX)}
+
+    def _counted(self, study: optuna.Study) -> List[optuna.trial.FrozenTrial]:
+        void = self._void(study)
+        return [t for t in study.get_trials(deepcopy=False, states=COUNTED) if t.number not in void]
+
+    @staticmethod
+    def _order(t: optuna.trial.FrozenTrial) -> Tuple[float, int]:
+        return (t.datetime_start.timestamp() if t.datetime_start else float("inf"), t.number)
+
+    def _claim(self, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """True when ``trial`` is among the first n_trials counted trials (by start time): exactly n_trials
+        trials run in total even if several processes asked at the same moment."""
+        counted = self._counted(study)
+        mine = next((t for t in counted if t.number == trial.number), None)
+        if mine is None:
+            return False
+        key = self._order(mine)
+        ahead = sum(1 for t in counted if self._order(t) < key)
+        return ahead < self.n_trials
+
+    def _release(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Give back a trial asked beyond n_trials: void it (not counted, not shown as failed) and, if it came
+        from the queue (enqueued / retried params), put its params back in the queue."""
+        frozen = study._storage.get_trial(trial._trial_id)
+        queued = dict(frozen.system_attrs.get("fixed_params", {}))
+        queued.update(frozen.params)
+        study.set_user_attr(f"{VOID_PREFIX}{trial.number}", "surplus")
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        if queued:
+            study.enqueue_trial(queued)
+
+    # -- values
+    def _values(self, ret: Any) -> List[float]:
+        n = len(self.directions)
+        if isinstance(ret, MutableMapping) or OmegaConf.is_dict(ret):
+            ret = dict(ret)
+            if self.metrics:
+                missing = [m for m in self.metrics if m not in ret]
+                if missing:
+                    raise ValueError(f"the task returned {sorted(ret)}, the sweep needs {self.metrics}")
+                vals = [ret[m] for m in self.metrics]
+            else:
+                vals = list(ret.values())
+        elif isinstance(ret, (list, tuple)):
+            vals = list(ret)
+        else:
+            vals = [ret]
+        if len(vals) != n:
+            raise ValueError(f"the task returned {len(vals)} value(s) for {n} direction(s): {ret!r}")
+        out = [float(v) for v in vals]
+        if any(math.isnan(v) or math.isinf(v) for v in out):
+            raise ValueError(f"the task returned a non-finite objective: {out}")
+        return out
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> TrialState:
+        if ret.status == JobStatus.COMPLETED:
+            try:
+                values = self._values(ret._return_value)
+            except (TypeError, ValueError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                study.tell(trial, values=values, skip_if_finished=True)
+                return TrialState.COMPLETE
+        else:
+            exc = ret._return_value
+            if isinstance(exc, optuna.TrialPruned) or type(exc).__name__ == "TrialPruned":
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                return TrialState.PRUNED
+            reason = f"{type(exc).__name__}: {exc}"
+        log.warning("trial %d failed: %s", trial.number, reason)
+        try:
+            trial.set_user_attr("dermsweep.failure_reason", reason[:5000])
+        except Exception:  # noqa: BLE001  (already finished by a stale check)
+            pass
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return TrialState.FAIL
+
+    # -- the loop
+    def _custom_space(self) -> Any:
+        if not self.custom_search_space:
+            return None
+        module, _, name = self.custom_search_space.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from dermsweep import parent_run
+
+        study = self._open_study()
+        space, fixed = parse_search_space(self.params, arguments, self.hydra_context.config_loader)
+        custom = self._custom_space()
+        log.info("Study %s (%s), storage %s, n_trials=%d, n_jobs=%d", study.study_name,
+                 "/".join(self.directions), _safe_url(self.storage_url), self.n_trials, self.n_jobs)
+        log.info("Search space: %s", {k: repr(v) for k, v in space.items()})
+        if fixed:
+            log.info("Fixed: %s", fixed)
+
+        parent = None
+        try:
+            uri, experiment, artifact_root = parent_run.tracking_settings(self.config)
+            parent = parent_run.SweepParent.open(
+                uri, experiment, artifact_root, study.study_name,
+                tags={"dermsweep.optuna_storage": _safe_url(self.storage_url),
+                      "dermsweep.directions": ",".join(self.directions),
+                      "dermsweep.n_trials": str(self.n_trials)},
+            )
+            parent_run.write_parent_file(self.sweep_dir, parent.run_id)
+            study.set_user_attr("mlflow_parent_run_id", parent.run_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("no MLflow parent run for the sweep: %s", exc)
+
+        trial_link.register_local_study(study)
+        status = "FAILED"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                self._loop(study, space, fixed, custom, parent)
+            status = "FINISHED"
+        finally:
+            trial_link.unregister_local_study(study)
+            if parent is not None:
+                parent.finalize(study, status=status)
+        self._write_results(study)
+        return None
+
+    def _loop(self, study: optuna.Study, space: Dict[str, BaseDistribution], fixed: Dict[str, str],
+              custom: Any, parent: Any) -> None:
+        storage_url = self.storage_url if self.storage_url not in ("memory", ":memory:", "") else None
+        parent_id = parent.run_id if parent is not None else None
+        while True:
+            optuna.storages.fail_stale_trials(study)
+            to_go = self.n_trials - len(self._counted(study))
+            if to_go <= 0:
+                break
+            trials: List[optuna.Trial] = []
+            for _ in range(min(self.n_jobs, to_go)):
+                t = study.ask()
+                if self._claim(study, t):
+                    trials.append(t)
+                else:
+                    self._release(study, t)
+            if not trials:
+                continue
+            batch = []
+            for t in trials:
+                for name, dist in space.items():
+                    t._suggest(name, dist)
+                if custom is not None:
+                    custom(self.config, t)
+                for name, value in fixed.items():
+                    t.set_user_attr(name, value)
+                env = trial_link.job_env(study.study_name, storage_url, t._trial_id, t.number, parent_id)
+                batch.append(
+                    tuple(f"{n}={v}" for n, v in t.params.items())
+                    + tuple(f"{n}={v}" for n, v in fixed.items())
+                    + env_overrides(env)
+                )
+            log.info("Launching trials %s", [t.number for t in trials])
+            with _Heartbeat(study._storage, [t._trial_id for t in trials]):
+                try:
+                    returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+                except BaseException:
+                    for t in trials:  # the launcher itself broke (not a job): don't leave RUNNING trials
+                        study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+                    raise
+            self.job_idx += len(returns)
+            for t, ret in zip(trials, returns):
+                state = self._tell(study, t, ret)
+                log.info("trial %d: %s", t.number, state.name)
+            if parent is not None:
+                parent.log_progress(study)
+
+    def _write_results(self, study: optuna.Study) -> None:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        result: Dict[str, Any] = {"name": "optuna", "study_name": study.study_name}
+        if complete and len(self.directions) == 1:
+            result["best_params"] = study.best_params
+            result["best_value"] = study.best_value
+        elif complete:
+            result["solutions"] = [{"number": t.number, "params": t.params, "values": t.values}
+                                   for t in study.best_trials]
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(json.loads(json.dumps(result, default=str))),
+                       self.sweep_dir / "optimization_results.yaml")
+        log.info("Results: %s", result)
