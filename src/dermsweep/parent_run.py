@@ -38,15 +38,20 @@ def tracking_settings(config: Any) -> tuple[str | None, str, str | None]:
 
 
 def ensure_experiment(client: Any, name: str, artifact_root: str | None = None) -> str:
-    """Experiment id for ``name``, creating it if needed (artifacts under ``<artifact_root>/<name>`` for local
-    stores). Safe when several processes race to create it."""
+    """Experiment id for ``name``, creating it if needed. Same layout as ``dermsweep.tracking.experiment_id``:
+    artifacts under ``<artifact_root>/<slug(name)>``, or beside a local SQLite database when artifact_root is
+    null; a server chooses for itself. Safe when several processes race to create it."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None
-    uri = client.tracking_uri or ""
-    if artifact_root and not uri.startswith(("http:", "https:", "databricks")):
-        location = (Path(artifact_root).absolute() / name).as_uri()
+    uri = str(client.tracking_uri or "")
+    root = None
+    if artifact_root:
+        root = Path(artifact_root).resolve().as_uri()
+    elif uri.startswith("sqlite:///"):
+        root = Path(uri.removeprefix("sqlite:///")).resolve().parent.as_uri()
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+    location = f"{root}/{slug}" if root else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # noqa: BLE001  created meanwhile by another process
@@ -138,10 +143,10 @@ class SweepParent:
         self.client.log_batch(self.run_id, metrics=metrics)
 
     @_safe
-    def finalize(self, study: Any, status: str = "FINISHED") -> None:
+    def finalize(self, study: Any, status: str = "FINISHED", plots: bool = True) -> None:
         try:
             self.log_progress(study)
-            self._log_study_artifacts(study)
+            self._log_study_artifacts(study, plots)
         finally:
             self.client.set_terminated(self.run_id, status=status)
 
@@ -157,7 +162,7 @@ class SweepParent:
                 out.setdefault(int(num), r.info.run_id)
         return out
 
-    def _log_study_artifacts(self, study: Any) -> None:
+    def _log_study_artifacts(self, study: Any, plots: bool = True) -> None:
         import optuna
 
         multi = len(study.directions) > 1
@@ -193,7 +198,8 @@ class SweepParent:
             if not df.empty:
                 df["mlflow_run_id"] = [run_id_of(t) for t in study.get_trials(deepcopy=False)]
             df.to_csv(folder / "trials.csv", index=False)
-            write_plots(study, folder)
+            if plots:
+                write_plots(study, folder)
             self.client.log_artifacts(self.run_id, str(folder), artifact_path="study")
 
 

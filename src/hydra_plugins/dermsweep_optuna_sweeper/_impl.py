@@ -213,7 +213,9 @@ class OptunaSweeperImpl:
         heartbeat_interval: int = 30,
         grace_period: Optional[int] = 120,
         max_retry: Optional[int] = 2,
+        plots: bool = True,
     ) -> None:
+        self.plots = bool(plots)
         self.sampler_spec = _to_container(sampler)
         self.pruner_spec = _to_container(pruner)
         self.directions = _directions(_to_container(direction))
@@ -416,7 +418,7 @@ class OptunaSweeperImpl:
         finally:
             trial_link.unregister_local_study(study)
             if parent is not None:
-                parent.finalize(study, status=status)
+                parent.finalize(study, status=status, plots=self.plots)
         self._write_results(study)
         return None
 

@@ -50,6 +50,8 @@ class DermsweepOptunaSweeperConf:
     heartbeat_interval: int = 30
     grace_period: Optional[int] = 120
     max_retry: Optional[int] = 2
+    # Optuna plots (HTML + PNG) in the parent run's study/ folder at the end; false = trials.csv + summary only.
+    plots: bool = True
 
 
 ConfigStore.instance().store(
