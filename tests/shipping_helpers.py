@@ -1,0 +1,167 @@
+"""Fixture runs for the shipping tests (registry, export, predict, serving, CLI).
+
+Each fixture run is logged exactly as dermsweep.task promises: a Keras model (raw 0-255 RGB in, softmax out) via
+mlflow.tensorflow.log_model(name="model", metadata=META), model_info.json and config.yaml artifacts, final_val_*/test_*
+metrics and the dermsweep.* tags. The model is tiny (Rescaling, one conv, pooling, softmax) on 32x32 synthetic images,
+trained for a few epochs so its accuracy means something.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+HAM_DIR = REPO.parent / "shared" / "data" / "ham10000"
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+SIZE = 32
+METRICS = ("loss", "accuracy", "top2_accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+
+
+def ham_images(n: int = 3) -> list[Path]:
+    folder = HAM_DIR / "HAM10000_images_part_1"
+    return sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
+
+
+def data_cfg(max_images: int = 140):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(REPO / "conf" / "data" / "synthetic.yaml")
+    cfg.max_images = max_images
+    return cfg
+
+
+def run_config(seed: int = 42, max_images: int = 140) -> dict:
+    """The resolved config a run would log (the parts export and the CLI read)."""
+    from omegaconf import OmegaConf
+
+    return {
+        "experiment": "dermsweep", "seed": seed,
+        "data": OmegaConf.to_container(data_cfg(max_images)),
+        "model": {"name": "tiny", "alpha": 0.35, "height": SIZE, "width": SIZE},
+        "objective": {"metric": "val_balanced_accuracy", "direction": "maximize"},
+    }
+
+
+def prepared(seed: int = 42):
+    from dermsweep.data import prepare
+
+    return prepare(data_cfg(), SIZE, SIZE, seed, None)
+
+
+def tiny_model(seed: int = 0, epochs: int = 8, filters: int = 8):
+    """A small Keras classifier trained on the synthetic train split (seconds on a CPU)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inp)
+    x = keras.layers.Conv2D(filters, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(len(CLASSES), activation="softmax")(x)
+    model = keras.Model(inp, out)
+    if epochs:
+        data = prepared()
+        model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+        model.fit(data.x["train"].astype("float32"), data.y["train"], epochs=epochs, batch_size=16, verbose=0)
+    return model
+
+
+def meta(split_id: str = "split-a") -> dict:
+    return {"class_names": CLASSES, "input_height": SIZE, "input_width": SIZE, "resize": "PIL bilinear",
+            "backbone": "tiny", "alpha": 0.35, "split_id": split_id, "dataset_id": "ds-synthetic"}
+
+
+def log_run(model, experiment: str = "dermsweep", value: float = 0.5, split_id: str = "split-a",
+            status: str = "finished", role: str = "trial", parent: str | None = None, study: str | None = "study-a",
+            params: dict | None = None, with_model: bool = True, name: str | None = None) -> str:
+    """One finished (or pruned/failed) run per the contract. Returns its run id."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow.set_experiment(experiment)
+    tags = {"dermsweep.objective_metric": "val_balanced_accuracy", "dermsweep.objective_direction": "maximize",
+            "dermsweep.split_id": split_id, "dermsweep.dataset_id": "ds-synthetic", "dermsweep.status": status,
+            "dermsweep.role": role}
+    if study:
+        tags["dermsweep.study_name"] = study
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(run_name=name, tags=tags) as run:
+        mlflow.log_params({"model.name": "tiny", "model.alpha": 0.35, "model.height": SIZE, "seed": 42,
+                           "data.source": "synthetic", **(params or {})})
+        for step in range(2):
+            mlflow.log_metric("val_balanced_accuracy", value - 0.1 + 0.1 * step, step=step)
+        if status == "finished":
+            for m in METRICS:
+                v = value if m == "balanced_accuracy" else 0.5
+                mlflow.log_metric(f"final_val_{m}", v)
+                mlflow.log_metric(f"test_{m}", v - 0.02)
+        m = meta(split_id)
+        mlflow.log_dict(m, "model_info.json")
+        mlflow.log_dict(run_config(), "config.yaml")
+        if with_model and model is not None:
+            example = np.zeros((1, SIZE, SIZE, 3), np.float32)
+            mlflow.tensorflow.log_model(
+                model, name="model", signature=infer_signature(example, model.predict(example, verbose=0)),
+                input_example=example, metadata=m, pip_requirements=["tensorflow-cpu", "keras"])
+        return run.info.run_id
+
+
+def log_sweep(experiment: str = "dermsweep", study: str = "study-a", values=(0.6, 0.8), split_id="split-a",
+              models=None, extra_failed: bool = True) -> dict:
+    """A sweep parent with trials of the given objective values (+ a pruned and a failed trial)."""
+    import mlflow
+
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"sweep-{study}", tags={"dermsweep.role": "sweep", "dermsweep.study_name": study,
+                                                           "dermsweep.status": "finished"}) as parent:
+        pid = parent.info.run_id
+    ids = []
+    for i, v in enumerate(values):
+        model = models[i] if models else tiny_model(seed=i, epochs=0)
+        ids.append(log_run(model, experiment, v, split_id, parent=pid, study=study, name=f"trial-{i}",
+                           params={"trainer.finetune.lr": 10.0 ** -(3 + i), "augment.name": ["light", "strong"][i % 2]}))
+    out = {"parent": pid, "trials": ids}
+    if extra_failed:
+        # pruned/failed trials: better-looking numbers but never eligible
+        out["pruned"] = log_run(None, experiment, 0.99, split_id, status="pruned", parent=pid, study=study,
+                                with_model=False, name="pruned")
+        out["failed"] = log_run(None, experiment, 0.99, split_id, status="failed", parent=pid, study=study,
+                                with_model=False, name="failed")
+    return out
+
+
+def use_store(path: Path) -> str:
+    """Point MLflow (env and fluent API) at a fresh sqlite store under `path`. Returns the URI."""
+    import mlflow
+
+    path.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{path}/mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def write_image_dir(root: Path, per_class: int = 3) -> Path:
+    """A class-per-folder directory of synthetic PNGs (for --data-dir style inputs)."""
+    from PIL import Image
+
+    from dermsweep.data.synthetic import render
+
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(render(f"dir_{name}_{i}", c, 48, 64)).save(root / name / f"{i}.png")
+    return root
+
+
+def tmp_json(obj) -> Path:
+    fd, p = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    Path(p).write_text(json.dumps(obj))
+    return Path(p)
