@@ -5,8 +5,9 @@ Grammar (same semantics as facebookresearch/hydra's hydra-optuna-sweeper):
     range(1, 10) / range(1, 10, 2)  -> IntDistribution(1, 10, step)       (upper bound INCLUDED, like upstream)
     range(0, 1, step=0.1)           -> FloatDistribution(0, 1, step=0.1)
     shuffle(range(...))             -> CategoricalDistribution of the range's values
-    interval(0.1, 1)                -> FloatDistribution(0.1, 1)  (IntDistribution when both ends are ints)
+    interval(0.1, 1)                -> FloatDistribution(0.1, 1)  (Hydra parses interval bounds as floats)
     tag(log, interval(1e-5, 1e-2))  -> FloatDistribution(1e-5, 1e-2, log=True)
+    tag(log, int, interval(8, 512)) -> IntDistribution(8, 512, log=True)  (dermsweep addition: tag "int")
     a plain value                   -> fixed: passed to every job unchanged
 """
 from __future__ import annotations
@@ -70,7 +71,8 @@ def create_distribution_from_override(override: Override) -> Any:
 
     value = override.value()
     if override.is_choice_sweep():
-        assert isinstance(value, ChoiceSweep)
+        if not isinstance(value, ChoiceSweep):  # glob(...) needs the config's keys: not a search space
+            raise NotImplementedError(f"{override.input_line} is not supported by the Optuna sweeper")
         choices: List[CategoricalChoiceType] = []
         for x in override.sweep_iterator(transformer=Transformer.encode):
             assert isinstance(x, (str, int, float, bool, type(None)))
@@ -90,7 +92,8 @@ def create_distribution_from_override(override: Override) -> Any:
         assert isinstance(value, IntervalSweep)
         assert value.start is not None and value.end is not None
         log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
+        # Hydra parses interval bounds as floats; tag "int" asks for integers (an addition to upstream's grammar)
+        if "int" in value.tags or (isinstance(value.start, int) and isinstance(value.end, int)):
             return IntDistribution(int(value.start), int(value.end), log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
 

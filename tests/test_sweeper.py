@@ -1,0 +1,368 @@
+"""The Optuna sweeper plugin (hydra/sweeper=optuna), the trial link and MLflow parent runs.
+
+Runs a stand-in Hydra app (tests/sweeper_app/my_app.py: fake per-epoch values, no TensorFlow) in subprocesses,
+with MLflow, the Optuna storage and Hydra's output folders inside tmp_path.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
+TIMEOUT = 240
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """One migrated MLflow SQLite database, copied into each test (saves the schema migration per test)."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    client.search_experiments(max_results=1)
+    return db
+
+
+@pytest.fixture
+def ws(tmp_path, mlflow_template):
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    return tmp_path
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERMSWEEP_", "MLFLOW_"))}
+    env["HYDRA_FULL_ERROR"] = "1"
+    return env
+
+
+def base_args(ws: Path, sweep_dir: str = "ms") -> list[str]:
+    return [
+        f"hydra.sweep.dir={ws / sweep_dir}",
+        f"hydra.run.dir={ws / 'run'}",
+        f"tracking.uri=sqlite:///{ws / 'mlflow.db'}",
+        f"tracking.artifact_root={ws / 'artifacts'}",
+    ]
+
+
+def optuna_args(ws: Path, n_trials: int, *extra: str, study: str = "s", plots: bool = False, **kw) -> list[str]:
+    return [
+        "-m", "hydra/sweeper=optuna", *base_args(ws, **kw), f"hydra.sweeper.storage=sqlite:///{ws / 'optuna.db'}",
+        f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.plots={str(plots).lower()}", "hydra.sweeper.sampler.seed=7",
+        "x=interval(0, 1)", "y=choice(0.2, 0.6, 0.9)", *extra,
+    ]
+
+
+def run_app(ws: Path, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(APP), *args], cwd=ws, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"app failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def spawn_app(ws: Path, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(APP), *args], cwd=ws, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def load_study(ws: Path, name: str = "s", storage: Path | None = None):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{storage or ws / 'optuna.db'}")
+
+
+def mlflow_client(ws: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+
+
+def runs_of(ws: Path, experiment: str = "sweeper-test"):
+    client = mlflow_client(ws)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, "experiment not created"
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def states(study) -> dict:
+    from collections import Counter
+
+    return dict(Counter(t.state.name for t in study.trials))
+
+
+# ----------------------------------------------------------------------------------------------- plugin
+def test_plugin_is_discovered_and_registered():
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    names = [p.__name__ for p in Plugins.instance().discover(Sweeper)]
+    assert "DermsweepOptunaSweeper" in names
+    node = ConfigStore.instance().load("hydra/sweeper/optuna.yaml").node
+    assert node._target_.endswith("DermsweepOptunaSweeper")
+    assert node.sampler["_target_"] == "optuna.samplers.TPESampler"
+    assert node.storage == "sqlite:///mlruns/optuna.db"
+
+
+def test_sweeper_selectable_from_the_command_line(tmp_path):
+    proc = run_app(tmp_path, ["hydra/sweeper=optuna", "--cfg", "hydra", "-p", "hydra.sweeper"])
+    assert "DermsweepOptunaSweeper" in proc.stdout
+    assert "constant_liar: true" in proc.stdout
+
+
+def test_sweep_files_compose():
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).parents[1] / "conf"
+    names = sorted(p.stem for p in (conf.parent / "sweeps").glob("*.yaml"))
+    assert {"smoke", "backbone", "augmentation", "schedule_and_weighting", "full"} <= set(names)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for name in names:
+            cfg = compose("config", overrides=[f"+sweep={name}"], return_hydra_config=True)
+            assert cfg.hydra.sweeper._target_.endswith("DermsweepOptunaSweeper"), name
+            assert cfg.hydra.sweeper.study_name.startswith("dermsweep-"), name
+            assert cfg.hydra.sweeper.params, name
+
+
+# ----------------------------------------------------------------------------------------------- grammar
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("k=choice(a, b, 3)", ("CategoricalDistribution", {"choices": ("a", "b", 3)})),
+        ("k=a,b", ("CategoricalDistribution", {"choices": ("a", "b")})),
+        ("k=range(1, 10)", ("IntDistribution", {"low": 1, "high": 10, "step": 1, "log": False})),
+        ("k=range(1, 9, 2)", ("IntDistribution", {"low": 1, "high": 9, "step": 2})),
+        ("k=range(0, 1, step=0.25)", ("FloatDistribution", {"low": 0.0, "high": 1.0, "step": 0.25})),
+        ("k=interval(0.1, 1)", ("FloatDistribution", {"low": 0.1, "high": 1.0, "log": False})),
+        ("k=interval(1, 8)", ("FloatDistribution", {"low": 1.0, "high": 8.0})),  # like upstream
+        ("k=tag(int, interval(1, 8))", ("IntDistribution", {"low": 1, "high": 8, "log": False})),
+        ("k=tag(log, interval(1e-5, 1e-2))", ("FloatDistribution", {"low": 1e-5, "high": 1e-2, "log": True})),
+        ("k=tag(log, int, interval(1, 1024))", ("IntDistribution", {"low": 1, "high": 1024, "log": True})),
+        ("k=shuffle(range(1, 4))", ("CategoricalDistribution", None)),
+    ],
+)
+def test_grammar(line, expected):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.dermsweep_optuna_sweeper._impl import create_distribution_from_override
+
+    dist = create_distribution_from_override(OverridesParser.create().parse_override(line))
+    cls, attrs = expected
+    assert type(dist).__name__ == cls
+    for k, v in (attrs or {}).items():
+        assert getattr(dist, k) == v, (k, getattr(dist, k))
+    if line.startswith("k=shuffle"):
+        assert sorted(dist.choices) == [1, 2, 3]
+
+
+def test_search_space_params_fixed_and_command_line_precedence():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from hydra_plugins.dermsweep_optuna_sweeper._impl import parse_search_space
+
+    space, fixed = parse_search_space(
+        {"model": "choice(mobilenet_v1, mobilenet_v2)", "model.alpha": "choice(0.5, 1.0)",
+         "trainer.batch_size": 32, "trainer.finetune.lr": "tag(log, interval(1e-6, 1e-3))"},
+        ["model.alpha=0.25", "+sweep=smoke", "model.dropout=interval(0, 0.5)"],
+    )
+    assert isinstance(space["model"], CategoricalDistribution)
+    assert space["trainer.finetune.lr"].log
+    assert isinstance(space["model.dropout"], FloatDistribution)
+    assert "model.alpha" not in space  # the command line fixed it
+    assert fixed == {"model.alpha": "0.25", "trainer.batch_size": "32", "+sweep": "smoke"}
+
+
+def test_unsupported_sweep_is_rejected():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.dermsweep_optuna_sweeper._impl import create_distribution_from_override
+
+    with pytest.raises(NotImplementedError):
+        create_distribution_from_override(OverridesParser.create().parse_override("k=glob(*)"))
+
+
+# ----------------------------------------------------------------------------------------------- trial link
+def test_trial_link_absent_outside_sweeps_and_env_is_not_sticky(monkeypatch):
+    from dermsweep import trial as trial_link
+
+    for var in trial_link.ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert trial_link.current() is None
+    assert trial_link.parent_run_id() is None
+    env = trial_link.job_env("st", "sqlite:///x.db", trial_id=12, number=3, parent_run_id="abc")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    link = trial_link.current()
+    assert link.number == 3 and link.trial_id == 12 and link.storage_url == "sqlite:///x.db"
+    assert link.run_tags == {"dermsweep.study_name": "st", "dermsweep.trial_number": "3", "dermsweep.role": "trial"}
+    assert trial_link.parent_run_id() == "abc"
+    monkeypatch.setenv(trial_link.ENV_TRIAL_NUMBER, "4")
+    monkeypatch.setenv(trial_link.ENV_TRIAL_ID, "13")
+    assert trial_link.current().number == 4  # never a stale cached link
+    for k in env:
+        monkeypatch.delenv(k)
+    assert trial_link.current() is None and trial_link.parent_run_id() is None
+
+
+def test_env_override_quoting_roundtrip():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.dermsweep_optuna_sweeper._impl import env_overrides
+
+    values = {"A": "sqlite:////tmp/a b/optuna.db", "B": "postgresql://u:p@h:5432/db?x=1", "C": "it's"}
+    parser = OverridesParser.create()
+    for line, (key, value) in zip(env_overrides(values), values.items()):
+        o = parser.parse_override(line)
+        assert o.key_or_group == f"hydra.job.env_set.{key}" and o.value() == value
+
+
+# ----------------------------------------------------------------------------------------------- sweeps
+def test_sweep_prunes_fails_goes_on_and_logs_parent(ws):
+    """5 trials: 1 raises, 2 diverges (NaN), 3 reports a hopeless value and is pruned; the rest complete."""
+    run_app(ws, optuna_args(
+        ws, 5, "fail_trials=[1]", "nan_trials=[2]", "prune_trials=[3]", plots=True,
+    ) + ["hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=-10"])
+    study = load_study(ws)
+    by_num = {t.number: t for t in study.trials}
+    assert [by_num[i].state.name for i in range(5)] == ["COMPLETE", "FAIL", "FAIL", "PRUNED", "COMPLETE"]
+    assert by_num[1].user_attrs["dermsweep.failure_reason"].startswith("RuntimeError: boom")
+    assert by_num[2].user_attrs["dermsweep.failure_reason"].startswith("TrainingDiverged")
+    assert all("mlflow_run_id" in t.user_attrs for t in study.trials)
+
+    client, runs = runs_of(ws)
+    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_name == "s" and parent.info.status == "FINISHED"
+    assert parent.data.tags["dermsweep.study_name"] == "s"
+    children = {int(r.data.tags["dermsweep.trial_number"]): r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == [0, 1, 2, 3, 4]
+    assert children[3].info.status == "KILLED" and children[3].data.tags["dermsweep.status"] == "pruned"
+    assert children[1].info.status == "FAILED" and children[1].data.tags["dermsweep.status"] == "failed"
+    assert children[0].data.params["x"] == str(by_num[0].params["x"])  # swept values are plain child params
+    m = parent.data.metrics
+    assert (m["n_complete"], m["n_pruned"], m["n_failed"]) == (2, 1, 2)
+    assert m["best_value"] == pytest.approx(study.best_value)
+    assert parent.data.tags["dermsweep.best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    for name in ("trials.csv", "summary.json", "optimization_history.html", "optimization_history.png",
+                 "param_importances.html", "param_importances.png", "parallel_coordinate.html",
+                 "parallel_coordinate.png"):
+        assert f"study/{name}" in arts, (name, arts)
+    assert (ws / "ms" / "optimization_results.yaml").is_file()
+
+
+def test_resume_counts_finished_trials_and_reuses_parent(ws):
+    run_app(ws, optuna_args(ws, 2, sweep_dir="ms1"))
+    first = {t.number: t.params for t in load_study(ws).trials}
+    run_app(ws, optuna_args(ws, 4, sweep_dir="ms2"))
+    study = load_study(ws)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert {n: study.trials[n].params for n in (0, 1)} == first  # never re-run
+    _, runs = runs_of(ws)
+    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
+    assert len(parents) == 1
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(int(r.data.tags["dermsweep.trial_number"]) for r in kids) == [0, 1, 2, 3]
+
+
+def test_multi_objective_pareto_front(ws):
+    run_app(ws, optuna_args(
+        ws, 4, "+objective.metrics=[val_score,gap]", "hydra.sweeper.direction=[maximize,minimize]",
+        "hydra.sweeper.metrics=[val_score,gap]", "hydra.sweeper.sampler._target_=optuna.samplers.NSGAIISampler",
+        "hydra.sweeper.pruner=null",
+    ))
+    study = load_study(ws)
+    assert len(study.directions) == 2 and study.metric_names == ["val_score", "gap"]
+    assert states(study) == {"COMPLETE": 4}
+    assert 1 <= len(study.best_trials) <= 4
+    client, runs = runs_of(ws)
+    parent = next(r for r in runs if r.data.tags.get("dermsweep.role") == "sweep")
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    assert {"study/trials.csv", "study/summary.json"} <= arts
+    import json
+
+    summary = json.loads(open(client.download_artifacts(parent.info.run_id, "study/summary.json", str(ws))).read())
+    assert {t["number"] for t in summary["best_trials"]} == {t.number for t in study.best_trials}
+    assert all(t["mlflow_run_id"] for t in summary["best_trials"])
+
+
+def test_grid_multirun_with_basic_sweeper_gets_a_parent_run(ws):
+    run_app(ws, ["-m", *base_args(ws), "x=0.1,0.2,0.3"])
+    client, runs = runs_of(ws)
+    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "multirun"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.params["x"] for r in kids) == ["0.1", "0.2", "0.3"]
+    assert parents[0].data.metrics["n_runs"] == 3
+    assert not any(r.data.tags.get("dermsweep.role") == "sweep" for r in runs)
+    assert not (ws / "optuna.db").exists()
+
+
+@pytest.mark.faults
+def test_stale_running_trial_is_failed_and_its_params_retried(ws):
+    """A trial left RUNNING by a dead worker (no heartbeat) is marked FAIL, not counted, and re-run."""
+    import time
+    import warnings
+
+    import optuna
+
+    from dermsweep import trial as trial_link
+
+    warnings.simplefilter("ignore")
+
+    storage = trial_link.open_storage(f"sqlite:///{ws / 'optuna.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(dead._trial_id)
+    x_dead = dead.params["x"]
+    time.sleep(1.5)
+    run_app(ws, optuna_args(ws, 2, "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=1"))
+    study = load_study(ws)
+    assert study.trials[0].state.name == "FAIL"
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE" and retried[0].params["x"] == x_dead
+    assert states(study) == {"FAIL": 1, "COMPLETE": 2}
+
+
+@pytest.mark.slow
+def test_joblib_launcher_parallel_batches_with_pruning(ws):
+    run_app(ws, optuna_args(
+        ws, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "prune_trials=[1]",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=-10",
+    ))
+    study = load_study(ws)
+    assert {t.number: t.state.name for t in study.trials} == {0: "COMPLETE", 1: "PRUNED"}
+    _, runs = runs_of(ws)
+    pruned = [r for r in runs if r.data.tags.get("dermsweep.trial_number") == "1"]
+    assert pruned[0].info.status == "KILLED" and pruned[0].data.tags["dermsweep.status"] == "pruned"
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_two_sweep_processes_share_one_storage(ws):
+    n = 5
+    procs = [spawn_app(ws, optuna_args(ws, n, "sleep=0.4", sweep_dir=f"w{i}") + ["hydra.sweeper.sampler.seed=null"])
+             for i in range(2)]
+    outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+        assert "database is locked" not in out
+    study = load_study(ws)
+    void = {int(k.rsplit(".", 1)[1]) for k in study.user_attrs if k.startswith("dermsweep.void.")}
+    done = [t for t in study.trials if t.number not in void]
+    assert len(done) == n and all(t.state.name == "COMPLETE" for t in done)
+    assert len({tuple(sorted(t.params.items())) for t in done}) == n  # no trial evaluated twice
+    assert all("Launching trials" in out for out in outs)  # both workers took part
+    _, runs = runs_of(ws)
+    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
+    assert len(parents) == 1
