@@ -239,6 +239,7 @@ def test_sweep_prunes_fails_goes_on_and_logs_parent(ws):
     client, runs = runs_of(ws)
     parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
     assert len(parents) == 1
+    assert not any(r.data.tags.get("dermsweep.role") == "multirun" for r in runs)  # the callback stood aside
     parent = parents[0]
     assert parent.info.run_name == "s" and parent.info.status == "FINISHED"
     assert parent.data.tags["dermsweep.study_name"] == "s"

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, MutableMapping, Optional, Sequence, Tuple
@@ -431,8 +432,16 @@ class OptunaSweeperImpl:
         parent_id = parent.run_id if parent is not None else None
         while True:
             optuna.storages.fail_stale_trials(study)
-            to_go = self.n_trials - len(self._counted(study))
+            counted = self._counted(study)
+            to_go = self.n_trials - len(counted)
             if to_go <= 0:
+                running = [t.number for t in counted if t.state == TrialState.RUNNING]
+                if running and optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
+                    # Other workers' trials (or a dead sweep's, until their heartbeat goes stale): wait, since a
+                    # stale one is failed and re-enqueued for us to run, and the summary should be complete.
+                    log.info("waiting for running trials %s (other workers or stale)", running)
+                    time.sleep(min(5.0, float(self.heartbeat_interval)))
+                    continue
                 break
             trials: List[optuna.Trial] = []
             for _ in range(min(self.n_jobs, to_go)):
