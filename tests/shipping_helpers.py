@@ -165,3 +165,68 @@ def tmp_json(obj) -> Path:
     os.close(fd)
     Path(p).write_text(json.dumps(obj))
     return Path(p)
+
+
+# ---------------------------------------------------------------- one store shared by all shipping tests
+class Store:
+    """A tracking store with: study-a (trials 0.6, 0.8 on split-a, plus pruned/failed 0.99), study-b (0.9 on
+    split-b: not comparable), study-c (0.7 on split-a: worse than a's best), all in experiment `dermsweep`,
+    and experiment `empty` with only a pruned run."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.uri = f"sqlite:///{root}/mlflow.db"
+
+
+_SHARED: dict[str, Store] = {}
+
+
+def shared_store(tmp_path_factory) -> Store:
+    if "store" in _SHARED:
+        return _SHARED["store"]
+    import mlflow
+
+    root = tmp_path_factory.mktemp("shipping_store")
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    cwd = os.getcwd()
+    try:
+        os.chdir(root)  # mlflow's default artifact root (./mlruns) lands in the temp store, not the repo
+        use_store(root)
+        trained = tiny_model(seed=0, epochs=8)
+        weak = tiny_model(seed=1, epochs=0)
+        store = Store(root)
+        store.model = trained
+        store.a = log_sweep(study="study-a", values=(0.6, 0.8), models=[weak, trained])
+        store.b = log_sweep(study="study-b", values=(0.9,), split_id="split-b", models=[trained], extra_failed=False)
+        store.c = log_sweep(study="study-c", values=(0.7,), models=[weak], extra_failed=False)
+        mlflow.set_experiment("empty")
+        store.empty = log_run(None, "empty", 0.5, status="pruned", with_model=False)
+    finally:
+        os.chdir(cwd)
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    _SHARED["store"] = store
+    return store
+
+
+def activate(store: Store, monkeypatch) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(store.uri)
+    mlflow.set_registry_uri(store.uri)
+
+
+def champion_of(store: Store, name: str, monkeypatch=None) -> str:
+    """Register study-a's best under `name` once (cached) and return models:/name@champion."""
+    key = f"champion:{name}"
+    if key not in _SHARED:
+        from dermsweep import model_io, registry
+
+        client = model_io.connect(store.uri)
+        registry.promote(client, "dermsweep", name, sweep="study-a")
+        _SHARED[key] = f"models:/{name}@champion"
+    return _SHARED[key]

@@ -398,9 +398,16 @@ def log_serving_model(run_id: str, client=None) -> str:
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
         example = pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode()]})
         meta: dict[str, Any] = dict(ref.meta, keras_model_uri=f"models:/{ref.model_id}", input="base64 image")
+        # Created explicitly so it belongs to the run's experiment (not whatever experiment is active here).
+        from mlflow.entities import LoggedModelStatus
+
+        client = client or mlflow.MlflowClient()
+        exp_id = client.get_run(run_id).info.experiment_id
+        lm = client.create_logged_model(exp_id, name=SERVING_NAME, source_run_id=run_id,
+                                        tags={"dermsweep.role": "serving", "dermsweep.keras_model": str(ref.model_id)})
         try:
             logged = Model.log(
-                artifact_path=None, name=SERVING_NAME, flavor=mlflow.pyfunc, run_id=run_id,
+                artifact_path=None, name=SERVING_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=lm.model_id,
                 python_model=str(Path(serving.__file__)),
                 artifacts={"keras_model": str(ref.keras_path), "model_info": str(info)},
                 code_paths=[str(Path(images.__file__))],
@@ -408,7 +415,10 @@ def log_serving_model(run_id: str, client=None) -> str:
                 input_example=example, pip_requirements=_requirements(), metadata=meta,
             )
         except Exception as exc:  # noqa: BLE001
+            client.finalize_logged_model(lm.model_id, LoggedModelStatus.FAILED)
             raise RegistryError(f"could not log the serving model into run {run_id}: {_first_line(exc)}") from exc
+    if str(client.get_logged_model(lm.model_id).status) != "READY":
+        client.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
     return logged.model_uri
 
 

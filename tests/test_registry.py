@@ -1,0 +1,146 @@
+"""dermsweep.registry: ranking runs, the promotion gate, aliases, version tags and registry safety."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from shipping_helpers import activate, shared_store
+
+from dermsweep import model_io, registry
+
+
+@pytest.fixture
+def store(tmp_path_factory, monkeypatch):
+    s = shared_store(tmp_path_factory)
+    activate(s, monkeypatch)
+    return s
+
+
+@pytest.fixture
+def client(store):
+    return model_io.connect(store.uri)
+
+
+def fresh_name() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def test_collect_runs_best_first_with_differing_params(client, store):
+    table = registry.collect_runs(client, "dermsweep", sweep="study-a", finished_only=True)
+    assert table.metric == "final_val_balanced_accuracy" and table.direction == "maximize"
+    assert [r.metrics[table.metric] for r in table.rows] == [0.8, 0.6]  # pruned/failed 0.99 runs excluded
+    assert table.differing == ["augment.name", "trainer.finetune.lr"]
+    everything = registry.collect_runs(client, "dermsweep", sweep=store.a["parent"])
+    assert {r.status for r in everything.rows} == {"finished", "pruned", "failed"}
+    assert everything.rows[0].metrics[table.metric] == 0.8  # runs without the metric sort last
+
+
+def test_collect_runs_other_metric_and_direction(client):
+    table = registry.collect_runs(client, "dermsweep", metric="val_loss", finished_only=True)
+    assert table.metric == "final_val_loss" and table.direction == "minimize"
+
+
+def test_unknown_sweep_and_experiment(client):
+    with pytest.raises(registry.NoEligibleRun, match="no sweep"):
+        registry.collect_runs(client, "dermsweep", sweep="no-such-study")
+    with pytest.raises(registry.NoEligibleRun, match="no experiment named"):
+        registry.collect_runs(client, "nope")
+
+
+def test_no_eligible_run(client):
+    with pytest.raises(registry.NoEligibleRun, match="no eligible run"):
+        registry.promote(client, "empty", fresh_name())
+
+
+def test_promote_gate_refusals_force_and_aliases(client, store):
+    name = fresh_name()
+    first = registry.promote(client, "dermsweep", name, sweep="study-a")
+    assert first.decision == "promoted" and first.version == "1"
+    assert first.candidate.run_id == store.a["trials"][1]  # the 0.8 trial, not the pruned/failed 0.99 ones
+    mv = client.get_model_version_by_alias(name, "champion")
+    assert str(mv.version) == "1" and mv.status == "READY"
+    assert mv.tags["dermsweep.source_run_id"] == store.a["trials"][1]
+    assert mv.tags["dermsweep.sweep"] == store.a["parent"]
+    assert float(mv.tags["metric.final_val_balanced_accuracy"]) == 0.8
+    assert float(mv.tags["metric.test_balanced_accuracy"]) == pytest.approx(0.78)
+    assert mv.tags["dermsweep.split_id"] == "split-a" and "first champion" in mv.tags["dermsweep.promotion_reason"]
+
+    # same run again: refused
+    with pytest.raises(registry.PromotionRefused, match="already the champion"):
+        registry.promote(client, "dermsweep", name, sweep="study-a")
+    # worse on the same split: refused, with both numbers
+    with pytest.raises(registry.PromotionRefused, match=r"0\.7000 is not better than .* 0\.8000"):
+        registry.promote(client, "dermsweep", name, sweep="study-c")
+    # better number on another split: refused as not comparable
+    with pytest.raises(registry.PromotionRefused, match="not comparable"):
+        registry.promote(client, "dermsweep", name, sweep="study-b")
+    # dry run: the comparison, and nothing changes
+    dry = registry.promote(client, "dermsweep", name, sweep="study-b", dry_run=True)
+    assert dry.decision == "refused" and dry.champion.version == "1"
+    dry = registry.promote(client, "dermsweep", name, sweep="study-b", force=True, dry_run=True)
+    assert dry.decision == "dry-run"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+    # --force: promoted, old champion becomes @previous
+    forced = registry.promote(client, "dermsweep", name, sweep="study-b", force=True)
+    assert forced.decision == "promoted" and forced.version == "2"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "previous").version) == "1"
+    tags = client.get_model_version(name, "2").tags
+    assert tags["dermsweep.forced"] == "true" and "not comparable" in tags["dermsweep.promotion_reason"]
+    assert tags["dermsweep.replaced_version"] == "1"
+
+
+def test_better_candidate_replaces_champion(client, store):
+    name = fresh_name()
+    assert registry.promote(client, "dermsweep", name, sweep="study-c").version == "1"
+    p = registry.promote(client, "dermsweep", name, sweep="study-a")
+    assert p.decision == "promoted" and "beats champion v1" in p.reason
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "previous").version) == "1"
+
+
+def test_failed_alias_move_leaves_old_champion(client, store, monkeypatch):
+    name = fresh_name()
+    registry.promote(client, "dermsweep", name, sweep="study-c")
+    real = client.set_registered_model_alias
+
+    def flaky(model, alias, version):
+        if alias == "champion":
+            raise RuntimeError("registry went away")
+        return real(model, alias, version)
+
+    monkeypatch.setattr(client, "set_registered_model_alias", flaky)
+    with pytest.raises(registry.RegistryError, match="still names the old version"):
+        registry.promote(client, "dermsweep", name, sweep="study-a")
+    monkeypatch.undo()
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+
+def test_failed_registration_leaves_old_champion(client, store, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = fresh_name()
+    registry.promote(client, "dermsweep", name, sweep="study-c")
+
+    def broken(*a, **k):
+        raise MlflowException("disk full")
+
+    monkeypatch.setattr(mlflow, "register_model", broken)
+    with pytest.raises(registry.RegistryError, match="could not register"):
+        registry.promote(client, "dermsweep", name, sweep="study-a")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_serving_model_is_logged_once_per_run(client, store):
+    name1, name2 = fresh_name(), fresh_name()
+    v1 = registry.promote(client, "dermsweep", name1, sweep="study-a")
+    v2 = registry.promote(client, "dermsweep", name2, sweep="study-a")
+    s1 = client.get_model_version(name1, v1.version).source
+    s2 = client.get_model_version(name2, v2.version).source
+    assert s1 == s2  # the run's existing serving model is reused
+    exp = client.get_experiment_by_name("dermsweep").experiment_id
+    names = [m.name for m in model_io.logged_models_of_run(client, exp, store.a["trials"][1])]
+    assert sorted(names) == ["model", "serving"]
