@@ -321,6 +321,28 @@ class OptunaSweeperImpl:
         ahead = sum(1 for t in counted if self._order(t) < key)
         return ahead < self.n_trials
 
+    @staticmethod
+    def _running_with_heartbeat(study: optuna.Study, counted: List[optuna.trial.FrozenTrial]) -> List[int]:
+        """RUNNING trials that have a heartbeat record, i.e. that will either finish or go stale (a RUNNING
+        trial without any heartbeat never goes stale in Optuna: not worth waiting for)."""
+        running = {t._trial_id: t.number for t in counted if t.state == TrialState.RUNNING}
+        storage = study._storage
+        if not running or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+            return []
+        try:
+            from optuna.storages._rdb import models
+
+            session = storage.scoped_session()
+            try:
+                rows = session.query(models.TrialHeartbeatModel.trial_id).filter(
+                    models.TrialHeartbeatModel.trial_id.in_(list(running))).all()
+            finally:
+                storage.scoped_session.remove()
+            return sorted(running[r[0]] for r in rows)
+        except Exception as exc:  # noqa: BLE001  (private Optuna API changed: do not wait)
+            log.debug("heartbeat query failed: %s", exc)
+            return []
+
     def _release(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """Give back a trial asked beyond n_trials: void it (not counted, not shown as failed) and, if it came
         from the queue (enqueued / retried params), put its params back in the queue."""
@@ -430,13 +452,14 @@ class OptunaSweeperImpl:
               custom: Any, parent: Any) -> None:
         storage_url = self.storage_url if self.storage_url not in ("memory", ":memory:", "") else None
         parent_id = parent.run_id if parent is not None else None
+        hb_enabled = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
         while True:
             optuna.storages.fail_stale_trials(study)
             counted = self._counted(study)
             to_go = self.n_trials - len(counted)
             if to_go <= 0:
-                running = [t.number for t in counted if t.state == TrialState.RUNNING]
-                if running and optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
+                running = self._running_with_heartbeat(study, counted)
+                if running:
                     # Other workers' trials (or a dead sweep's, until their heartbeat goes stale): wait, since a
                     # stale one is failed and re-enqueued for us to run, and the summary should be complete.
                     log.info("waiting for running trials %s (other workers or stale)", running)
@@ -446,6 +469,8 @@ class OptunaSweeperImpl:
             trials: List[optuna.Trial] = []
             for _ in range(min(self.n_jobs, to_go)):
                 t = study.ask()
+                if hb_enabled:  # at once: a RUNNING trial without any heartbeat would never go stale
+                    study._storage.record_heartbeat(t._trial_id)
                 if self._claim(study, t):
                     trials.append(t)
                 else:
