@@ -240,7 +240,9 @@ def cmd_serve(args) -> int:
            "--host", args.host, "--port", str(args.port)]
     _console(stderr=True).print(f"serving {uri} on http://{args.host}:{args.port}/invocations "
                                 "(POST {\"dataframe_records\": [{\"image\": \"<base64>\"}]})")
-    env = dict(os.environ, MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI") or _tracking(args))
+    # mlflow execs `uvicorn` from PATH: put this environment's bin first (works without an activated venv)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI") or _tracking(args), PATH=path)
     return subprocess.call(cmd, env=env)
 
 
