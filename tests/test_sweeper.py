@@ -367,3 +367,30 @@ def test_two_sweep_processes_share_one_storage(ws):
     _, runs = runs_of(ws)
     parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
     assert len(parents) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_interrupted_sweep_gives_its_trial_back_on_resume(ws):
+    import signal
+    import time
+
+    proc = spawn_app(ws, optuna_args(ws, 3, "sleep=1.0", sweep_dir="ms1"))
+    seen = []
+    deadline = time.time() + TIMEOUT
+    for line in proc.stdout:
+        seen.append(line)
+        if "Launching trials [1]" in line or time.time() > deadline:
+            break
+    time.sleep(1.5)  # trial 1 is running
+    proc.send_signal(signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=TIMEOUT)[0]
+    assert proc.returncode != 0, out[-3000:]
+    study = load_study(ws)
+    assert study.user_attrs.get("dermsweep.void.1") == "interrupted", out[-3000:]
+    x_cut = study.trials[1].params["x"]
+    run_app(ws, optuna_args(ws, 3, sweep_dir="ms2"))
+    study = load_study(ws)
+    counted = [t for t in study.trials if f"dermsweep.void.{t.number}" not in study.user_attrs]
+    assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
+    assert any(t.params["x"] == x_cut for t in counted[1:])  # the interrupted point was run on resume

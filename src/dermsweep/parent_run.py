@@ -196,7 +196,12 @@ class SweepParent:
             (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             df = study.trials_dataframe()
             if not df.empty:
-                df["mlflow_run_id"] = [run_id_of(t) for t in study.get_trials(deepcopy=False)]
+                trials = study.get_trials(deepcopy=False)
+                void = {k[len("dermsweep.void."):]: v for k, v in study.user_attrs.items()
+                        if k.startswith("dermsweep.void.")}
+                df["mlflow_run_id"] = [run_id_of(t) for t in trials]
+                # surplus / interrupted / stale trials: shown as FAIL by Optuna, not counted by the sweep
+                df["void"] = [void.get(str(t.number), "") for t in trials]
             df.to_csv(folder / "trials.csv", index=False)
             if plots:
                 write_plots(study, folder)

@@ -343,13 +343,14 @@ class OptunaSweeperImpl:
             log.debug("heartbeat query failed: %s", exc)
             return []
 
-    def _release(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Give back a trial asked beyond n_trials: void it (not counted, not shown as failed) and, if it came
-        from the queue (enqueued / retried params), put its params back in the queue."""
+    def _release(self, study: optuna.Study, trial: optuna.Trial, reason: str = "surplus") -> None:
+        """Give back a trial that must not count: asked beyond n_trials ("surplus") or cut short by an
+        interrupted sweep ("interrupted"). It is voided (not counted, not shown as failed) and its parameters,
+        if any were chosen, go back to the queue so the next sweep runs them first."""
         frozen = study._storage.get_trial(trial._trial_id)
         queued = dict(frozen.system_attrs.get("fixed_params", {}))
         queued.update(frozen.params)
-        study.set_user_attr(f"{VOID_PREFIX}{trial.number}", "surplus")
+        study.set_user_attr(f"{VOID_PREFIX}{trial.number}", reason)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         if queued:
             study.enqueue_trial(queued)
@@ -441,6 +442,9 @@ class OptunaSweeperImpl:
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                 self._loop(study, space, fixed, custom, parent)
             status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
             trial_link.unregister_local_study(study)
             if parent is not None:
@@ -496,8 +500,12 @@ class OptunaSweeperImpl:
                 try:
                     returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
                 except BaseException:
-                    for t in trials:  # the launcher itself broke (not a job): don't leave RUNNING trials
-                        study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+                    # Ctrl-C or a broken launcher (not a job's failure): give the trials back for a resume
+                    for t in trials:
+                        try:
+                            self._release(study, t, reason="interrupted")
+                        except Exception as exc:  # noqa: BLE001
+                            log.warning("trial %d left as is: %s", t.number, exc)
                     raise
             self.job_idx += len(returns)
             for t, ret in zip(trials, returns):
