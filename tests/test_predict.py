@@ -1,0 +1,85 @@
+"""dermsweep.predict: training preprocessing, top-k, bad files reported while the others are predicted."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shipping_helpers import CLASSES, SIZE, activate, champion_of, ham_images, shared_store
+
+from dermsweep.data.images import load_rgb
+from dermsweep.model_io import ModelNotFound, load
+from dermsweep.predict import Predictor, TFLiteRunner
+
+
+@pytest.fixture
+def store(tmp_path_factory, monkeypatch):
+    s = shared_store(tmp_path_factory)
+    activate(s, monkeypatch)
+    return s
+
+
+@pytest.fixture
+def images(tmp_path):
+    real = ham_images(2)
+    if not real:
+        pytest.skip("shared HAM10000 images not found at ../shared/data/ham10000")
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    return real, [bad, empty, tmp_path / "missing.jpg"]
+
+
+def test_predict_champion_top_k_and_bad_files(store, images):
+    real, bad = images
+    predictor = Predictor.from_uri(champion_of(store, "predict-test"))
+    results = predictor.predict_files([real[0], *bad, real[1]], top_k=3)
+    assert [r.error is None for r in results] == [True, False, False, False, True]
+    assert "not an image" in results[1].error and "empty" in results[2].error and "cannot read" in results[3].error
+    top = results[0].top
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert all(t["label"] in CLASSES and t["name"] for t in top)
+    assert sum(results[0].probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    # exactly the training preprocessing: load_rgb at the model's input size
+    model, ref = load(champion_of(store, "predict-test"))
+    x = load_rgb(real[0], SIZE, SIZE)[None].astype(np.float32)
+    expected = np.asarray(model.predict_on_batch(x))[0]
+    np.testing.assert_allclose([results[0].probabilities[c] for c in CLASSES], expected, atol=1e-5)
+
+
+def test_model_references_all_resolve_to_the_same_model(store, tmp_path):
+    uri = champion_of(store, "predict-test")
+    run_id = store.a["trials"][1]
+    x = np.full((1, SIZE, SIZE, 3), 120, np.float32)
+    outs = []
+    for ref in (uri, "models:/predict-test/1", f"runs:/{run_id}/model", run_id):
+        model, info = load(ref)
+        assert info.class_names == CLASSES and info.input_size == (SIZE, SIZE) and info.run_id == run_id
+        outs.append(np.asarray(model.predict_on_batch(x)))
+    keras_file = tmp_path / "m.keras"
+    model.save(keras_file)
+    outs.append(np.asarray(load(str(keras_file))[0].predict_on_batch(x)))
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("ref, match", [
+    ("models:/predict-test@nope", "no registered model"),
+    ("models:/no-such-model/3", "no registered model"),
+    ("runs:/0123456789abcdef0123456789abcdef/model", "no run"),
+    ("/nowhere/model.keras", "no such Keras file"),
+    ("something-else", "unrecognised model reference"),
+    ("x.tflite", "use `dermsweep predict --tflite"),
+])
+def test_bad_model_references(store, ref, match):
+    champion_of(store, "predict-test")
+    with pytest.raises(ModelNotFound, match=match):
+        load(ref)
+
+
+def test_tflite_runner_rejects_missing_or_garbage(tmp_path):
+    with pytest.raises(ModelNotFound, match="no such TFLite file"):
+        TFLiteRunner(tmp_path / "none.tflite")
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\0" * 64)
+    with pytest.raises(ModelNotFound, match="cannot load TFLite"):
+        TFLiteRunner(junk)
