@@ -67,6 +67,27 @@ def _client(args):
     return connect(args.tracking_uri)
 
 
+class _StdoutToStderr:
+    """Keep stdout clean for --json: chatter from TF/Keras/converters (Python or C level) goes to stderr."""
+
+    def __enter__(self):
+        import contextlib
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        os.dup2(2, 1)
+        self._ctx = contextlib.redirect_stdout(sys.stderr)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        sys.stdout.flush()
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        return False
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -129,7 +150,8 @@ def cmd_promote(args) -> int:
     con = _console()
     _import_tf_quietly()
     try:
-        p = promote(_client(args), args.experiment, args.name, args.sweep, args.metric, args.force, args.dry_run)
+        with _StdoutToStderr():
+            p = promote(_client(args), args.experiment, args.name, args.sweep, args.metric, args.force, args.dry_run)
     except PromotionRefused as exc:
         if args.json:
             _print_json(dict(exc.promotion.to_json() if exc.promotion else {}, error=str(exc)))
@@ -163,13 +185,15 @@ def cmd_export(args) -> int:
 
     from .export import export, fmt, human_size
 
-    con = _console(stderr=args.json)
+    err = _console(stderr=True)
+    con = _console()
     _import_tf_quietly()
     client = _client(args) if not args.model.endswith(".keras") else None
     out = args.out or str(Path("outputs") / "export" / time.strftime("%Y%m%d-%H%M%S"))
-    report = export(args.model, out, client, data_dir=args.data_dir, calibration_dir=args.calibration_dir,
-                    calibration_count=args.calibration_count, runs=args.runs, int8_io=args.int8_io,
-                    log_to_run=not args.no_log, progress=None if args.json else (lambda m: con.print(f"[dim]{m}[/]")))
+    with _StdoutToStderr():
+        report = export(args.model, out, client, data_dir=args.data_dir, calibration_dir=args.calibration_dir,
+                        calibration_count=args.calibration_count, runs=args.runs, int8_io=args.int8_io,
+                        log_to_run=not args.no_log, progress=lambda m: err.print(f"[dim]{m}[/]"))
     if args.json:
         _print_json(report.to_json())
         return EXIT_OK
