@@ -481,38 +481,41 @@ class OptunaSweeperImpl:
                     self._release(study, t)
             if not trials:
                 continue
-            batch = []
-            for t in trials:
-                for name, dist in space.items():
-                    t._suggest(name, dist)
-                if custom is not None:
-                    custom(self.config, t)
-                for name, value in fixed.items():
-                    t.set_user_attr(name, value)
-                env = trial_link.job_env(study.study_name, storage_url, t._trial_id, t.number, parent_id)
-                batch.append(
-                    tuple(f"{n}={v}" for n, v in t.params.items())
-                    + tuple(f"{n}={v}" for n, v in fixed.items())
-                    + env_overrides(env)
-                )
-            log.info("Launching trials %s", [t.number for t in trials])
-            with _Heartbeat(study._storage, [t._trial_id for t in trials]):
-                try:
+            try:
+                batch = [self._job_overrides(study, t, space, fixed, custom, storage_url, parent_id) for t in trials]
+                log.info("Launching trials %s", [t.number for t in trials])
+                with _Heartbeat(study._storage, [t._trial_id for t in trials]):
                     returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
-                except BaseException:
-                    # Ctrl-C or a broken launcher (not a job's failure): give the trials back for a resume
-                    for t in trials:
-                        try:
-                            self._release(study, t, reason="interrupted")
-                        except Exception as exc:  # noqa: BLE001
-                            log.warning("trial %d left as is: %s", t.number, exc)
-                    raise
+            except BaseException:
+                # Ctrl-C, a bad search space, a broken launcher (not a job's failure): give the trials back
+                for t in trials:
+                    try:
+                        self._release(study, t, reason="interrupted")
+                    except Exception as exc:  # noqa: BLE001
+                        log.warning("trial %d left as is: %s", t.number, exc)
+                raise
             self.job_idx += len(returns)
             for t, ret in zip(trials, returns):
                 state = self._tell(study, t, ret)
                 log.info("trial %d: %s", t.number, state.name)
             if parent is not None:
                 parent.log_progress(study)
+
+    def _job_overrides(self, study: optuna.Study, t: optuna.Trial, space: Dict[str, BaseDistribution],
+                       fixed: Dict[str, str], custom: Any, storage_url: Optional[str],
+                       parent_id: Optional[str]) -> Tuple[str, ...]:
+        for name, dist in space.items():
+            t._suggest(name, dist)
+        if custom is not None:
+            custom(self.config, t)
+        for name, value in fixed.items():
+            t.set_user_attr(name, value)
+        env = trial_link.job_env(study.study_name, storage_url, t._trial_id, t.number, parent_id)
+        return (
+            tuple(f"{n}={v}" for n, v in t.params.items())
+            + tuple(f"{n}={v}" for n, v in fixed.items())
+            + env_overrides(env)
+        )
 
     def _write_results(self, study: optuna.Study) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
