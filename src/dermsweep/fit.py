@@ -1,0 +1,159 @@
+"""Two-phase transfer learning: (1) backbone frozen, new head trained; (2) fine-tuning above the frozen depth.
+
+One validation pass per epoch computes every metric (evaluate.scores), drives early stopping, keeps the best
+weights on disk (a crash keeps them) and hands the epoch's figures to `on_epoch` (tracking, pruning, progress).
+The best weights over both phases are restored at the end.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import evaluate, schedules
+from .inference import predict
+from .errors import TrainingDiverged
+from .model import set_finetune_depth
+
+# on_epoch(epoch, phase, figures): figures holds loss/accuracy/top2_accuracy (training), val_* and lr.
+EpochHook = Callable[[int, str, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_value: float = math.nan
+    frozen_epochs_run: int = 0
+    seconds: float = 0.0
+    frozen_layers: int = 0
+
+
+@dataclass
+class _Best:
+    mode: str
+    value: float = math.nan
+    epoch: int = 0
+
+    def improved(self, value: float) -> bool:
+        if math.isnan(self.value):
+            return not math.isnan(value)
+        return value > self.value if self.mode == "max" else value < self.value
+
+
+class _EpochEvaluator(keras.callbacks.Callback):
+    """Validation metrics, NaN guard, best checkpoint, early stopping and the per-epoch hook."""
+
+    def __init__(self, val_ds, y_val, objective: str, best: _Best, checkpoint: Path, patience: int | None,
+                 phase: str, on_epoch: EpochHook, result: FitResult):
+        super().__init__()
+        self.val_ds, self.y_val = val_ds, y_val
+        self.objective, self.best, self.checkpoint = objective, best, checkpoint
+        self.patience, self.phase, self.on_epoch, self.result = patience, phase, on_epoch, result
+        self.waited = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        loss = float(logs.get("loss", math.nan))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} in epoch {epoch + 1} ({self.phase} phase); lower the learning rate "
+                f"(trainer.{self.phase}.lr) or check the data"
+            )
+        probs = predict(self.model, self.val_ds)
+        if not np.isfinite(probs).all():
+            raise TrainingDiverged(f"validation predictions became NaN in epoch {epoch + 1} ({self.phase} phase)")
+        val = {f"val_{k}": v for k, v in evaluate.scores(self.y_val, probs).items()}
+        logs.update(val)  # ReduceLROnPlateau (after us in the list) reads the objective from logs
+        figures = {k: float(logs[k]) for k in ("loss", "accuracy", "top2_accuracy") if k in logs}
+        figures.update(val)
+        figures["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        for k, v in figures.items():
+            self.result.history.setdefault(k, []).append(v)
+        value = val[self.objective]
+        if self.best.improved(value):
+            self.best.value, self.best.epoch = value, epoch + 1
+            self.model.save_weights(self.checkpoint)
+            self.waited = 0
+        else:
+            self.waited += 1
+            if self.patience is not None and self.waited >= self.patience:
+                self.model.stop_training = True
+        self.on_epoch(epoch + 1, self.phase, figures)  # may raise optuna.TrialPruned: training stops at once
+
+
+def _restore(model: keras.Model, checkpoint: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # the optimizer's slots differ between phases; only the weights matter here
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(checkpoint)
+
+
+def _optimizer(trainer_cfg, lr):
+    name = trainer_cfg.optimizer
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=float(trainer_cfg.weight_decay))
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def fit(model: keras.Model, train_ds, steps_per_epoch: int, val_ds, y_val, cfg, class_weight,
+        checkpoint: Path, on_epoch: EpochHook, scope) -> FitResult:
+    """Train `model` in two phases per cfg.trainer; returns the history with the best weights restored."""
+    trainer = cfg.trainer
+    objective = cfg.objective.metric
+    best = _Best("max" if cfg.objective.direction == "maximize" else "min")
+    result = FitResult()
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(trainer.label_smoothing))
+    start = time.perf_counter()
+    epoch = 0
+    phases = [("frozen", trainer.frozen)]
+    if trainer.finetune.epochs > 0:
+        phases.append(("finetune", trainer.finetune))
+    for phase, phase_cfg in phases:
+        if phase_cfg.epochs <= 0:
+            continue
+        if phase == "finetune":
+            if best.epoch:
+                _restore(model, checkpoint)  # fine-tune from the best frozen-phase head, not the last
+            if cfg.model.weights is not None:  # a random-init backbone is already fully trainable
+                result.frozen_layers = set_finetune_depth(model, float(cfg.model.frozen_fraction))
+        with scope():
+            lr = schedules.learning_rate(cfg.schedule, float(phase_cfg.lr), steps_per_epoch, int(phase_cfg.epochs))
+            model.compile(
+                optimizer=_optimizer(trainer, lr),
+                loss=loss,
+                metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
+            )
+        evaluator = _EpochEvaluator(
+            val_ds, y_val, objective, best, checkpoint, trainer.early_stopping_patience, phase, on_epoch, result
+        )
+        mode = "max" if best.mode == "max" else "min"
+        model.fit(
+            train_ds,
+            epochs=epoch + int(phase_cfg.epochs),
+            initial_epoch=epoch,
+            steps_per_epoch=steps_per_epoch,
+            class_weight=class_weight,
+            callbacks=[evaluator, *schedules.callbacks(cfg.schedule, objective, mode)],
+            shuffle=False,  # the pipeline shuffles
+            verbose=0,
+        )
+        epoch = len(result.history.get("loss", []))
+        if phase == "frozen":
+            result.frozen_epochs_run = epoch
+    if best.epoch:
+        _restore(model, checkpoint)
+    result.best_epoch, result.best_value = best.epoch, best.value
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,152 @@
+"""MLflow: where runs go, what each run records, and the checks that fail early when the store is unreachable."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import TrackingError
+
+log = logging.getLogger(__name__)
+MODEL_NAME = "model"  # artifact name of the logged Keras model in every run
+
+
+def connect(tracking_cfg) -> str:
+    """Point MLflow at the configured store (MLFLOW_TRACKING_URI wins via the config default) and prove it answers."""
+    uri = str(tracking_cfg.uri)
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        db = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"tracking.uri={uri!r}: cannot create {db.parent} ({exc})") from exc
+    elif scheme in ("http", "https"):
+        _check_server(uri)
+    elif scheme in ("", "file"):
+        raise TrackingError(
+            f"tracking.uri={uri!r}: MLflow 3 keeps the plain file store in maintenance mode; use a database URI "
+            "such as sqlite:///mlruns/mlflow.db, or a tracking server (http://host:5000)"
+        )
+    mlflow.set_tracking_uri(uri)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingError(f"tracking store {uri!r} does not answer: {exc}") from exc
+    return uri
+
+
+def _check_server(uri: str) -> None:
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except Exception as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}). Start it (mlflow server ...), "
+            "fix MLFLOW_TRACKING_URI / tracking.uri, or unset it to use the local store sqlite:///mlruns/mlflow.db. "
+            "Nothing was trained."
+        ) from exc
+
+
+def artifact_root(tracking_cfg) -> str | None:
+    """Where a new experiment keeps artifacts: configured, or beside a local SQLite database."""
+    if tracking_cfg.get("artifact_root"):
+        return Path(tracking_cfg.artifact_root).resolve().as_uri()
+    uri = str(tracking_cfg.uri)
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent.as_uri()
+    return None  # a server decides
+
+
+def experiment_id(name: str, tracking_cfg) -> str:
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise TrackingError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
+        return found.experiment_id
+    root = artifact_root(tracking_cfg)
+    location = f"{root}/{_slug(name)}" if root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel trial
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as dotted params (model.alpha, trainer.finetune.lr, ...), Hydra's own keys left out."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = json.dumps(node) if isinstance(node, list) else str(node)
+
+    walk("", plain)
+    return out
+
+
+def log_json(obj, artifact_file: str) -> None:
+    mlflow.log_text(json.dumps(obj, indent=2, default=float), artifact_file)
+
+
+def log_figure(fig, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(fig, artifact_file)
+    plt.close(fig)
+
+
+def log_keras_model(model, example, info: dict) -> None:
+    """The Keras model with signature, input example and its metadata (class names, input size...)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    example = example.astype(np.float32)
+    probs = np.asarray(model(example, training=False), dtype=np.float32)
+    signature = infer_signature(example, probs)
+    # Explicit requirements: inferring them imports the model in a subprocess (~15 s per run on 2 cores).
+    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", "numpy", "pillow"]
+    mlflow.tensorflow.log_model(
+        model, name=MODEL_NAME, signature=signature, input_example=example, metadata=info,
+        pip_requirements=requirements,
+    )
+    log_json(info, "model_info.json")
+
+
+def local_checkpoint_dir() -> Path:
+    """The Hydra job's output folder when there is one, else a fresh temporary folder."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ValueError, ImportError):
+        return Path(tempfile.mkdtemp(prefix="dermsweep-"))
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return (f"make ui  (or: mlflow ui --backend-store-uri {uri}), then "
+            f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+
+
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
