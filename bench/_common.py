@@ -1,0 +1,107 @@
+"""Shared helpers for the bench/ scripts: paths, machine load, tables, JSON results, targets."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_DATA = str(ROOT.parent / "shared" / "data" / "ham10000")
+DEFAULT_WEIGHTS = str(ROOT.parent / "shared" / "weights" / "mobilenet_v1_0.25_224_no_top.weights.h5")
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 root (Kaggle layout), default ../shared/data/ham10000")
+    p.add_argument("--out", default=None, help="JSON result file (default bench/results/<name>.json)")
+    return p
+
+
+def load() -> dict:
+    one, five, fifteen = os.getloadavg()
+    return {"loadavg_1m": round(one, 2), "loadavg_5m": round(five, 2), "loadavg_15m": round(fifteen, 2),
+            "cpus": os.cpu_count()}
+
+
+def machine() -> dict:
+    import numpy as np  # noqa: F401 - imported for the version only when available
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        import tensorflow as tf
+        info["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+class Timer:
+    def __enter__(self):
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self.t
+
+
+def target(name: str, goal: str, measured: float, met: bool, unit: str = "") -> dict:
+    return {"name": name, "target": goal, "measured": measured, "unit": unit, "met": bool(met)}
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(h) for h in headers]] + [[c if isinstance(c, str) else _fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def save(name: str, result: dict, out: str | None = None) -> Path:
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": machine(), **result}
+    path.write_text(json.dumps(result, indent=2, default=float))
+    print(f"\nwrote {path}")
+    return path
+
+
+def print_targets(targets: list[dict]) -> None:
+    rows = [[t["name"], t["target"], f"{t['measured']:.3g}{t['unit']}", "MET" if t["met"] else "NOT MET"]
+            for t in targets]
+    print(table(rows, ["target", "goal", "measured", "status"]))
+
+
+def ham10000_table(root: str, n: int, seed: int = 0):
+    """The first n images of a stratified, lesion-grouped subset (the project's own subset function)."""
+    from omegaconf import OmegaConf
+
+    from dermsweep.data import ham10000
+    from dermsweep.data.split import subset
+
+    cfg = OmegaConf.create({"root": root, "metadata": "HAM10000_metadata.csv", "image_glob": "*/*.jpg"})
+    catalog = ham10000.load(cfg)
+    table = subset(catalog.table, n, seed).reset_index(drop=True)
+    return catalog, table

@@ -1,0 +1,118 @@
+"""Inference: batch-1 CPU latency and size of the Keras model, SavedModel and the TFLite f32/f16/int8 variants.
+
+The model is the project's classifier (dermsweep.model.build: MobileNet v1 a=0.25 at 150x200 with the shared
+ImageNet weights and a fresh 7-class head; latency and size do not depend on training). Formats are produced with
+dermsweep.export's own functions (_tflite for the three TFLite variants, int8 calibrated on --calibration real
+HAM10000 images; keras model.export for the SavedModel; --onnx adds ONNX), and timed as dermsweep export times
+them (export._latency, TFLite/ONNX on one thread). Formats are timed in --rounds interleaved rounds of --runs
+calls each (after --warmup calls), so all see the same machine load; the median of the round medians is reported.
+
+    python bench/inference.py [--runs 30] [--rounds 3] [--warmup 5] [--onnx] [--height 150 --width 200]
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import _common as C
+
+
+def main(argv=None) -> dict:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=30, help="timed calls per format per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--calibration", type=int, default=100, help="int8 calibration images")
+    p.add_argument("--height", type=int, default=150)
+    p.add_argument("--width", type=int, default=200)
+    p.add_argument("--alpha", type=float, default=0.25)
+    p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
+    p.add_argument("--onnx", action="store_true", help="also export and time ONNX (slower to convert)")
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import tensorflow as tf
+    from omegaconf import OmegaConf
+
+    from dermsweep import export as ex
+    from dermsweep.data import pixels
+    from dermsweep.model import build
+    from dermsweep.predict import TFLiteRunner
+
+    start_load = C.load()
+    h, w = args.height, args.width
+    catalog, table = C.ham10000_table(args.data, args.calibration)
+    calib = pixels.decode(catalog, table, h, w, cache_dir=None).pixels
+    model = build(OmegaConf.create({"name": "mobilenet_v1", "alpha": args.alpha, "height": h, "width": w,
+                                    "weights": args.weights, "dropout": 0.3, "frozen_fraction": 0.6}), 7)
+    x1 = calib[:1].astype(np.float32)
+    model(x1)
+    out = Path(tempfile.mkdtemp(prefix="dermsweep-bench-inference-"))
+    runners, build_s, notes = {}, {}, []
+
+    keras_file = out / "model.keras"
+    with C.Timer() as t:
+        model.save(keras_file)
+    build_s["keras"] = t.s
+    runners["keras"] = (lambda x: np.asarray(model(x, training=False)), keras_file)
+    with C.Timer() as t:
+        sm = out / "savedmodel"
+        model.export(str(sm), format="tf_saved_model", verbose=False)
+        loaded = tf.saved_model.load(str(sm))
+    build_s["savedmodel"] = t.s
+    runners["savedmodel"] = (lambda x, f=loaded.serve: np.asarray(f(tf.constant(x))), sm)
+    for kind in ("f32", "f16", "int8"):
+        path = out / f"model_{kind}.tflite"
+        with C.Timer() as t:
+            path.write_bytes(ex._tflite(model, kind, calib, "float"))
+        build_s[f"tflite_{kind}"] = t.s
+        runner = TFLiteRunner(path, num_threads=1)
+        runners[f"tflite_{kind}"] = (lambda x, r=runner: r.predict(x), path)
+    if args.onnx:
+        try:
+            import onnxruntime as ort
+
+            path = out / "model.onnx"
+            with C.Timer() as t:
+                model.export(str(path), format="onnx", verbose=False)
+            build_s["onnx"] = t.s
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            runners["onnx"] = (lambda x, s=sess, n=name: s.run(None, {n: x})[0], path)
+        except Exception as exc:  # noqa: BLE001 - report, keep the other formats
+            notes.append(f"onnx failed: {exc}")
+
+    ref = runners["keras"][0](x1)
+    rounds: dict[str, list[float]] = {k: [] for k in runners}
+    loads = []
+    for r in range(args.rounds):
+        for name, (fn, _) in runners.items():
+            rounds[name].append(ex._latency(fn, x1, args.runs, args.warmup))
+        loads.append(C.load()["loadavg_1m"])
+    results = []
+    for name, (fn, path) in runners.items():
+        probs = np.asarray(fn(x1)).reshape(ref.shape)
+        results.append({"format": name, "size_bytes": ex._size(path), "latency_ms": C.median(rounds[name]),
+                        "latency_rounds_ms": rounds[name], "convert_s": build_s.get(name),
+                        "max_abs_diff_vs_keras": float(np.max(np.abs(probs - ref)))})
+    rows = [[r["format"], ex.human_size(r["size_bytes"]), f"{r['latency_ms']:.2f}",
+             f"{r['max_abs_diff_vs_keras']:.1e}", f"{r['convert_s']:.1f}"] for r in results]
+    print()
+    print(C.table(rows, ["format", "size", "latency ms (batch 1)", "max |p - keras|", "convert s"]))
+    end_load = C.load()
+    print(f"\nload: start {start_load}, end {end_load}")
+    targets = []  # issue 5 sets no inference target: figures only
+    out_json = {"settings": vars(args), "load_start": start_load, "load_end": end_load, "loads_during": loads,
+                "results": results, "targets": targets, "notes": notes + [
+                    "keras = eager model(x) call as dermsweep export times it; TFLite and ONNX on one thread; "
+                    "SavedModel and Keras use TensorFlow's default thread pools (both cores)."]}
+    C.save("inference", out_json, args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    return out_json
+
+
+if __name__ == "__main__":
+    main()

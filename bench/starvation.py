@@ -1,0 +1,110 @@
+"""Starvation: is training waiting for (or competing with) the input pipeline?
+
+Epoch time of a real MobileNet v1 a=0.25 training epoch at 150x200 (shared ImageNet weights) fed by
+dermsweep's pipeline (data.pipeline.training_dataset with the `light` augmentation) versus fed from float32
+tensors already in memory (no decode, no augmentation: the machine's limit). Two variants: frozen backbone (head
+only, the first phase) and fine-tuning (model.frozen_fraction=0.6, the default second phase). The two feeds
+alternate epoch by epoch after one warm-up epoch each, so both see the same machine load; medians are reported.
+
+    python bench/starvation.py [--images 320] [--epochs 3] [--variants frozen,finetune]
+"""
+from __future__ import annotations
+
+import time
+
+import _common as C
+
+
+def main(argv=None) -> dict:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=320, help="training images per epoch")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per feed and variant (after 1 warm-up)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--variants", default="frozen,finetune")
+    p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
+    p.add_argument("--frozen-fraction", type=float, default=0.6)
+    args = p.parse_args(argv)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from omegaconf import OmegaConf
+
+    from dermsweep.data import pixels
+    from dermsweep.data.pipeline import training_dataset
+    from dermsweep.model import build, set_finetune_depth
+
+    start_load = C.load()
+    h, w = 150, 200
+    catalog, table = C.ham10000_table(args.data, args.images)
+    decoded = pixels.decode(catalog, table, h, w, cache_dir=None)
+    x, y = decoded.pixels, catalog.labels(decoded.table)
+    n, k = len(x), len(catalog.class_names)
+    steps = int(np.ceil(n / args.batch))
+    aug = OmegaConf.create(dict(rotation=180, width_shift=0.1, height_shift=0.1, zoom=0.1, horizontal_flip=True,
+                                vertical_flip=True, brightness=0.0, contrast=0.0, fill_mode="nearest"))
+    feeds = {
+        "pipeline": training_dataset(x, y, k, args.batch, aug, seed=0, repeat=True),
+        # the limit: float32 batches already in memory, nothing computed per step
+        "in_memory": tf.data.Dataset.from_tensor_slices((x.astype(np.float32), tf.one_hot(y, k)))
+        .batch(args.batch).cache().repeat().prefetch(tf.data.AUTOTUNE),
+    }
+
+    class EpochClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.s = time.perf_counter() - self.t
+
+    results = []
+    for variant in args.variants.split(","):
+        model_cfg = OmegaConf.create({"name": "mobilenet_v1", "alpha": 0.25, "height": h, "width": w,
+                                      "weights": args.weights, "dropout": 0.3, "frozen_fraction": args.frozen_fraction})
+        model = build(model_cfg, k)
+        if variant == "finetune":
+            set_finetune_depth(model, args.frozen_fraction)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"])
+        clock = EpochClock()
+        its = {name: iter(ds) for name, ds in feeds.items()}  # one live iterator per feed: no restart per epoch
+
+        def epoch(name: str) -> float:
+            model.fit(its[name], steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0)
+            return clock.s
+
+        warm = {name: epoch(name) for name in feeds}  # traces the train step, fills prefetch buffers
+        times = {name: [] for name in feeds}
+        loads = []
+        for _ in range(args.epochs):
+            for name in feeds:
+                times[name].append(epoch(name))
+            loads.append(C.load()["loadavg_1m"])
+        med = {name: C.median(v) for name, v in times.items()}
+        results.append({"variant": variant, "images": n, "steps": steps, "warmup_epoch_s": warm,
+                        "epoch_s": times, "median_epoch_s": med,
+                        "img_per_s": {name: n / v for name, v in med.items()},
+                        "ratio": med["pipeline"] / med["in_memory"], "loadavg_1m_during": loads})
+        print(f"{variant}: pipeline {med['pipeline']:.2f}s, in memory {med['in_memory']:.2f}s per epoch "
+              f"({n} images)", flush=True)
+
+    rows = [[r["variant"], f"{r['median_epoch_s']['pipeline']:.2f}", f"{r['median_epoch_s']['in_memory']:.2f}",
+             f"{r['img_per_s']['pipeline']:.0f}", f"{r['img_per_s']['in_memory']:.0f}", f"{r['ratio']:.2f}"]
+            for r in results]
+    print()
+    print(C.table(rows, ["variant", "epoch s (pipeline)", "epoch s (in memory)", "img/s pipeline",
+                         "img/s in memory", "ratio"]))
+    targets = [C.target(f"starvation ({r['variant']}): pipeline epoch / in-memory epoch", "<= 1.10",
+                        r["ratio"], r["ratio"] <= 1.10) for r in results]
+    end_load = C.load()
+    print(f"\nload: start {start_load}, end {end_load}")
+    C.print_targets(targets)
+    out = {"settings": vars(args), "load_start": start_load, "load_end": end_load, "results": results,
+           "targets": targets,
+           "notes": ["On a 2-core CPU the pipeline's augmentation and the training step share the same cores: "
+                     "the ratio measures contention as much as waiting."]}
+    C.save("starvation", out, args.out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
