@@ -144,3 +144,40 @@ def test_serving_model_is_logged_once_per_run(client, store):
     exp = client.get_experiment_by_name("dermsweep").experiment_id
     names = [m.name for m in model_io.logged_models_of_run(client, exp, store.a["trials"][1])]
     assert sorted(names) == ["model", "serving"]
+
+
+@pytest.mark.slow
+def test_real_smoke_run_promotes_serves_and_predicts(tmp_path, monkeypatch):
+    """One real dermsweep.task run (synthetic data, smoke trainer) through promote, pyfunc and predict."""
+    task = pytest.importorskip("dermsweep.task")
+    import base64
+
+    import mlflow
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+    from shipping_helpers import REPO
+
+    from dermsweep.data.synthetic import render
+    from dermsweep.predict import Predictor
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "data=synthetic", "trainer=smoke", f"tracking.uri={uri}", f"tracking.artifact_root={tmp_path}/artifacts",
+            "experiment=real-smoke", "model.alpha=0.35", "model.height=48", "model.width=48"])
+    task.run(cfg)
+    mlflow.set_tracking_uri(uri)
+    client = model_io.connect(uri)
+    p = registry.promote(client, "real-smoke", "real-smoke-model")
+    assert p.decision == "promoted" and p.candidate.split_id
+    champion = "models:/real-smoke-model@champion"
+    img = tmp_path / "mel.png"
+    Image.fromarray(render("x", 4, 96, 128)).save(img)
+    pred = Predictor.from_uri(champion).predict_files([img])[0]
+    assert pred.error is None and pred.top[0]["label"] in pred.probabilities
+    served = mlflow.pyfunc.load_model(champion).predict(
+        pd.DataFrame({"image": [base64.b64encode(img.read_bytes()).decode()]}))
+    assert served.iloc[0]["probabilities"] == pytest.approx(pred.probabilities, abs=1e-5)

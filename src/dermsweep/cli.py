@@ -5,6 +5,7 @@
     dermsweep export [--model models:/skin-lesion-classifier@champion] [--out DIR] [--data-dir DIR] [--json]
     dermsweep predict IMAGE... [--model URI | --tflite FILE] [--top-k 3] [--json]
     dermsweep serve [--model URI] [--port 5001]
+    dermsweep web [--model URI] [--host 127.0.0.1] [--port 8765]
     dermsweep demo
 
 Exit codes: 0 ok, 1 some images could not be predicted, 2 error (bad input, missing model, unreachable store),
@@ -123,13 +124,24 @@ def cmd_runs(args) -> int:
             v = r.metrics.get(k)
             return "-" if v is None else f"{v:.4f}"
         t.add_row(str(i), r.name, r.run_id[:8], r.status, num(table.metric), num(test_metric), r.split_id or "-",
-                  "yes" if r.has_model else "no", *[r.params.get(k, "-") for k in table.differing])
+                  "yes" if r.has_model else "no", *[_short(r.params.get(k, "-")) for k in table.differing])
     con.print(t)
     if not table.differing:
         con.print("(no hyperparameter differs between these runs)")
     if len(table.rows) > args.limit:
         con.print(f"... {len(table.rows) - args.limit} more (--limit)")
     return EXIT_OK
+
+
+def _short(value: str) -> str:
+    """Parameter values for a table: floats to 4 significant digits, long strings cut."""
+    try:
+        f = float(value)
+        if "." in value or "e" in value.lower():
+            return f"{f:.4g}"
+    except (TypeError, ValueError):
+        pass
+    return value if len(value) <= 24 else value[:23] + "…"
 
 
 # ---------------------------------------------------------------- promote
@@ -276,6 +288,18 @@ def _tracking(args) -> str:
     return tracking_uri(args.tracking_uri)
 
 
+# ---------------------------------------------------------------- web
+def cmd_web(args) -> int:
+    from .model_io import DEFAULT_MODEL_URI
+
+    _import_tf_quietly()
+    from .web.server import serve
+
+    uri = args.model or DEFAULT_MODEL_URI
+    client = None if uri.endswith(".keras") else _client(args)
+    return serve(uri, client, host=args.host, port=args.port, install=not args.no_install)
+
+
 # ---------------------------------------------------------------- demo
 def repo_root() -> Path:
     for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
@@ -399,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5001)
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("web", help="local web page: classify a lesion photo in the browser (ONNX, onnxruntime-web)")
+    common(p, experiment=False)
+    p.add_argument("--model", help=f"model reference (default {DEFAULT_MODEL_URI})")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--no-install", action="store_true",
+                   help="do not run `npm install` for onnxruntime-web if missing (the page then uses the server)")
+    p.set_defaults(fn=cmd_web)
 
     p = sub.add_parser("demo", help="small sweep on synthetic data, promote the winner, show where to look")
     common(p)

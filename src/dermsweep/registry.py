@@ -173,7 +173,7 @@ def _runs_with_model(client, experiment_id: str) -> set[str]:
 
 def _differing_params(rows: list[RunRow]) -> list[str]:
     keys = sorted({k for r in rows for k in r.params})
-    skip = ("tracking.", "hydra.", "run_name")
+    skip = ("tracking.", "hydra.", "run_name", "git.", "model.params", "provenance.", "host.")
     return [k for k in keys if not k.startswith(skip) and len({r.params.get(k) for r in rows}) > 1]
 
 
