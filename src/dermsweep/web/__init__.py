@@ -1,0 +1,1 @@
+"""`dermsweep web`: classify a lesion photo in the browser (see server.py)."""
