@@ -205,7 +205,7 @@ def cmd_export(args) -> int:
     with _StdoutToStderr():
         report = export(args.model, out, client, data_dir=args.data_dir, calibration_dir=args.calibration_dir,
                         calibration_count=args.calibration_count, runs=args.runs, int8_io=args.int8_io,
-                        log_to_run=not args.no_log, progress=lambda m: err.print(f"[dim]{m}[/]"))
+                        log_to_run=not args.no_log, formats=_formats(args.formats), progress=lambda m: err.print(f"[dim]{m}[/]"))
     if args.json:
         _print_json(report.to_json())
         return EXIT_OK
@@ -227,6 +227,19 @@ def cmd_export(args) -> int:
     if report.logged_to:
         con.print(f"logged to {report.logged_to}")
     return EXIT_OK
+
+
+def _formats(text: str | None):
+    from .errors import ConfigError
+    from .export import FORMATS
+
+    if not text:
+        return FORMATS
+    chosen = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"--formats: unknown {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
+    return tuple(chosen)
 
 
 # ---------------------------------------------------------------- predict
@@ -403,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50, help="timed batch-1 calls per format (median reported)")
     p.add_argument("--int8-io", choices=["float", "int8"], default="float",
                    help="int8 model's input/output type (default float: int8 inside, float32 at the edges)")
+    p.add_argument("--formats", help="comma-separated subset of: keras (always), savedmodel, tflite_f32, tflite_f16, "
+                                     "tflite_int8, onnx (default: all)")
     p.add_argument("--no-log", action="store_true", help="do not log the export to the source run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_export)

@@ -239,6 +239,35 @@ def _tflite(model, kind: str, calib: np.ndarray | None, int8_io: str) -> bytes:
     return conv.convert()
 
 
+class _Silenced:
+    """Converter/exporter chatter (signature dumps, MLIR logs) off stdout/stderr; exceptions still propagate."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._saved = [os.dup(1), os.dup(2)]
+        self._null = open(os.devnull, "w")
+        os.dup2(self._null.fileno(), 1)
+        os.dup2(self._null.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        for fd in self._saved:
+            os.close(fd)
+        self._null.close()
+        return False
+
+
 def _latency(fn, x1: np.ndarray, runs: int, warmup: int) -> float:
     for _ in range(warmup):
         fn(x1)
@@ -275,7 +304,8 @@ def export(model_uri: str, out_dir: str | Path, client=None, data_dir: str | Non
     runners: dict[str, tuple[object, Path]] = {}
     keras_file = out / "model.keras"
     model.save(keras_file)
-    runners["keras"] = (lambda x: np.asarray(model(x, training=False)), keras_file)
+    # predict_on_batch runs the compiled graph: a fair batch-1 latency (an eager call pays per-layer Python cost)
+    runners["keras"] = (lambda x: np.asarray(model.predict_on_batch(x)), keras_file)
 
     from .predict import TFLiteRunner
 
@@ -286,18 +316,22 @@ def export(model_uri: str, out_dir: str | Path, client=None, data_dir: str | Non
         try:
             if fmt_name == "savedmodel":
                 path = out / "savedmodel"
-                model.export(str(path), format="tf_saved_model", verbose=False)
+                with _Silenced():
+                    model.export(str(path), format="tf_saved_model", verbose=False)
                 loaded = tf.saved_model.load(str(path))
                 runners[fmt_name] = (lambda x, f=loaded.serve: np.asarray(f(tf.constant(x))), path)
             elif fmt_name.startswith("tflite_"):
                 kind = fmt_name.split("_", 1)[1]
                 path = out / f"model_{kind}.tflite"
-                path.write_bytes(_tflite(model, kind, data.x_calib, int8_io))
+                with _Silenced():
+                    flat = _tflite(model, kind, data.x_calib, int8_io)
+                path.write_bytes(flat)
                 runner = TFLiteRunner(path, num_threads=1)
                 runners[fmt_name] = (lambda x, r=runner: r.predict(x), path)
             elif fmt_name == "onnx":
                 path = out / "model.onnx"
-                model.export(str(path), format="onnx", verbose=False)
+                with _Silenced():
+                    model.export(str(path), format="onnx", verbose=False)
                 import onnxruntime as ort
 
                 opts = ort.SessionOptions()
