@@ -55,6 +55,7 @@ def optuna_args(ws: Path, n_trials: int, *extra: str, study: str = "s", plots: b
         "-m", "hydra/sweeper=optuna", *base_args(ws, **kw), f"hydra.sweeper.storage=sqlite:///{ws / 'optuna.db'}",
         f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={n_trials}",
         f"hydra.sweeper.plots={str(plots).lower()}", "hydra.sweeper.sampler.seed=7",
+        "hydra.sweeper.validate=null",  # the pre-flight knows train.py's config, not this stand-in's
         "x=interval(0, 1)", "y=choice(0.2, 0.6, 0.9)", *extra,
     ]
 

@@ -150,6 +150,32 @@ class SweepParent:
         finally:
             self.client.set_terminated(self.run_id, status=status)
 
+    @_safe
+    def close_orphans(self, study: Any) -> None:
+        """Child runs left RUNNING by a dead sweep process (SIGKILL, lost machine): their trial no longer runs in
+        Optuna (fail_stale_trials failed it and re-queued its parameters), so say so in MLflow instead of leaving
+        the run RUNNING forever."""
+        from optuna.trial import TrialState
+
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and attributes.status = 'RUNNING'",
+            max_results=5000,
+        )
+        for r in runs:
+            num = r.data.tags.get("dermsweep.trial_number")
+            if num is None or int(num) in running:
+                continue
+            self.client.set_tag(r.info.run_id, "dermsweep.status", "killed")
+            self.client.set_tag(
+                r.info.run_id, "dermsweep.failure_reason",
+                f"the process running trial {num} died (its heartbeat stopped); Optuna marked the trial FAIL and "
+                "re-queued its parameters",
+            )
+            self.client.set_terminated(r.info.run_id, status="KILLED")
+            log.warning("MLflow: child run %s of dead trial %s marked KILLED", r.info.run_id, num)
+
     def child_run_ids(self) -> dict[int, str]:
         """trial number -> child run id, from the child runs' tags (fallback when a trial has no mlflow_run_id)."""
         runs = self.client.search_runs(

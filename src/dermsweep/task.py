@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -64,35 +65,38 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
         **(link.run_tags if link else {}),
     }
     name = run_name(cfg, link)
-    with mlflow.start_run(
+    # Started and ended explicitly (not `with`): if the store dies mid-run, ending the run must not replace the
+    # error that says where the checkpoint is with a second connection error.
+    active = mlflow.start_run(
         experiment_id=experiment_id, run_name=name, parent_run_id=trial_link.parent_run_id(), tags=tags,
         nested=mlflow.active_run() is not None,
-    ) as active:
-        run_id = active.info.run_id
+    )
+    run_id = active.info.run_id
+    try:
         if link is not None and hasattr(link, "set_run_id"):
             link.set_run_id(run_id)
-        try:
-            _log_setup(cfg, data, model, hw, steps)
+        _log_setup(cfg, data, model, hw, steps)
 
-            def on_epoch(epoch: int, phase: str, figures: dict[str, float]) -> None:
-                mlflow.log_metrics({k: v for k, v in figures.items() if math.isfinite(v)}, step=epoch)
-                log.info(_progress_line(epoch, phase, figures, started))
-                if link is not None:
-                    link.report(epoch, figures[objective])  # raises optuna.TrialPruned when the pruner says so
+        def on_epoch(epoch: int, phase: str, figures: dict[str, float]) -> None:
+            mlflow.log_metrics({k: v for k, v in figures.items() if math.isfinite(v)}, step=epoch)
+            log.info(_progress_line(epoch, phase, figures, started))
+            if link is not None:
+                link.report(epoch, figures[objective])  # raises optuna.TrialPruned when the pruner says so
 
-            result = fit(
-                model, train_ds, steps, val_ds, data.y["val"], cfg,
-                class_weights(cfg.class_weight, data.y["train"], len(data.class_names)),
-                checkpoint, on_epoch, hw.scope,
-            )
-            final = _evaluate_and_log(cfg, data, model, result, batch)
-            values = _objective_values(objectives, final, model)
-            if cfg.tracking.log_model:
-                _log_model(cfg, data, model)
-            mlflow.set_tag("dermsweep.status", "finished")
-        except BaseException as exc:
-            _record_failure(exc, checkpoint)
-            raise
+        result = fit(
+            model, train_ds, steps, val_ds, data.y["val"], cfg,
+            class_weights(cfg.class_weight, data.y["train"], len(data.class_names)),
+            checkpoint, on_epoch, hw.scope,
+        )
+        final = _evaluate_and_log(cfg, data, model, result, batch)
+        values = _objective_values(objectives, final, model)
+        if cfg.tracking.log_model:
+            _log_model(cfg, data, model)
+        mlflow.set_tag("dermsweep.status", "finished")
+    except BaseException as exc:
+        _record_failure(exc, run_id, checkpoint)
+        raise
+    mlflow.end_run("FINISHED")
     log.info(_summary(run_id, name, final, time.perf_counter() - started, uri, experiment_id))
     if len(objectives) == 1:
         return values[objective]
@@ -210,7 +214,7 @@ def _log_model(cfg, data: Prepared, model) -> None:
     tracking.log_keras_model(model, data.x["val"][:1].astype(np.float32), info)
 
 
-def _record_failure(exc: BaseException, checkpoint) -> None:
+def _record_failure(exc: BaseException, run_id: str, checkpoint) -> None:
     """Mark the run pruned (KILLED) or failed (FAILED) with the reason, then let the exception go on."""
     import optuna
 
@@ -223,9 +227,15 @@ def _record_failure(exc: BaseException, checkpoint) -> None:
         mlflow.set_tags({"dermsweep.status": "failed", "dermsweep.failure_reason": reason})
         mlflow.end_run("FAILED")
     except Exception as tracking_exc:  # the store itself is gone: say where the work is
+        # Forget the run locally: ending it would need the store that just failed.
+        stack = mlflow.tracking.fluent._active_run_stack.get()
+        if stack and stack[-1].info.run_id == run_id:
+            stack.pop()
+        where = f"the best weights so far are at {checkpoint}" if Path(checkpoint).exists() else \
+            "no checkpoint had been written yet"
         raise TrackingError(
-            f"lost the tracking store while recording the end of the run ({tracking_exc}); "
-            f"the best weights so far are at {checkpoint}"
+            f"lost the MLflow tracking store during run {run_id} ({tracking_exc.__class__.__name__}: "
+            f"{str(tracking_exc)[:300]}); {where}"
         ) from exc
 
 

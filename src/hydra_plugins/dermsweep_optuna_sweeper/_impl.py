@@ -218,8 +218,10 @@ class OptunaSweeperImpl:
         grace_period: Optional[int] = 120,
         max_retry: Optional[int] = 2,
         plots: bool = True,
+        validate: Optional[str] = None,
     ) -> None:
         self.plots = bool(plots)
+        self.validate = validate
         self.sampler_spec = _to_container(sampler)
         self.pruner_spec = _to_container(pruner)
         self.directions = _directions(_to_container(direction))
@@ -408,11 +410,31 @@ class OptunaSweeperImpl:
         module, _, name = self.custom_search_space.rpartition(".")
         return getattr(importlib.import_module(module), name)
 
+    def _preflight(self, space: Dict[str, BaseDistribution], fixed: Dict[str, str]) -> None:
+        """Compose and validate the config for the fixed overrides and for each end of every searched range
+        (one param at a time), so a bad value fails the sweep at once instead of failing every trial."""
+        if not self.validate:
+            return
+        module, _, name = self.validate.rpartition(".")
+        check = getattr(importlib.import_module(module), name)
+        base = [f"{k}={v}" for k, v in fixed.items()]
+        variants: List[List[str]] = [base]
+        for key, dist in space.items():
+            if isinstance(dist, CategoricalDistribution):
+                values = list(dist.choices)
+            else:
+                values = [dist.low, dist.high]
+            variants += [base + [f"{key}={v}"] for v in values]
+        for overrides in variants:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            check(cfg)
+
     def sweep(self, arguments: List[str]) -> Any:
         from dermsweep import parent_run
 
-        study = self._open_study()
         space, fixed = parse_search_space(self.params, arguments, self.hydra_context.config_loader)
+        self._preflight(space, fixed)
+        study = self._open_study()
         custom = self._custom_space()
         log.info("Study %s (%s), storage %s, n_trials=%d, n_jobs=%d", study.study_name,
                  "/".join(self.directions), _safe_url(self.storage_url), self.n_trials, self.n_jobs)
@@ -459,6 +481,8 @@ class OptunaSweeperImpl:
         hb_enabled = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
         while True:
             optuna.storages.fail_stale_trials(study)
+            if parent is not None:
+                parent.close_orphans(study)
             counted = self._counted(study)
             to_go = self.n_trials - len(counted)
             if to_go <= 0:

@@ -52,6 +52,9 @@ class DermsweepOptunaSweeperConf:
     max_retry: Optional[int] = 2
     # Optuna plots (HTML + PNG) in the parent run's study/ folder at the end; false = trials.csv + summary only.
     plots: bool = True
+    # Checked before the study, any trial or MLflow run exists: "module.function(cfg)" raising on a bad config,
+    # called on the fixed overrides and on each bound/choice of the search space. null = no pre-flight.
+    validate: Optional[str] = "dermsweep.config.validate"
 
 
 ConfigStore.instance().store(
