@@ -134,3 +134,23 @@ def test_demo_with_stubbed_sweep(store, capsys, monkeypatch, tmp_path):
     rc, _, err = run(capsys, "demo", "--name", name)
     assert rc == cli.EXIT_ERROR
     assert_one_line_error(err, "the sweep failed")
+
+
+def test_serve_builds_the_mlflow_command(store, capsys, monkeypatch):
+    champion_of(store, "cli-predict")
+    seen = {}
+
+    def fake_call(cmd, env):
+        seen.update(cmd=cmd, env=env)
+        return 0
+
+    monkeypatch.setattr(cli.subprocess, "call", fake_call)
+    rc, _, err = run(capsys, "serve", "--model", "models:/cli-predict@champion", "--port", "5055")
+    assert rc == 0 and "http://127.0.0.1:5055/invocations" in err
+    cmd = seen["cmd"]
+    assert cmd[1:5] == ["models", "serve", "-m", "models:/cli-predict@champion"]
+    assert cmd[cmd.index("--env-manager") + 1] == "local" and cmd[cmd.index("--port") + 1] == "5055"
+    assert seen["env"]["MLFLOW_TRACKING_URI"] == store.uri
+    rc, _, err = run(capsys, "serve", "--model", "models:/cli-predict@nope")
+    assert rc == cli.EXIT_ERROR
+    assert_one_line_error(err, "no registered model")

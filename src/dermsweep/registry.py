@@ -383,8 +383,9 @@ def log_serving_model(run_id: str, client=None) -> str:
 
     import mlflow.pyfunc
 
-    from . import serving
-    from .data import images
+    # Paths, not imports: importing serving.py would run its set_model() here for nothing.
+    serving_py = Path(__file__).with_name("serving.py")
+    images_py = Path(__file__).parent / "data" / "images.py"
 
     ref = resolve(f"runs:/{run_id}/model", client)
     if "class_names" not in ref.meta or "input_height" not in ref.meta:
@@ -408,9 +409,9 @@ def log_serving_model(run_id: str, client=None) -> str:
         try:
             logged = Model.log(
                 artifact_path=None, name=SERVING_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=lm.model_id,
-                python_model=str(Path(serving.__file__)),
+                python_model=str(serving_py),
                 artifacts={"keras_model": str(ref.keras_path), "model_info": str(info)},
-                code_paths=[str(Path(images.__file__))],
+                code_paths=[str(images_py)],
                 signature=ModelSignature(inputs=Schema([ColSpec("string", "image")])),
                 input_example=example, pip_requirements=_requirements(), metadata=meta,
             )
