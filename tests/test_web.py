@@ -327,6 +327,8 @@ def test_page_classifies_in_the_browser_like_python(web, browser, ham10000, tmp_
     _wait(driver, "return document.body.dataset.state === 'error'")
     error = driver.find_element(By.ID, "error")
     assert error.is_displayed() and "not an image" in error.text
+    assert not driver.find_element(By.ID, "preview").is_displayed()  # no stale image or result beside the error
+    assert not driver.find_element(By.ID, "result").is_displayed()
     driver.save_screenshot(str(ARTIFACTS / "web-bad-file.png"))
 
 
@@ -357,7 +359,12 @@ def test_page_matches_python_with_an_image_sensitive_model(sensitive, browser, h
           f"a class probability moves by up to {spread:.3f} between these images")
     assert spread > 5 * TOL, "the model is not sensitive enough for the comparison to mean anything"
     assert worst <= TOL
-    driver.save_screenshot(str(ARTIFACTS / "web-pretrained.png"))
+    driver.find_element(By.ID, "explain").click()
+    _wait(driver, "return document.body.dataset.cam === 'done'")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "web-pretrained.png"
+    driver.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
 
 
 @pytest.mark.browser

@@ -298,6 +298,13 @@ def serve(uri: str, client=None, host: str = "127.0.0.1", port: int = 8765, inst
     say(f"dermsweep web: {app.ref.describe()} on {url}  (Ctrl-C to stop)")
     if ready:
         ready(url)
+    if threading.current_thread() is threading.main_thread():
+        import signal
+
+        def _stop(signum, frame):  # `kill`: stop like Ctrl-C, so the temporary ONNX folder is removed
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
