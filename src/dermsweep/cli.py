@@ -344,9 +344,13 @@ def cmd_demo(args) -> int:
     os.chdir(root)  # the default store (mlruns/) and the sweep's relative paths live here
     if not (root / "sweeps" / f"{args.sweep}.yaml").is_file():
         raise DermsweepError(f"no sweep definition sweeps/{args.sweep}.yaml in {root}")
-    con.rule(f"1/3  sweep: python train.py -m +sweep={args.sweep}")
+    overrides = list(args.overrides)
+    if not any(o.startswith("hydra.sweeper.study_name=") for o in overrides):
+        # A fresh study each time: the same study name would resume the finished one and run nothing.
+        overrides.append(f"hydra.sweeper.study_name=dermsweep-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    con.rule(f"1/3  sweep: python train.py -m +sweep={args.sweep} {' '.join(overrides)}")
     started = int(time.time() * 1000) - 1000
-    rc = run_sweep(root, args.sweep, args.overrides)
+    rc = run_sweep(root, args.sweep, overrides)
     if rc != 0:
         raise DermsweepError(f"the sweep failed (exit code {rc}); see its output above")
     client = _client(args)
