@@ -66,12 +66,11 @@ def main(argv=None) -> dict:
             set_finetune_depth(model, args.frozen_fraction)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"])
         clock = EpochClock()
-        its = {name: iter(ds) for name, ds in feeds.items()}  # one live iterator per feed: no restart per epoch
-
         def epoch(name: str) -> float:
-            model.fit(its[name], steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0)
+            model.fit(feeds[name], steps_per_epoch=steps, epochs=1, callbacks=[clock], shuffle=False, verbose=0)
             return clock.s
 
+        print(f"{variant}: warming up ({n} images, {steps} steps per epoch)", flush=True)
         warm = {name: epoch(name) for name in feeds}  # traces the train step, fills prefetch buffers
         times = {name: [] for name in feeds}
         loads = []
