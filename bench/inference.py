@@ -11,6 +11,8 @@ calls each (after --warmup calls), so all see the same machine load; the median 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,14 +60,16 @@ def main(argv=None) -> dict:
     runners["keras"] = (lambda x: np.asarray(model(x, training=False)), keras_file)
     with C.Timer() as t:
         sm = out / "savedmodel"
-        model.export(str(sm), format="tf_saved_model", verbose=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # keras prints the whole signature
+            model.export(str(sm), format="tf_saved_model", verbose=False)
         loaded = tf.saved_model.load(str(sm))
     build_s["savedmodel"] = t.s
     runners["savedmodel"] = (lambda x, f=loaded.serve: np.asarray(f(tf.constant(x))), sm)
     for kind in ("f32", "f16", "int8"):
         path = out / f"model_{kind}.tflite"
         with C.Timer() as t:
-            path.write_bytes(ex._tflite(model, kind, calib, "float"))
+            with contextlib.redirect_stdout(io.StringIO()):
+                path.write_bytes(ex._tflite(model, kind, calib, "float"))
         build_s[f"tflite_{kind}"] = t.s
         runner = TFLiteRunner(path, num_threads=1)
         runners[f"tflite_{kind}"] = (lambda x, r=runner: r.predict(x), path)
