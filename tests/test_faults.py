@@ -1,0 +1,249 @@
+"""Fault injection on the real train.py: hard kills, bad configs, NaN losses, bad data, a tracking server that is
+down or dies. Run alone with `pytest -m faults`. Each test says what it breaks and what must survive."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+TRAIN = str(REPO / "train.py")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+# The smallest real training: 32x32 synthetic images, one phase of 4 steps, no model logging.
+TINY = ["model.height=32", "model.width=32", "trainer.finetune.epochs=0", "tracking.log_model=false"]
+
+
+def sweep_cmd(ws: Path, n_trials: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, TRAIN, "-m", "+sweep=smoke", *TINY, f"hydra.sweeper.n_trials={n_trials}",
+        f"tracking.uri=sqlite:///{ws}/mlflow.db", f"hydra.sweeper.storage=sqlite:///{ws}/optuna.db",
+        f"hydra.sweep.dir={ws}/multirun", f"cache_dir={ws}/cache", "hydra.sweeper.plots=false",
+        "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3", *extra,
+    ]
+
+
+def all_runs(uri: str):
+    client = mlflow.MlflowClient(uri)
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+def _running_trial_runs(db: Path) -> list[str]:
+    """Read-only peek with sqlite3: an MLflow client here would race the sweep's own schema creation."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            rows = con.execute(
+                "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE r.status = 'RUNNING' AND t.key = 'dermsweep.role' AND t.value = 'trial'"
+            ).fetchall()
+        return [r[0] for r in rows]
+    except sqlite3.Error:  # tables not created yet
+        return []
+
+
+def test_hard_kill_mid_sweep_then_resume(tmp_path):
+    """SIGKILL the sweep while a trial trains; the same command again finishes the study, loses and repeats nothing,
+    and no MLflow run is left RUNNING."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(sweep_cmd(tmp_path, 2), cwd=tmp_path, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait for a trial's child run to be training
+            running = _running_trial_runs(tmp_path / "mlflow.db")
+            if running:
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial started within 240 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_run = running[0]
+    time.sleep(3.5)  # past grace_period: the dead trial's heartbeat is stale
+
+    done = subprocess.run(sweep_cmd(tmp_path, 2), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    study = optuna.load_study(study_name="dermsweep-smoke", storage=f"sqlite:///{tmp_path}/optuna.db")
+    void = {int(k.rsplit(".", 1)[1]) for k in study.user_attrs if k.startswith("dermsweep.void.")}
+    counted = [t for t in study.trials if t.number not in void]
+    assert len(counted) == 2 and all(t.state.is_finished() for t in counted)
+    dead = [t for t in study.trials if t.number in void]
+    assert dead and all(t.state == optuna.trial.TrialState.FAIL for t in dead)
+    # The dead trial's parameters were re-queued and run once more; no finished trial ran twice.
+    assert any(t.params == dead[0].params for t in counted)
+    assert len({tuple(sorted(t.params.items())) for t in counted}) == len(counted)
+    runs = all_runs(uri)
+    assert not [r for r in runs if r.info.status == "RUNNING"], "a run was left RUNNING"
+    orphan = mlflow.MlflowClient(uri).get_run(killed_run)
+    assert orphan.info.status == "KILLED" and orphan.data.tags["dermsweep.status"] == "killed"
+    assert "died" in orphan.data.tags["dermsweep.failure_reason"]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.alpha=0.3", "model.alpha"),            # no ImageNet weights for this width (with weights=imagenet)
+    ("trainer.frozen.lr=0", "trainer.frozen.lr"),
+    ("objective.direction=upwards", "objective.direction"),
+])
+def test_bad_config_fails_fast_without_runs_or_trials(tmp_path, override, key):
+    extra = ["model.weights=imagenet"] if key == "model.alpha" else []
+    single = subprocess.run(
+        [sys.executable, TRAIN, "data=synthetic", *TINY, override, *extra, f"tracking.uri=sqlite:///{tmp_path}/m.db",
+         f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+    )
+    assert single.returncode == 2 and single.stderr.strip().splitlines()[-1].startswith(f"error: {key}=")
+    assert "Traceback" not in single.stderr and not Path(f"{tmp_path}/m.db").exists()
+    # In a sweep the pre-flight rejects it before the study, any trial or MLflow run exists.
+    sweep = subprocess.run(sweep_cmd(tmp_path, 2, override, *extra), cwd=tmp_path, env=ENV,
+                           capture_output=True, text=True, timeout=120)
+    # Named as the key, or as the sweeper setting it feeds (hydra.sweeper.direction: ${objective.direction}).
+    assert sweep.returncode != 0 and (f"{key}=" in sweep.stderr or key.split(".")[-1] in sweep.stderr)
+    assert not Path(f"{tmp_path}/optuna.db").exists() or not optuna.get_all_study_names(
+        f"sqlite:///{tmp_path}/optuna.db")
+    assert not Path(f"{tmp_path}/mlflow.db").exists() or not all_runs(f"sqlite:///{tmp_path}/mlflow.db")
+
+
+INJECT_NAN = """
+# Fault injection for test_faults: the first epoch of the first trial in this process reports a NaN loss, as a
+# diverging optimiser would; dermsweep's own NaN guard must turn that into a failed trial.
+import dermsweep.fit as fit
+
+_original = fit._EpochEvaluator.on_epoch_end
+_done = []
+
+
+def on_epoch_end(self, epoch, logs=None):
+    if not _done:
+        _done.append(True)
+        logs["loss"] = float("nan")
+    return _original(self, epoch, logs)
+
+
+fit._EpochEvaluator.on_epoch_end = on_epoch_end
+"""
+
+
+def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path):
+    """The loss of the first trial becomes NaN: that trial is FAIL with the reason, the next one still runs."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(INJECT_NAN)
+    env = {**ENV, "PYTHONPATH": str(inject)}
+    done = subprocess.run(sweep_cmd(tmp_path, 2, "hydra.sweeper.pruner=null"), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="dermsweep-smoke", storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], states
+    assert "TrainingDiverged" in study.trials[0].user_attrs["dermsweep.failure_reason"]
+    runs = {r.data.tags["dermsweep.trial_number"]: r for r in all_runs(f"sqlite:///{tmp_path}/mlflow.db")
+            if r.data.tags.get("dermsweep.role") == "trial"}
+    assert runs["0"].info.status == "FAILED" and runs["0"].data.tags["dermsweep.status"] == "failed"
+    assert "loss became nan" in runs["0"].data.tags["dermsweep.failure_reason"]
+    assert runs["1"].info.status == "FINISHED"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_mlflow_server(tmp_path: Path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--default-artifact-root", f"{tmp_path}/art",
+         "--workers", "1"],
+        cwd=tmp_path, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    import requests
+
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                return server, f"http://127.0.0.1:{port}"
+        except requests.RequestException:
+            time.sleep(0.5)
+    os.killpg(server.pid, signal.SIGKILL)
+    pytest.fail("mlflow server did not start in 90 s")
+
+
+def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
+    """A real `mlflow server` on loopback dies after the first epoch: the run stops with an error that says where the
+    best checkpoint is, and the checkpoint is there."""
+    server, url = _start_mlflow_server(tmp_path)
+    env = {**ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    proc = subprocess.Popen(
+        [sys.executable, TRAIN, "data=synthetic", "model.height=32", "model.width=32", "trainer=smoke",
+         "trainer.frozen.epochs=3", "trainer.finetune.epochs=0", f"tracking.uri={url}", f"hydra.run.dir={tmp_path}/run",
+         f"cache_dir={tmp_path}/cache"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for line in proc.stdout:  # kill the server as soon as the first epoch was logged
+            if "epoch   1" in line:
+                os.killpg(server.pid, signal.SIGKILL)
+                break
+        out = proc.stdout.read()
+        proc.wait(timeout=240)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.weights.h5"
+    assert proc.returncode == 2, out[-3000:]
+    assert "lost the MLflow tracking store" in out and str(checkpoint) in out
+    assert checkpoint.is_file() and checkpoint.stat().st_size > 0
+
+
+def test_tracking_server_down_at_start_fails_before_training(tmp_path):
+    port = _free_port()  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, TRAIN, "data=synthetic", *TINY, f"tracking.uri=http://127.0.0.1:{port}",
+         f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and "unreachable" in done.stderr and "Nothing was trained" in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_files_are_logged_to_mlflow(tmp_path, ham_subset):
+    """Truncated and non-image files in the data: skipped, counted and named in the run (default mode)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(ham_subset, root)
+    images = sorted((root / "HAM10000_images_part_1").glob("*.jpg"))
+    images[0].unlink()
+    images[0].write_bytes(b"")
+    images[1].unlink()
+    images[1].write_text("not an image")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    done = subprocess.run(
+        [sys.executable, TRAIN, "data=ham10000", f"data.root={root}", *TINY, "trainer=smoke", "data.max_images=null",
+         f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run", f"cache_dir={tmp_path}/cache"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (r,) = all_runs(uri)
+    assert r.data.metrics["data_skipped"] == 2 and r.data.params["data.skipped"] == "2"
+    with open(mlflow.MlflowClient(uri).download_artifacts(r.info.run_id, "data/problems.txt")) as f:
+        text = f.read()
+    assert f"{images[0].stem}: " in text and "empty file" in text and f"{images[1].stem}: " in text
