@@ -108,8 +108,8 @@ def run_name(cfg, link=None) -> str:
         return str(cfg.run_name)
     m = cfg.model
     parts = [
-        m.name.replace("mobilenet_", ""), f"a{m.alpha}", f"{m.height}x{m.width}",
-        f"ff{m.frozen_fraction}", cfg.augment.name, cfg.schedule.name, f"cw-{cfg.class_weight.name}",
+        m.name.replace("mobilenet_", ""), f"a{m.alpha:g}", f"{m.height}x{m.width}",
+        f"ff{m.frozen_fraction:.2g}", cfg.augment.name, cfg.schedule.name, f"cw-{cfg.class_weight.name}",
     ]
     prefix = f"trial-{link.number}-" if link is not None else ""
     return prefix + "-".join(str(p) for p in parts)
