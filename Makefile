@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv/ and install dermsweep with its test tools (GPU=1 for CUDA TensorFlow)
 
-test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Two workers, whole files each (a file's fixtures are built once): most tests wait on subprocesses and I/O.
+TEST_WORKERS ?= 2
+
+test: $(STAMP)  ## run the test suite (TEST_WORKERS=0 for one process)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 demo: $(STAMP)  ## small sweep on synthetic data, promote the winner, show where to look
 	$(VENV)/bin/dermsweep demo
