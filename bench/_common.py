@@ -98,12 +98,10 @@ def ham10000_table(root: str, n: int, seed: int = 0):
     """The first n images of a stratified, lesion-grouped subset (the project's own subset function)."""
     from omegaconf import OmegaConf
 
-    import tempfile
-
-    from dermsweep.data import _subset, ham10000
+    from dermsweep.data import ham10000
+    from dermsweep.data.split import subset
 
     cfg = OmegaConf.create({"root": root, "metadata": "HAM10000_metadata.csv", "image_glob": "*/*.jpg"})
     catalog = ham10000.load(cfg)
-    cache = str(Path(tempfile.gettempdir()) / "dermsweep-bench-cache")  # the subset takes ~30 s uncached
-    table = _subset(catalog, n, seed, cache).reset_index(drop=True)
+    table = subset(catalog.table, n, seed).reset_index(drop=True)
     return catalog, table

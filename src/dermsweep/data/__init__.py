@@ -5,24 +5,19 @@ split. It raises DataError before any training or tracking when the data cannot 
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..errors import DataError
 from . import folder, ham10000, synthetic
-from .catalog import Catalog, digest
+from .catalog import Catalog
 from .pixels import decode
 from .split import Split, split, subset
 
 log = logging.getLogger(__name__)
 SOURCES = {"ham10000": ham10000.load, "folder": folder.load, "synthetic": synthetic.load}
-_SUBSETS: dict[str, list[str]] = {}  # subset key -> image ids in subset order (one entry, like the pixel cache)
 
 
 @dataclass
@@ -41,7 +36,7 @@ class Prepared:
 
 def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None) -> Prepared:
     catalog = SOURCES[data_cfg.source](data_cfg)
-    table = _subset(catalog, data_cfg.max_images, seed, cache_dir)
+    table = subset(catalog.table, data_cfg.max_images, seed)
     decoded = decode(catalog, table, height, width, cache_dir)
     problems = list(catalog.problems) + list(decoded.bad)
     if problems and data_cfg.strict:
@@ -66,38 +61,3 @@ def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None)
         x[name] = decoded.pixels[idx]
         y[name] = catalog.labels(part)
     return Prepared(catalog, parts, list(catalog.class_names), x, y, problems)
-
-
-def _subset(catalog: Catalog, max_images, seed: int, cache_dir: str | None) -> pd.DataFrame:
-    """split.subset, remembered in this process and on disk: on the full HAM10000 it takes seconds to minutes
-    (StratifiedGroupKFold with many folds), and every trial of a sweep asks for the same one. Same ids, same order."""
-    table = catalog.table
-    if max_images is None or len(table) <= max_images or catalog.source == "synthetic":
-        return subset(table, max_images, seed)
-    key = digest("subset", catalog.dataset_id, int(max_images), int(seed))
-    path = Path(cache_dir) / "subsets" / f"{key}.json" if cache_dir else None
-    ids = _SUBSETS.get(key)
-    if ids is None and path is not None and path.is_file():
-        try:
-            ids = json.loads(path.read_text())
-        except (OSError, ValueError):
-            ids = None
-    if ids is not None:
-        row = {image_id: i for i, image_id in enumerate(table["image_id"])}
-        if all(i in row for i in ids):
-            _SUBSETS.clear()
-            _SUBSETS[key] = ids
-            return table.iloc[[row[i] for i in ids]].reset_index(drop=True)
-    part = subset(table, max_images, seed)
-    ids = list(part["image_id"])
-    _SUBSETS.clear()
-    _SUBSETS[key] = ids
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(ids))
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not write subset cache %s (%s)", path, exc)
-    return part

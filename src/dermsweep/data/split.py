@@ -51,20 +51,25 @@ def split(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: 
 
 
 def subset(table: pd.DataFrame, max_images: int, seed: int) -> pd.DataFrame:
-    """A stratified, lesion-grouped subset of at most max_images rows (whole lesions only)."""
+    """A stratified, lesion-grouped subset of at most max_images rows (whole lesions only). Linear time.
+
+    Lesions are shuffled from the seed; each class then contributes whole lesions until it holds its share of
+    max_images (at least one lesion per class, so rare classes are never lost).
+    """
     if max_images is None or len(table) <= max_images:
         return table
     table = table.sort_values("image_id").reset_index(drop=True)
-    n_splits = max(2, int(np.ceil(len(table) / max_images)))
-    if table["group"].nunique() >= n_splits:
-        _, part = _carve(table, 1.0 / n_splits, seed + 7)
-    else:
-        part = table
-    if len(part) > max_images:  # folds are uneven: drop whole lesions from the end until it fits
-        keep, total = [], 0
-        for _, grp in part.groupby("group", sort=True):
-            if total + len(grp) <= max_images:
-                keep.append(grp)
-                total += len(grp)
-        part = pd.concat(keep)
-    return part.reset_index(drop=True)
+    lesions = table.groupby("group", sort=True).agg(label=("label", "first"), n=("image_id", "size"))
+    lesions = lesions.sample(frac=1.0, random_state=seed + 7)
+    share = max_images / len(table)
+    keep: list[str] = []
+    for _, of_class in lesions.groupby("label", sort=True):
+        budget = share * of_class["n"].sum()
+        taken = (of_class["n"].cumsum() <= max(budget, of_class["n"].iloc[0])).to_numpy()
+        keep.extend(of_class.index[taken])
+    chosen = lesions.loc[keep]
+    # Rounding up to whole lesions can overshoot: drop the last-shuffled lesions of the largest class until it fits.
+    while chosen["n"].sum() > max_images:
+        largest = chosen["label"].value_counts().idxmax()
+        chosen = chosen.drop(chosen.index[chosen["label"] == largest][-1])
+    return table[table["group"].isin(set(chosen.index))].reset_index(drop=True)
