@@ -153,3 +153,11 @@ def test_mlflow_models_serve_answers_base64_images(store, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
         log.close()
+
+
+def test_serving_full_names_match_the_dataset_source():
+    """serving.py keeps its own copy (it travels without the dermsweep package): it must not drift."""
+    from dermsweep import serving
+    from dermsweep.data import ham10000
+
+    assert serving.FULL_NAMES == ham10000.FULL_NAMES

@@ -21,21 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.ham10000 import CLASS_NAMES, FULL_NAMES
 from .errors import DermsweepError, TrackingError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_MODEL_NAME = "skin-lesion-classifier"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
-HAM10000_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
-FULL_NAMES = {
-    "akiec": "Actinic keratoses / intraepithelial carcinoma",
-    "bcc": "Basal cell carcinoma",
-    "bkl": "Benign keratosis-like lesions",
-    "df": "Dermatofibroma",
-    "mel": "Melanoma",
-    "nv": "Melanocytic nevi",
-    "vasc": "Vascular lesions",
-}
+HAM10000_CLASSES = CLASS_NAMES
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -27,6 +27,8 @@ try:  # the same decode-and-resize as training
 except ImportError:  # travelling as code_paths without the dermsweep package
     from images import BadImage, load_rgb  # type: ignore[no-redef]
 
+# A copy of dermsweep.data.ham10000.FULL_NAMES (tests/test_serving.py keeps them equal): this file travels alone as
+# the registered model's code and must not import the dermsweep package.
 FULL_NAMES = {
     "akiec": "Actinic keratoses / intraepithelial carcinoma",
     "bcc": "Basal cell carcinoma",

@@ -10,6 +10,15 @@ from .catalog import Catalog, digest
 from .images import load_rgb
 
 CLASS_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+FULL_NAMES = {
+    "akiec": "Actinic keratoses / intraepithelial carcinoma",
+    "bcc": "Basal cell carcinoma",
+    "bkl": "Benign keratosis-like lesions",
+    "df": "Dermatofibroma",
+    "mel": "Melanoma",
+    "nv": "Melanocytic nevi",
+    "vasc": "Vascular lesions",
+}
 WHERE_TO_GET = (
     "HAM10000 is at https://www.kaggle.com/datasets/kmader/skin-cancer-mnist-ham10000 "
     "or https://doi.org/10.7910/DVN/DBW86T (ISIC archive)"
