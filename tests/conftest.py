@@ -73,3 +73,13 @@ def smoke_run(tmp_path_factory):
     (found,) = client.search_runs([exp.experiment_id])
     return {"cfg": cfg, "run_id": found.info.run_id, "uri": uri, "value": value, "experiment": "smoke-test",
             "store": store}
+
+
+@pytest.fixture
+def store(tmp_path_factory, monkeypatch):
+    """The shipping tests' tracking store (tests/shipping_helpers.py: built once per session), active for a test."""
+    from shipping_helpers import activate, shared_store
+
+    s = shared_store(tmp_path_factory)
+    activate(s, monkeypatch)
+    return s

@@ -5,16 +5,10 @@ import json
 import uuid
 
 import pytest
-from shipping_helpers import activate, champion_of, ham_images, log_sweep, shared_store
+from shipping_helpers import champion_of, ham_images, log_sweep
 
 from dermsweep import cli
 
-
-@pytest.fixture
-def store(tmp_path_factory, monkeypatch):
-    s = shared_store(tmp_path_factory)
-    activate(s, monkeypatch)
-    return s
 
 
 def run(capsys, *argv):

@@ -3,18 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shipping_helpers import CLASSES, SIZE, activate, champion_of, ham_images, shared_store
+from shipping_helpers import CLASSES, SIZE, champion_of, ham_images
 
 from dermsweep.data.images import load_rgb
 from dermsweep.model_io import ModelNotFound, load
 from dermsweep.predict import Predictor, TFLiteRunner
 
-
-@pytest.fixture
-def store(tmp_path_factory, monkeypatch):
-    s = shared_store(tmp_path_factory)
-    activate(s, monkeypatch)
-    return s
 
 
 @pytest.fixture

@@ -4,16 +4,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from shipping_helpers import activate, shared_store
 
 from dermsweep import model_io, registry
 
-
-@pytest.fixture
-def store(tmp_path_factory, monkeypatch):
-    s = shared_store(tmp_path_factory)
-    activate(s, monkeypatch)
-    return s
 
 
 @pytest.fixture

@@ -17,17 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from shipping_helpers import CLASSES, activate, champion_of, ham_images, shared_store
+from shipping_helpers import CLASSES, champion_of, ham_images
 
 from dermsweep.data.images import BadImage
 from dermsweep.serving import decode_payload
 
-
-@pytest.fixture
-def store(tmp_path_factory, monkeypatch):
-    s = shared_store(tmp_path_factory)
-    activate(s, monkeypatch)
-    return s
 
 
 def png_b64(seed: int = 0, size=(40, 30)) -> str:
