@@ -8,7 +8,6 @@ import pytest
 from dermsweep import model_io, registry
 
 
-
 @pytest.fixture
 def client(store):
     return model_io.connect(store.uri)
