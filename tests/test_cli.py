@@ -120,7 +120,7 @@ def test_demo_with_stubbed_sweep(store, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "run_sweep", fake_sweep)
     name = f"demo-{uuid.uuid4().hex[:6]}"
     rc, out, _ = run(capsys, "demo", "--name", name)
-    assert rc == 0 and calls and calls[0][1] == "smoke"
+    assert rc == 0 and calls and calls[0][1] == "demo"
     assert f"{name} v1 is now @champion" in out
     for hint in ("make ui", "http://127.0.0.1:5000", "dermsweep runs --sweep", "dermsweep predict", "dermsweep export"):
         assert hint in out

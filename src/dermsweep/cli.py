@@ -454,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="small sweep on synthetic data, promote the winner, show where to look")
     common(p)
-    p.add_argument("--sweep", default="smoke", help="sweep definition in sweeps/ (default smoke)")
+    p.add_argument("--sweep", default="demo", help="sweep definition in sweeps/ (default demo)")
     p.add_argument("--name", default=DEFAULT_MODEL_NAME)
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweep")
     p.set_defaults(fn=cmd_demo)
