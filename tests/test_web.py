@@ -50,7 +50,7 @@ def _serve(app, dist):
 def web(smoke_run):
     """The app for models:/web-test@champion (the smoke run, promoted), served on a free port in a thread."""
     from dermsweep import model_io, registry
-    from dermsweep.web.server import WebModel, ensure_runtime, make_server
+    from dermsweep.web.server import WebModel, ensure_runtime
 
     client = model_io.connect(smoke_run["uri"])
     cwd = os.getcwd()

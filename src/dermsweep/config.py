@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig
 
 from .errors import ConfigError
-from .evaluate import HIGHER_IS_BETTER, METRICS
+from .evaluate import METRICS
 
 DATA_SOURCES = ("ham10000", "folder", "synthetic")
 BACKBONE_NAMES = ("mobilenet_v1", "mobilenet_v2")
@@ -87,10 +87,6 @@ def validate(cfg: DictConfig) -> None:
         _fail("tracking.uri", cfg.tracking.uri, "must be a tracking URI such as sqlite:///mlruns/mlflow.db")
     for key in ("mixed_precision", "multi_gpu"):
         _one_of(f"hardware.{key}", cfg.hardware[key], SWITCHES)
-
-
-def default_direction(metric: str) -> str:
-    return "maximize" if HIGHER_IS_BETTER.get(metric.removeprefix("val_"), False) else "minimize"
 
 
 def _data(cfg) -> None:

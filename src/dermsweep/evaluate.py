@@ -6,8 +6,6 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score, r
 
 # Every metric computed each epoch on validation and once at the end on validation and test.
 METRICS = ("loss", "accuracy", "top2_accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
-# Direction in which each metric improves (validation of `objective.direction` uses it).
-HIGHER_IS_BETTER = {m: m != "loss" for m in METRICS}
 EPS = 1e-7
 
 

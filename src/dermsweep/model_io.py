@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data.ham10000 import CLASS_NAMES, FULL_NAMES
+from .data.ham10000 import CLASS_NAMES, FULL_NAMES  # noqa: F401  (FULL_NAMES: re-exported to predict, web)
 from .errors import DermsweepError, TrackingError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"

@@ -38,27 +38,10 @@ def tracking_settings(config: Any) -> tuple[str | None, str, str | None]:
 
 
 def ensure_experiment(client: Any, name: str, artifact_root: str | None = None) -> str:
-    """Experiment id for ``name``, creating it if needed. Same layout as ``dermsweep.tracking.experiment_id``:
-    artifacts under ``<artifact_root>/<slug(name)>``, or beside a local SQLite database when artifact_root is
-    null; a server chooses for itself. Safe when several processes race to create it."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    uri = str(client.tracking_uri or "")
-    root = None
-    if artifact_root:
-        root = Path(artifact_root).resolve().as_uri()
-    elif uri.startswith("sqlite:///"):
-        root = Path(uri.removeprefix("sqlite:///")).resolve().parent.as_uri()
-    slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
-    location = f"{root}/{slug}" if root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # noqa: BLE001  created meanwhile by another process
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    """The same experiment (and artifact layout) a training run uses: dermsweep.tracking.ensure_experiment."""
+    from dermsweep.tracking import ensure_experiment as ensure  # imported late: mlflow is heavy for a config hook
+
+    return ensure(client, name, artifact_root)
 
 
 def _client(uri: str | None) -> Any:

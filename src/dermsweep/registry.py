@@ -26,7 +26,6 @@ from .model_io import DEFAULT_MODEL_NAME, RUN_ID, _first_line, logged_models_of_
 CHAMPION, PREVIOUS = "champion", "previous"
 SERVING_NAME = "serving"
 DEFAULT_OBJECTIVE = "val_balanced_accuracy"
-LOWER_IS_BETTER = {"val_loss", "loss"}
 
 
 class RegistryError(DermsweepError):

@@ -56,33 +56,33 @@ def _check_server(uri: str) -> None:
         ) from exc
 
 
-def artifact_root(tracking_cfg) -> str | None:
-    """Where a new experiment keeps artifacts: configured, or beside a local SQLite database."""
-    if tracking_cfg.get("artifact_root"):
-        return Path(tracking_cfg.artifact_root).resolve().as_uri()
-    uri = str(tracking_cfg.uri)
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).resolve().parent.as_uri()
-    return None  # a server decides
-
-
-def experiment_id(name: str, tracking_cfg) -> str:
-    client = MlflowClient()
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:
+    """Experiment id for `name`, created if needed; the one rule for where its artifacts live: under
+    `<artifact_root>/<slug(name)>`, or beside a local SQLite database when artifact_root is null (a server decides
+    for itself). Safe when several processes (parallel trials, sweep workers) race to create it."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             raise TrackingError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
         return found.experiment_id
-    root = artifact_root(tracking_cfg)
-    location = f"{root}/{_slug(name)}" if root else None
+    uri = str(client.tracking_uri or "")
+    root = None
+    if artifact_root:
+        root = Path(artifact_root).resolve().as_uri()
+    elif uri.startswith("sqlite:///"):
+        root = Path(uri.removeprefix("sqlite:///")).resolve().parent.as_uri()
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
     try:
-        return client.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel trial
-        return client.get_experiment_by_name(name).experiment_id
+        return client.create_experiment(name, artifact_location=f"{root}/{slug}" if root else None)
+    except Exception:  # created meanwhile by another process
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+def experiment_id(name: str, tracking_cfg) -> str:
+    return ensure_experiment(MlflowClient(), name, tracking_cfg.get("artifact_root"))
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
