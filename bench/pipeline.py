@@ -4,7 +4,7 @@ Both sides get the same images, the same `light` augmentation ranges (rotation 1
 flips, nearest fill), the same output size (150x200) and batch size, and deliver float32 batches with labels.
 
   dermsweep:  decode + resize once (PIL, thread pool: data/pixels.py), then per epoch
-              data.pipeline.training_dataset (shuffle indices, gather, vectorised Keras augmentation, prefetch)
+              data.pipeline.training_dataset (shuffle indices, gather, one OpenCV affine warp per image, prefetch)
   classic:    tf_keras ImageDataGenerator(...).flow_from_dataframe: decodes, resizes and augments every image
               every epoch, one image at a time (what model.fit(workers=1) consumes)
 

@@ -17,8 +17,8 @@ import _common as C
 
 def main(argv=None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=320, help="training images per epoch")
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs per feed and variant (after 1 warm-up)")
+    p.add_argument("--images", type=int, default=640, help="training images per epoch")
+    p.add_argument("--epochs", type=int, default=5, help="timed epochs per feed and variant (after 1 warm-up)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--variants", default="frozen,finetune")
     p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)

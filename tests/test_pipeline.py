@@ -61,3 +61,17 @@ def test_training_dataset_batches_all_images_with_matching_labels():
     assert sorted(seen) == list(range(10))
     ev = np.concatenate([b.numpy() for b in eval_dataset(x, 4)])
     assert [int(v) for v in ev[:, 0, 0, 0]] == list(range(10))  # evaluation keeps order
+
+
+def test_warp_matches_tensorflows_projective_transform():
+    """The OpenCV warp reads the matrices as TF's transforms do (output -> input pixel, same pixel centres)."""
+    aug = build_augmenter(augment_cfg(rotation=180, zoom=0.1, width_shift=0.1, fill_mode="nearest"), seed=3)
+    yy, xx = np.mgrid[0:24, 0:32].astype(np.float32)
+    smooth = np.stack([xx * 7, yy * 9, (xx + yy) * 4], axis=-1)[None].repeat(4, axis=0)  # gradients: no aliasing
+    mats = aug.matrices(4, 24, 32)
+    ours = aug._warp(smooth, mats.numpy())
+    flat = tf.concat([tf.reshape(mats, (4, 6)), tf.zeros((4, 2))], axis=1)
+    ref = tf.raw_ops.ImageProjectiveTransformV3(images=smooth, transforms=flat, output_shape=[24, 32],
+                                                fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST").numpy()
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # border rounding may differ by a pixel
+    assert np.abs(ours[inner] - ref[inner]).max() < 2.0
