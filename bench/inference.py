@@ -58,6 +58,10 @@ def main(argv=None) -> dict:
         model.save(keras_file)
     build_s["keras"] = t.s
     runners["keras"] = (lambda x: np.asarray(model(x, training=False)), keras_file)
+    # The same model through one traced tf.function (as dermsweep.inference.predict runs it): Keras at its fastest.
+    traced = tf.function(lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)])
+    runners["keras_traced"] = (lambda x: traced(x).numpy(), keras_file)
     with C.Timer() as t:
         sm = out / "savedmodel"
         with contextlib.redirect_stdout(io.StringIO()):  # keras prints the whole signature
@@ -108,11 +112,22 @@ def main(argv=None) -> dict:
     print(C.table(rows, ["format", "size", "latency ms (batch 1)", "max |p - keras|", "convert s"]))
     end_load = C.load()
     print(f"\nload: start {start_load}, end {end_load}")
-    targets = []  # issue 5 sets no inference target: figures only
+    by = {r["format"]: r for r in results}
+    int8 = by["tflite_int8"]
+    fastest_keras = min(("keras", "keras_traced"), key=lambda k: by[k]["latency_ms"])
+    speedup = by[fastest_keras]["latency_ms"] / int8["latency_ms"]
+    size_ratio = int8["size_bytes"] / by["keras"]["size_bytes"]
+    targets = [
+        C.target(f"inference: int8 TFLite speed-up over Keras ({fastest_keras}, the faster Keras call) at batch 1",
+                 ">= 2x", speedup, speedup >= 2.0, "x"),
+        C.target("inference: int8 TFLite size / Keras .keras file", "<= 0.33", size_ratio, size_ratio <= 1 / 3),
+    ]
+    C.print_targets(targets)
     out_json = {"settings": vars(args), "load_start": start_load, "load_end": end_load, "loads_during": loads,
                 "results": results, "targets": targets, "notes": notes + [
-                    "keras = eager model(x) call as dermsweep export times it; TFLite and ONNX on one thread; "
-                    "SavedModel and Keras use TensorFlow's default thread pools (both cores)."]}
+                    "keras = eager model(x) call as dermsweep export times it; keras_traced = the same model in one "
+                    "tf.function; TFLite and ONNX on one thread; SavedModel and Keras use TensorFlow's default "
+                    "thread pools (both cores). The int8 target compares with the faster of the two Keras calls."]}
     C.save("inference", out_json, args.out)
     shutil.rmtree(out, ignore_errors=True)
     return out_json

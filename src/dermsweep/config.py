@@ -67,6 +67,18 @@ def objectives(cfg) -> list[tuple[str, str]]:
     return list(zip(metrics, directions))
 
 
+LOG_MODEL_MODES = ("always", "improving", "never")
+
+
+def log_model_mode(cfg) -> str:
+    """tracking.log_model as one of LOG_MODEL_MODES (true and false mean always and never)."""
+    value = cfg.tracking.log_model
+    if isinstance(value, bool):
+        return "always" if value else "never"
+    _one_of("tracking.log_model", value, LOG_MODEL_MODES)
+    return str(value)
+
+
 def validate(cfg: DictConfig) -> None:
     _data(cfg)
     _model(cfg)
@@ -85,6 +97,7 @@ def validate(cfg: DictConfig) -> None:
         _fail("experiment", cfg.experiment, "must be a non-empty name")
     if not str(cfg.tracking.uri or "").strip():
         _fail("tracking.uri", cfg.tracking.uri, "must be a tracking URI such as sqlite:///mlruns/mlflow.db")
+    log_model_mode(cfg)
     for key in ("mixed_precision", "multi_gpu"):
         _one_of(f"hardware.{key}", cfg.hardware[key], SWITCHES)
 

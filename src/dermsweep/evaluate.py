@@ -55,37 +55,42 @@ def confusion(y_true: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarray
     return counts, normalised
 
 
-def plot_confusion(matrix: np.ndarray, class_names: list[str], title: str, normalised: bool):
-    import matplotlib
+def plot_confusion(counts: np.ndarray, normalised: np.ndarray, class_names: list[str], title: str):
+    """One figure, two panels: counts, and rows normalised (recall on the diagonal).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Built with matplotlib's object API, not pyplot: no global state, so figures can be drawn off the main thread
+    (tracking.BackgroundArtifacts).
+    """
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalised else None)
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    limit = matrix.max() / 2 if matrix.size else 0
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            text = f"{matrix[i, j]:.2f}" if normalised else f"{int(matrix[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if matrix[i, j] > limit else "black")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
+    # Fixed margins: a layout engine draws the figure twice and doubled its cost (~0.4 s -> 0.8 s here).
+    fig = Figure(figsize=(13, 5.5))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.93, wspace=0.22)
+    for ax, matrix, label, is_normalised in zip(fig.subplots(1, 2), (counts, normalised),
+                                                ("counts", "recall per row"), (False, True)):
+        im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if is_normalised else None)
+        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(len(class_names)), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{title}: {label}")
+        limit = (1.0 if is_normalised else matrix.max()) / 2 if matrix.size else 0
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                text = f"{matrix[i, j]:.2f}" if is_normalised else f"{int(matrix[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] > limit else "black")
+        fig.colorbar(im, ax=ax)
     return fig
 
 
 def plot_curves(history: dict[str, list[float]], phase_boundary: int | None):
     """Training curves: loss and the validation metrics per epoch, with the start of fine-tuning marked."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.13, top=0.92, wspace=0.18)
+    left, right = fig.subplots(1, 2)
     epochs = range(1, len(history.get("loss", [])) + 1)
     for key in ("loss", "val_loss"):
         if history.get(key):
@@ -99,5 +104,4 @@ def plot_curves(history: dict[str, list[float]], phase_boundary: int | None):
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig

@@ -261,6 +261,12 @@ def plan(client, experiment: str, name: str = DEFAULT_MODEL_NAME, sweep: str | N
     champ = current_champion(client, name, table.metric)
     p = Promotion(name, table.metric, table.direction, cand, champ, forced=force)
     fmt = "{:.4f}".format
+    above = [r for r in table.rows[:table.rows.index(best)] if not r.has_model]
+    if above:
+        p.notes.append(
+            f"{len(above)} finished run(s) rank above it by {table.metric} but logged no model (e.g. {above[0].name}, "
+            f"{above[0].run_id}): sweeps with tracking.log_model=improving keep models only for trials that beat "
+            "the sweep's best on its objective; re-run them with tracking.log_model=always to make them eligible")
     if champ is None:
         p.decision, p.reason = "promote", f"first champion of {name}: best {table.metric} = {fmt(cand.value)}"
         return p, best

@@ -72,6 +72,7 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
         nested=mlflow.active_run() is not None,
     )
     run_id = active.info.run_id
+    figures = tracking.BackgroundArtifacts(run_id)
     try:
         if link is not None and hasattr(link, "set_run_id"):
             link.set_run_id(run_id)
@@ -88,12 +89,14 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
             class_weights(cfg.class_weight, data.y["train"], len(data.class_names)),
             checkpoint, on_epoch, hw.scope,
         )
-        final = _evaluate_and_log(cfg, data, model, result, batch)
+        final = _evaluate_and_log(cfg, data, model, result, batch, figures)
         values = _objective_values(objectives, final, model)
-        if cfg.tracking.log_model:
+        if _should_log_model(cfg, link, [values[m] for m, _ in objectives]):
             _log_model(cfg, data, model)
+        figures.wait()
         mlflow.set_tag("dermsweep.status", "finished")
     except BaseException as exc:
+        figures.abandon()
         _record_failure(exc, run_id, checkpoint)
         raise
     mlflow.end_run("FINISHED")
@@ -141,10 +144,13 @@ def _log_setup(cfg, data: Prepared, model, hw, steps: int) -> None:
         log.warning("skipped %d problem row(s)/file(s): see data/problems.txt in the run", len(data.problems))
 
 
-def _evaluate_and_log(cfg, data: Prepared, model, result: FitResult, batch: int) -> dict[str, dict[str, float]]:
+def _evaluate_and_log(cfg, data: Prepared, model, result: FitResult, batch: int,
+                      figures: tracking.BackgroundArtifacts) -> dict[str, dict[str, float]]:
     """Best weights are restored: score validation, then test (once, only reported, never used for a choice)."""
     final = {}
     k = len(data.class_names)
+    # Queued first: drawn on the figure thread while this thread predicts and scores.
+    figures.figure(lambda: evaluate.plot_curves(result.history, result.frozen_epochs_run), "training_curves.png")
     for part in ("val", "test"):
         probs = predict(model, eval_dataset(data.x[part], batch))
         y = data.y[part]
@@ -158,10 +164,8 @@ def _evaluate_and_log(cfg, data: Prepared, model, result: FitResult, batch: int)
             {"class_names": data.class_names, "counts": counts.tolist(), "row_normalised": normalised.tolist()},
             f"evaluation/{part}/confusion_matrix.json",
         )
-        tracking.log_figure(evaluate.plot_confusion(counts, data.class_names, f"{part}: counts", False),
-                            f"evaluation/{part}/confusion_matrix.png")
-        tracking.log_figure(evaluate.plot_confusion(normalised, data.class_names, f"{part}: recall per row", True),
-                            f"evaluation/{part}/confusion_matrix_normalized.png")
+        figures.figure(lambda c=counts, n=normalised, p=part: evaluate.plot_confusion(c, n, data.class_names, p),
+                       f"evaluation/{part}/confusion_matrix.png")
         if part == "test":
             per_class = {}
             for name in data.class_names:
@@ -170,7 +174,6 @@ def _evaluate_and_log(cfg, data: Prepared, model, result: FitResult, batch: int)
             mlflow.log_metrics(per_class)
     mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds,
                         "frozen_layers": result.frozen_layers})
-    tracking.log_figure(evaluate.plot_curves(result.history, result.frozen_epochs_run), "training_curves.png")
     return final
 
 
@@ -196,6 +199,16 @@ def _latency_ms(model, repeats: int = 20) -> float:
         model(x, training=False)
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1000)
+
+
+def _should_log_model(cfg, link, values: list[float]) -> bool:
+    mode = config.log_model_mode(cfg)
+    if mode != "improving" or link is None:
+        return mode != "never"
+    if link.improves(values):
+        return True
+    mlflow.set_tag("dermsweep.model", "not logged: did not beat the sweep's best so far (tracking.log_model=improving)")
+    return False
 
 
 def _log_model(cfg, data: Prepared, model) -> None:

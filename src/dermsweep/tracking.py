@@ -106,15 +106,44 @@ def log_json(obj, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, default=float), artifact_file)
 
 
-def log_figure(fig, artifact_file: str) -> None:
-    import matplotlib.pyplot as plt
+class BackgroundArtifacts:
+    """Draws and logs a run's figures on one worker thread while the run goes on; `wait()` before ending the run.
 
-    mlflow.log_figure(fig, artifact_file)
-    plt.close(fig)
+    A trial's five figures cost ~2 s of matplotlib on the main thread; here they overlap the final evaluation and
+    the model logging. One thread draws them all, so matplotlib never runs on two threads at once.
+    """
+
+    def __init__(self, run_id: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="dermsweep-figures")
+        self.pending = []
+
+    def figure(self, draw, artifact_file: str) -> None:
+        """Queue `draw()` (returns a matplotlib Figure made without pyplot) to be logged as `artifact_file`."""
+        self.pending.append(self.pool.submit(lambda: self.client.log_figure(self.run_id, draw(), artifact_file)))
+
+    def wait(self) -> None:
+        """Block until every queued figure is logged; re-raises the first failure."""
+        try:
+            for future in self.pending:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abandon(self) -> None:
+        """The run failed: drop what is queued, finish what is running, and never raise (the first error counts)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def log_keras_model(model, example, info: dict) -> None:
-    """The Keras model with signature, input example and its metadata (class names, input size...)."""
+    """The Keras model with its signature (input and output schema) and metadata (class names, input size...).
+
+    No input example: for an image it is ~1 MB of JSON, and MLflow reloads the saved model to check it serves
+    (2-4 s per run, a tenth of a short trial). The tests load logged models through pyfunc and predict instead.
+    """
     import keras
     import numpy as np
     import tensorflow as tf
@@ -125,10 +154,8 @@ def log_keras_model(model, example, info: dict) -> None:
     signature = infer_signature(example, probs)
     # Explicit requirements: inferring them imports the model in a subprocess (~15 s per run on 2 cores).
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", "numpy", "pillow"]
-    mlflow.tensorflow.log_model(
-        model, name=MODEL_NAME, signature=signature, input_example=example, metadata=info,
-        pip_requirements=requirements,
-    )
+    mlflow.tensorflow.log_model(model, name=MODEL_NAME, signature=signature, metadata=info,
+                                pip_requirements=requirements)
     log_json(info, "model_info.json")
 
 

@@ -253,6 +253,28 @@ class TrialLink:
         if trial.should_prune():
             raise optuna.TrialPruned(f"trial {self.number} pruned at step {step} (value {value:.6g})")
 
+    def improves(self, values: list[float]) -> bool:
+        """Do these objective values beat every finished (COMPLETE) trial of the study so far?
+
+        Single objective: strictly better than the best value. Several: no finished trial dominates them (a new
+        point of the Pareto front). True when nothing has finished yet."""
+        from optuna.study import StudyDirection
+        from optuna.trial import TrialState
+
+        study = self.trial.study
+        finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+        if not finished:
+            return True
+        signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        mine = [s * float(v) for s, v in zip(signs, values)]
+        if len(signs) == 1:
+            return mine[0] > max(signs[0] * t.values[0] for t in finished)
+        for t in finished:
+            theirs = [s * v for s, v in zip(signs, t.values)]
+            if all(a >= b for a, b in zip(theirs, mine)) and any(a > b for a, b in zip(theirs, mine)):
+                return False
+        return True
+
     def should_prune(self) -> bool:
         return len(self.trial.study.directions) == 1 and bool(self.trial.should_prune())
 

@@ -2,22 +2,30 @@
 
 `prepare(cfg)` is the one call the task makes: index the source, take the subset, decode (finding bad files),
 split. It raises DataError before any training or tracking when the data cannot be used.
+
+A sweep runs many trials on the same data in one process, so the index and the split are kept in memory (like the
+pixels, see pixels.py): indexing HAM10000 (10k files) cost ~0.5 s and the grouped split ~0.4 s per trial. The
+index is reused only while the source folder's listing and top-level files look unchanged (mtimes and sizes).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from ..errors import DataError
 from . import folder, ham10000, synthetic
-from .catalog import Catalog
+from .catalog import Catalog, digest
 from .pixels import decode
 from .split import Split, split, subset
 
 log = logging.getLogger(__name__)
 SOURCES = {"ham10000": ham10000.load, "folder": folder.load, "synthetic": synthetic.load}
+_CATALOGS: dict[str, Catalog] = {}
+_SPLITS: dict[str, Split] = {}
 
 
 @dataclass
@@ -35,7 +43,7 @@ class Prepared:
 
 
 def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None) -> Prepared:
-    catalog = SOURCES[data_cfg.source](data_cfg)
+    catalog = _catalog(data_cfg)
     table = subset(catalog.table, data_cfg.max_images, seed)
     decoded = decode(catalog, table, height, width, cache_dir)
     problems = list(catalog.problems) + list(decoded.bad)
@@ -49,10 +57,7 @@ def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None)
     absent = [c for c in catalog.class_names if c not in present]
     if absent:
         log.warning("classes with no usable image: %s", ", ".join(absent))
-    try:
-        parts = split(decoded.table, data_cfg.split.val_fraction, data_cfg.split.test_fraction, seed)
-    except ValueError as exc:
-        raise DataError(f"cannot split {len(decoded.table)} images: {exc}; use more images (data.max_images)") from exc
+    parts = _split(decoded.table, data_cfg.split.val_fraction, data_cfg.split.test_fraction, seed)
     row_of = {image_id: i for i, image_id in enumerate(decoded.table["image_id"])}
     x, y = {}, {}
     for name in ("train", "val", "test"):
@@ -61,3 +66,39 @@ def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None)
         x[name] = decoded.pixels[idx]
         y[name] = catalog.labels(part)
     return Prepared(catalog, parts, list(catalog.class_names), x, y, problems)
+
+
+def _catalog(data_cfg) -> Catalog:
+    settings = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
+                if k not in ("max_images", "split", "strict")}
+    key = digest(settings, _stamp(data_cfg.get("root")))
+    if key not in _CATALOGS:
+        _CATALOGS.clear()  # one dataset per process, as for the pixels
+        _CATALOGS[key] = SOURCES[data_cfg.source](data_cfg)
+    return _CATALOGS[key]
+
+
+def _stamp(root) -> list:
+    """Cheap change detector for a source folder: the folder and its subfolders' mtimes (a file added, removed or
+    renamed changes them) and the size and mtime of the files at its top (the metadata CSV)."""
+    if not root:
+        return []
+    path = Path(str(root)).expanduser()
+    try:
+        entries = [path, *sorted(path.iterdir())]
+        return [(p.name, p.is_dir(), p.stat().st_mtime_ns, p.stat().st_size) for p in entries]
+    except OSError:
+        return ["unreadable"]  # the source itself reports what is wrong
+
+
+def _split(table, val_fraction: float, test_fraction: float, seed: int) -> Split:
+    key = digest(list(table["image_id"]), list(table["label"]), list(table["group"]), val_fraction, test_fraction,
+                 seed)
+    if key not in _SPLITS:
+        try:
+            parts = split(table, val_fraction, test_fraction, seed)
+        except ValueError as exc:
+            raise DataError(f"cannot split {len(table)} images: {exc}; use more images (data.max_images)") from exc
+        _SPLITS.clear()
+        _SPLITS[key] = parts
+    return _SPLITS[key]
