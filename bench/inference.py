@@ -62,6 +62,7 @@ def main(argv=None) -> dict:
     traced = tf.function(lambda x: model(x, training=False),
                          input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)])
     runners["keras_traced"] = (lambda x: traced(x).numpy(), keras_file)
+    build_s["keras_traced"] = build_s["keras"]  # the same .keras file
     with C.Timer() as t:
         sm = out / "savedmodel"
         with contextlib.redirect_stdout(io.StringIO()):  # keras prints the whole signature

@@ -32,9 +32,11 @@ SPACE = [
 ]
 PRUNERS = {
     "median": ["hydra.sweeper.pruner._target_=optuna.pruners.MedianPruner"],
-    "sha": ["hydra.sweeper.pruner={_target_:optuna.pruners.SuccessiveHalvingPruner,min_resource:1,"
-            "reduction_factor:3}"],
-    "hyperband": ["hydra.sweeper.pruner={_target_:optuna.pruners.HyperbandPruner,min_resource:1}"],
+    # The default pruner's MedianPruner-only keys are dropped by the sweeper (with a warning).
+    "sha": ["hydra.sweeper.pruner._target_=optuna.pruners.SuccessiveHalvingPruner",
+            "+hydra.sweeper.pruner.min_resource=1", "+hydra.sweeper.pruner.reduction_factor=3"],
+    "hyperband": ["hydra.sweeper.pruner._target_=optuna.pruners.HyperbandPruner",
+                  "+hydra.sweeper.pruner.min_resource=1"],
 }
 
 
@@ -78,9 +80,10 @@ def sweep(name: str, extra: list[str], args, tmp: Path) -> dict:
     with C.Timer() as t, log.open("w") as fh:
         rc = subprocess.run(cmd, cwd=C.ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     load_after = C.load()
-    if rc != 0:
+    if rc != 0:  # reported, and the other sweeps still run and are saved
         tail = log.read_text()[-3000:]
-        raise SystemExit(f"sweep {name} failed (exit {rc}); end of its log:\n{tail}")
+        print(f"sweep {name} failed (exit {rc}); end of its log:\n{tail}", flush=True)
+        return {"name": name, "error": f"exit {rc}", "wall_s": t.s, "command": " ".join(cmd)}
     s = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp}/optuna.db")
     states = [t_.state.name for t_ in s.trials]
     complete = [t_ for t_ in s.trials if t_.state == optuna.trial.TrialState.COMPLETE]
@@ -127,13 +130,15 @@ def main(argv=None) -> dict:
             extra.append(f"hydra.sweeper.pruner.n_startup_trials={args.startup_trials}")
         runs.append(sweep(f"pruned-{pruner}", extra, args, tmp))
     un = runs[0]
+    failed = [r["name"] for r in runs if "error" in r]
+    runs_ok = [r for r in runs if "error" not in r]
     rows = [[r["name"], f"{r['wall_s']:.0f}", r["trials"], r["complete"], r["pruned"], r["failed"], r["epochs_run"],
-             f"{r['best_value']:.4f}"] for r in runs]
+             f"{r['best_value']:.4f}"] for r in runs_ok]
     print()
     print(C.table(rows, ["sweep", "wall s", "trials", "complete", "pruned", "failed", "epochs run",
                          "best val balanced acc"]))
     targets = []
-    for pr in runs[1:]:
+    for pr in runs_ok[1:] if "error" not in un else []:
         pr["wall_time_ratio"] = pr["wall_s"] / un["wall_s"]
         pr["best_gap_points"] = (un["best_value"] - pr["best_value"]) * 100
         targets += [
@@ -151,6 +156,8 @@ def main(argv=None) -> dict:
     C.save("sweep_efficiency", out, args.out)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
+    if failed:
+        raise SystemExit(f"failed sweep(s): {failed}")
     return out
 
 

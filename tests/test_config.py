@@ -99,7 +99,18 @@ BAD = [
     (["data=synthetic", "data.num_images=5"], "data.num_images"),
     (["hardware.mixed_precision=maybe"], "hardware.mixed_precision"),
     (["seed=-3"], "seed"),
+    (["tracking.log_model=sometimes"], "tracking.log_model"),
 ]
+
+
+@pytest.mark.parametrize("value,mode", [("true", "always"), ("false", "never"), ("improving", "improving"),
+                                        ("always", "always"), ("never", "never")])
+def test_log_model_modes(value, mode):
+    from dermsweep.config import log_model_mode
+
+    cfg = compose([f"tracking.log_model={value}"])
+    validate(cfg)
+    assert log_model_mode(cfg) == mode
 
 
 @pytest.mark.parametrize("overrides,key", BAD, ids=[k for _, k in BAD])

@@ -39,6 +39,20 @@ def test_unknown_sweep_and_experiment(client):
         registry.collect_runs(client, "nope")
 
 
+def test_promote_notes_better_runs_that_logged_no_model(client, store, monkeypatch):
+    """With tracking.log_model=improving a run can rank first yet have no model: promote takes the best run that
+    has one, and says which better runs it passed over."""
+    from shipping_helpers import activate, log_run
+
+    monkeypatch.chdir(store.root)  # artifacts of the new experiment land in the temp store
+    activate(store, monkeypatch)
+    with_model = log_run(store.model, "dermsweep-notes", 0.7, study="study-notes", name="has-model")
+    log_run(None, "dermsweep-notes", 0.9, study="study-notes", with_model=False, name="better-no-model")
+    plan, best = registry.plan(client, "dermsweep-notes", fresh_name())
+    assert best.run_id == with_model and plan.decision == "promote"
+    assert any("logged no model" in n and "better-no-model" in n for n in plan.notes), plan.notes
+
+
 def test_no_eligible_run(client):
     with pytest.raises(registry.NoEligibleRun, match="no eligible run"):
         registry.promote(client, "empty", fresh_name())

@@ -212,6 +212,36 @@ def test_trial_link_absent_outside_sweeps_and_env_is_not_sticky(monkeypatch):
     assert trial_link.current() is None and trial_link.parent_run_id() is None
 
 
+@pytest.mark.parametrize("directions,finished,mine,expected", [
+    (["maximize"], [], [0.1], True),                               # first trial: nothing to beat
+    (["maximize"], [[0.5], [0.7]], [0.71], True),
+    (["maximize"], [[0.5], [0.7]], [0.7], False),                  # a tie keeps the earlier model
+    (["minimize"], [[0.5], [0.3]], [0.29], True),
+    (["minimize"], [[0.5], [0.3]], [0.4], False),
+    (["maximize", "minimize"], [[0.8, 10.0]], [0.7, 5.0], True),    # a new point of the Pareto front
+    (["maximize", "minimize"], [[0.8, 10.0]], [0.7, 12.0], False),  # dominated
+])
+def test_trial_improves_on_the_study_so_far(monkeypatch, directions, finished, mine, expected):
+    """tracking.log_model=improving asks this: does the trial beat every finished trial (pruned ones do not count)?"""
+    import optuna
+
+    from dermsweep import trial as trial_link
+
+    study = optuna.create_study(directions=directions, study_name=f"improves-{len(finished)}-{mine}")
+    for values in finished:
+        study.tell(study.ask(), values if len(values) > 1 else values[0])
+    pruned = study.ask()
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    trial_link.register_local_study(study)
+    try:
+        running = study.ask()
+        for k, v in trial_link.job_env(study.study_name, None, running._trial_id, running.number, None).items():
+            monkeypatch.setenv(k, v)
+        assert trial_link.current().improves(mine) is expected
+    finally:
+        trial_link.unregister_local_study(study)
+
+
 def test_env_override_quoting_roundtrip():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
