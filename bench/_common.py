@@ -26,6 +26,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_log_model_option(p: argparse.ArgumentParser) -> None:
+    """--log-model for the benchmarks that run trials (dermsweep.config.LOG_MODEL_MODES)."""
+    p.add_argument("--log-model", default="improving", choices=["improving", "always", "never"],
+                   help="tracking.log_model (default: improving, the project's default)")
+
+
 def load() -> dict:
     one, five, fifteen = os.getloadavg()
     return {"loadavg_1m": round(one, 2), "loadavg_5m": round(five, 2), "loadavg_15m": round(fifteen, 2),

@@ -111,8 +111,7 @@ def main(argv=None) -> dict:
     p.add_argument("--pruners", default="median,sha", help=f"comma-separated, from {sorted(PRUNERS)}")
     p.add_argument("--startup-trials", type=int, default=None,
                    help="MedianPruner n_startup_trials (default: the sweeper's, 5)")
-    p.add_argument("--log-model", default="improving", choices=["improving", "always", "never"],
-                   help="tracking.log_model (default: improving, the project's default)")
+    C.add_log_model_option(p)
     p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
     p.add_argument("--keep", action="store_true", help="keep the temp folder (studies, MLflow store, logs)")
     args = p.parse_args(argv)

@@ -101,8 +101,7 @@ def main(argv=None) -> dict:
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=80)
     p.add_argument("--epochs", default="2,2", help="frozen,finetune epochs per trial")
-    p.add_argument("--log-model", default="improving", choices=["improving", "always", "never"],
-                   help="tracking.log_model (default: improving, the project's default)")
+    C.add_log_model_option(p)
     p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
     args = p.parse_args(argv)
     frozen_epochs, finetune_epochs = (int(v) for v in args.epochs.split(","))

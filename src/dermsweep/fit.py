@@ -135,16 +135,12 @@ def _optimizer(trainer_cfg, lr):
 def fit(model: keras.Model, train_ds, steps_per_epoch: int, val_ds, y_val, cfg, class_weight,
         checkpoint: Path, on_epoch: EpochHook, scope) -> FitResult:
     """Train `model` in two phases per cfg.trainer; returns the history with the best weights restored."""
-    trainer = cfg.trainer
     best = _Best("max" if cfg.objective.direction == "maximize" else "min", checkpoint)
     result = FitResult()
     start = time.perf_counter()
-    phases = [("frozen", trainer.frozen)]
-    if trainer.finetune.epochs > 0:
-        phases.append(("finetune", trainer.finetune))
     try:
-        _run_phases(model, train_ds, steps_per_epoch, val_ds, y_val, cfg, class_weight, phases, best, on_epoch,
-                    scope, result)
+        _run_phases(model, train_ds, steps_per_epoch, val_ds, y_val, cfg, class_weight, best, on_epoch, scope,
+                    result)
     except BaseException:
         best.save(model)  # whatever stopped training (an error, Ctrl-C, a dead tracking store), keep the best
         raise
@@ -155,13 +151,13 @@ def fit(model: keras.Model, train_ds, steps_per_epoch: int, val_ds, y_val, cfg, 
     return result
 
 
-def _run_phases(model, train_ds, steps_per_epoch, val_ds, y_val, cfg, class_weight, phases, best: _Best,
+def _run_phases(model, train_ds, steps_per_epoch, val_ds, y_val, cfg, class_weight, best: _Best,
                 on_epoch: EpochHook, scope, result: FitResult) -> None:
     trainer = cfg.trainer
     objective = cfg.objective.metric
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(trainer.label_smoothing))
     epoch = 0
-    for phase, phase_cfg in phases:
+    for phase, phase_cfg in (("frozen", trainer.frozen), ("finetune", trainer.finetune)):
         if phase_cfg.epochs <= 0:
             continue
         if phase == "finetune":

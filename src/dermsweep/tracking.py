@@ -109,8 +109,7 @@ def log_json(obj, artifact_file: str) -> None:
 class BackgroundArtifacts:
     """Draws and logs a run's figures on one worker thread while the run goes on; `wait()` before ending the run.
 
-    A trial's five figures cost ~2 s of matplotlib on the main thread; here they overlap the final evaluation and
-    the model logging. One thread draws them all, so matplotlib never runs on two threads at once.
+    A run's three figures cost ~1 s of matplotlib; here they overlap the final evaluation and the model logging. One thread draws them all, so matplotlib never runs on two threads at once.
     """
 
     def __init__(self, run_id: str):

@@ -85,8 +85,8 @@ def _stamp(root) -> list:
         return []
     path = Path(str(root)).expanduser()
     try:
-        entries = [path, *sorted(path.iterdir())]
-        return [(p.name, p.is_dir(), p.stat().st_mtime_ns, p.stat().st_size) for p in entries]
+        stats = [(p.name, p.stat()) for p in (path, *sorted(path.iterdir()))]
+        return [(name, st.st_mode, st.st_mtime_ns, st.st_size) for name, st in stats]
     except OSError:
         return ["unreadable"]  # the source itself reports what is wrong
 
