@@ -1,4 +1,5 @@
 """Shared helpers for the bench/ scripts: paths, machine load, tables, JSON results, targets."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,28 +22,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 root (Kaggle layout), default ../shared/data/ham10000")
+    p.add_argument(
+        "--data", default=DEFAULT_DATA, help="HAM10000 root (Kaggle layout), default ../shared/data/ham10000"
+    )
     p.add_argument("--out", default=None, help="JSON result file (default bench/results/<name>.json)")
     return p
 
 
 def add_log_model_option(p: argparse.ArgumentParser) -> None:
-    """--log-model for the benchmarks that run trials (dermsweep.config.LOG_MODEL_MODES)."""
-    p.add_argument("--log-model", default="improving", choices=["improving", "always", "never"],
-                   help="tracking.log_model (default: improving, the project's default)")
+    """--log-model for the benchmarks that run trials (dermsweep.training.config.LOG_MODEL_MODES)."""
+    p.add_argument(
+        "--log-model",
+        default="improving",
+        choices=["improving", "always", "never"],
+        help="tracking.log_model (default: improving, the project's default)",
+    )
 
 
 def load() -> dict:
     one, five, fifteen = os.getloadavg()
-    return {"loadavg_1m": round(one, 2), "loadavg_5m": round(five, 2), "loadavg_15m": round(fifteen, 2),
-            "cpus": os.cpu_count()}
+    return {
+        "loadavg_1m": round(one, 2),
+        "loadavg_5m": round(five, 2),
+        "loadavg_15m": round(fifteen, 2),
+        "cpus": os.cpu_count(),
+    }
 
 
 def machine() -> dict:
     import numpy as np  # noqa: F401 - imported for the version only when available
+
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
     try:
         import tensorflow as tf
+
         info["tensorflow"] = tf.__version__
     except ImportError:
         pass
@@ -69,7 +82,7 @@ def target(name: str, goal: str, measured: float, met: bool, unit: str = "") -> 
 def table(rows: list[list], headers: list[str]) -> str:
     cells = [[str(h) for h in headers]] + [[c if isinstance(c, str) else _fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -87,16 +100,21 @@ def _fmt(v) -> str:
 def save(name: str, result: dict, out: str | None = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": name, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": machine(), **result}
+    result = {
+        "benchmark": name,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **result,
+    }
     path.write_text(json.dumps(result, indent=2, default=float))
     print(f"\nwrote {path}")
     return path
 
 
 def print_targets(targets: list[dict]) -> None:
-    rows = [[t["name"], t["target"], f"{t['measured']:.3g}{t['unit']}", "MET" if t["met"] else "NOT MET"]
-            for t in targets]
+    rows = [
+        [t["name"], t["target"], f"{t['measured']:.3g}{t['unit']}", "MET" if t["met"] else "NOT MET"] for t in targets
+    ]
     print(table(rows, ["target", "goal", "measured", "status"]))
 
 
@@ -104,7 +122,7 @@ def ham10000_table(root: str, n: int, seed: int = 0):
     """The first n images of a stratified, lesion-grouped subset (the project's own subset function)."""
     from omegaconf import OmegaConf
 
-    from dermsweep.data import ham10000
+    from dermsweep.data.sources import ham10000
     from dermsweep.data.split import subset
 
     cfg = OmegaConf.create({"root": root, "metadata": "HAM10000_metadata.csv", "image_glob": "*/*.jpg"})

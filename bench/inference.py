@@ -1,6 +1,6 @@
 """Inference: batch-1 CPU latency and size of the Keras model, SavedModel and the TFLite f32/f16/int8 variants.
 
-The model is the project's classifier (dermsweep.model.build: MobileNet v1 a=0.25 at 150x200 with the shared
+The model is the project's classifier (dermsweep.training.model.build: MobileNet v1 a=0.25 at 150x200 with the shared
 ImageNet weights and a fresh 7-class head; latency and size do not depend on training). Formats are produced with
 dermsweep.export's own functions (_tflite for the three TFLite variants, int8 calibrated on --calibration real
 HAM10000 images; keras model.export for the SavedModel; --onnx adds ONNX), and timed as dermsweep export times
@@ -9,10 +9,9 @@ calls each (after --warmup calls), so all see the same machine load; the median 
 
     python bench/inference.py [--runs 30] [--rounds 3] [--warmup 5] [--onnx] [--height 150 --width 200]
 """
+
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,17 +36,30 @@ def main(argv=None) -> dict:
     import tensorflow as tf
     from omegaconf import OmegaConf
 
-    from dermsweep import export as ex
     from dermsweep.data import pixels
-    from dermsweep.model import build
-    from dermsweep.predict import TFLiteRunner
+    from dermsweep.shipping import converters as ex
+    from dermsweep.shipping.export import human_size, size_on_disk
+    from dermsweep.timing import median_latency_ms
+    from dermsweep.training.model import build
 
     start_load = C.load()
     h, w = args.height, args.width
     catalog, table = C.ham10000_table(args.data, args.calibration)
     calib = pixels.decode(catalog, table, h, w, cache_dir=None).pixels
-    model = build(OmegaConf.create({"name": "mobilenet_v1", "alpha": args.alpha, "height": h, "width": w,
-                                    "weights": args.weights, "dropout": 0.3, "frozen_fraction": 0.6}), 7)
+    model = build(
+        OmegaConf.create(
+            {
+                "name": "mobilenet_v1",
+                "alpha": args.alpha,
+                "height": h,
+                "width": w,
+                "weights": args.weights,
+                "dropout": 0.3,
+                "frozen_fraction": 0.6,
+            }
+        ),
+        7,
+    )
     x1 = calib[:1].astype(np.float32)
     model(x1)
     out = Path(tempfile.mkdtemp(prefix="dermsweep-bench-inference-"))
@@ -58,57 +70,55 @@ def main(argv=None) -> dict:
         model.save(keras_file)
     build_s["keras"] = t.s
     runners["keras"] = (lambda x: np.asarray(model(x, training=False)), keras_file)
-    # The same model through one traced tf.function (as dermsweep.inference.predict runs it): Keras at its fastest.
-    traced = tf.function(lambda x: model(x, training=False),
-                         input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)])
+    # The same model through one traced tf.function (as dermsweep.training.batch_predict runs it): Keras at its fastest.
+    traced = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)]
+    )
     runners["keras_traced"] = (lambda x: traced(x).numpy(), keras_file)
     build_s["keras_traced"] = build_s["keras"]  # the same .keras file
-    with C.Timer() as t:
-        sm = out / "savedmodel"
-        with contextlib.redirect_stdout(io.StringIO()):  # keras prints the whole signature
-            model.export(str(sm), format="tf_saved_model", verbose=False)
-        loaded = tf.saved_model.load(str(sm))
-    build_s["savedmodel"] = t.s
-    runners["savedmodel"] = (lambda x, f=loaded.serve: np.asarray(f(tf.constant(x))), sm)
-    for kind in ("f32", "f16", "int8"):
-        path = out / f"model_{kind}.tflite"
-        with C.Timer() as t:
-            with contextlib.redirect_stdout(io.StringIO()):
-                path.write_bytes(ex._tflite(model, kind, calib, "float"))
-        build_s[f"tflite_{kind}"] = t.s
-        runner = TFLiteRunner(path, num_threads=1)
-        runners[f"tflite_{kind}"] = (lambda x, r=runner: r.predict(x), path)
-    if args.onnx:
+    ctx = ex.Context(calib, "float")
+    for name, converter in ex.CONVERTERS.items():  # the same converters `dermsweep export` uses
+        if name == "onnx" and not args.onnx:
+            continue
+        path = out / converter.file
         try:
-            import onnxruntime as ort
-
-            path = out / "model.onnx"
             with C.Timer() as t:
-                model.export(str(path), format="onnx", verbose=False)
-            build_s["onnx"] = t.s
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            name = sess.get_inputs()[0].name
-            runners["onnx"] = (lambda x, s=sess, n=name: s.run(None, {n: x})[0], path)
-        except Exception as exc:  # noqa: BLE001 - report, keep the other formats
-            notes.append(f"onnx failed: {exc}")
+                converter.write(model, path, ctx)
+            build_s[name] = t.s
+            runners[name] = (converter.runner(path), path)
+        except Exception as exc:
+            notes.append(f"{name} failed: {exc}")
 
     ref = runners["keras"][0](x1)
     rounds: dict[str, list[float]] = {k: [] for k in runners}
     loads = []
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         for name, (fn, _) in runners.items():
-            rounds[name].append(ex._latency(fn, x1, args.runs, args.warmup))
+            rounds[name].append(median_latency_ms(fn, x1, args.runs, args.warmup))
         loads.append(C.load()["loadavg_1m"])
     results = []
     for name, (fn, path) in runners.items():
         probs = np.asarray(fn(x1)).reshape(ref.shape)
-        results.append({"format": name, "size_bytes": ex._size(path), "latency_ms": C.median(rounds[name]),
-                        "latency_rounds_ms": rounds[name], "convert_s": build_s.get(name),
-                        "max_abs_diff_vs_keras": float(np.max(np.abs(probs - ref)))})
-    rows = [[r["format"], ex.human_size(r["size_bytes"]), f"{r['latency_ms']:.2f}",
-             f"{r['max_abs_diff_vs_keras']:.1e}", f"{r['convert_s']:.1f}"] for r in results]
+        results.append(
+            {
+                "format": name,
+                "size_bytes": size_on_disk(path),
+                "latency_ms": C.median(rounds[name]),
+                "latency_rounds_ms": rounds[name],
+                "convert_s": build_s.get(name),
+                "max_abs_diff_vs_keras": float(np.max(np.abs(probs - ref))),
+            }
+        )
+    rows = [
+        [
+            r["format"],
+            human_size(r["size_bytes"]),
+            f"{r['latency_ms']:.2f}",
+            f"{r['max_abs_diff_vs_keras']:.1e}",
+            f"{r['convert_s']:.1f}",
+        ]
+        for r in results
+    ]
     print()
     print(C.table(rows, ["format", "size", "latency ms (batch 1)", "max |p - keras|", "convert s"]))
     end_load = C.load()
@@ -119,16 +129,30 @@ def main(argv=None) -> dict:
     speedup = by[fastest_keras]["latency_ms"] / int8["latency_ms"]
     size_ratio = int8["size_bytes"] / by["keras"]["size_bytes"]
     targets = [
-        C.target(f"inference: int8 TFLite speed-up over Keras ({fastest_keras}, the faster Keras call) at batch 1",
-                 ">= 2x", speedup, speedup >= 2.0, "x"),
+        C.target(
+            f"inference: int8 TFLite speed-up over Keras ({fastest_keras}, the faster Keras call) at batch 1",
+            ">= 2x",
+            speedup,
+            speedup >= 2.0,
+            "x",
+        ),
         C.target("inference: int8 TFLite size / Keras .keras file", "<= 0.33", size_ratio, size_ratio <= 1 / 3),
     ]
     C.print_targets(targets)
-    out_json = {"settings": vars(args), "load_start": start_load, "load_end": end_load, "loads_during": loads,
-                "results": results, "targets": targets, "notes": notes + [
-                    "keras = eager model(x) call as dermsweep export times it; keras_traced = the same model in one "
-                    "tf.function; TFLite and ONNX on one thread; SavedModel and Keras use TensorFlow's default "
-                    "thread pools (both cores). The int8 target compares with the faster of the two Keras calls."]}
+    out_json = {
+        "settings": vars(args),
+        "load_start": start_load,
+        "load_end": end_load,
+        "loads_during": loads,
+        "results": results,
+        "targets": targets,
+        "notes": notes
+        + [
+            "keras = eager model(x) call as dermsweep export times it; keras_traced = the same model in one "
+            "tf.function; TFLite and ONNX on one thread; SavedModel and Keras use TensorFlow's default "
+            "thread pools (both cores). The int8 target compares with the faster of the two Keras calls."
+        ],
+    }
     C.save("inference", out_json, args.out)
     shutil.rmtree(out, ignore_errors=True)
     return out_json

@@ -14,6 +14,7 @@ after one warm-up epoch each) and first-epoch throughput (dermsweep: decode + fi
 
     python bench/pipeline.py [--images 600] [--epochs 3] [--sizes 200x150,600x450]
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,18 @@ from pathlib import Path
 import _common as C
 
 TF_KERAS_SPEC = "tf-keras>=2.21,<2.22"
-LIGHT = dict(rotation=180, width_shift=0.1, height_shift=0.1, zoom=0.1, horizontal_flip=True, vertical_flip=True,
-             brightness=0.0, contrast=0.0, fill_mode="nearest", name="light")
+LIGHT = {
+    "rotation": 180,
+    "width_shift": 0.1,
+    "height_shift": 0.1,
+    "zoom": 0.1,
+    "horizontal_flip": True,
+    "vertical_flip": True,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "fill_mode": "nearest",
+    "name": "light",
+}
 
 
 def ensure_tf_keras() -> str:
@@ -69,6 +80,7 @@ def bench_size(label, table, paths, args, tf_keras) -> dict:
     import numpy as np
     from omegaconf import OmegaConf
 
+    from dermsweep import cache as process_cache
     from dermsweep.data import pixels
     from dermsweep.data.catalog import Catalog, digest
     from dermsweep.data.images import load_rgb
@@ -77,14 +89,20 @@ def bench_size(label, table, paths, args, tf_keras) -> dict:
     h, w = 150, 200
     t = table.assign(path=paths)
     names = sorted(set(t["label"]))
-    catalog = Catalog("folder", names, t, lambda row, hh, ww: load_rgb(row["path"], hh, ww),
-                      digest("bench", label, list(t["image_id"])), [])
+    catalog = Catalog(
+        "folder",
+        names,
+        t,
+        lambda row, hh, ww: load_rgb(row["path"], hh, ww),
+        digest("bench", label, list(t["image_id"])),
+        [],
+    )
     y = catalog.labels(t)
     n = len(t)
     aug = OmegaConf.create(LIGHT)
 
     # dermsweep: decode once (no disk cache: the first-run cost), then epochs over the in-memory pixels
-    pixels._MEMORY.clear()
+    process_cache.clear()
     with C.Timer() as dec:
         decoded = pixels.decode(catalog, t, h, w, cache_dir=None)
     ds = training_dataset(decoded.pixels, y, len(names), args.batch, aug, seed=0, repeat=False)
@@ -98,11 +116,25 @@ def bench_size(label, table, paths, args, tf_keras) -> dict:
         return time.perf_counter() - s
 
     idg = tf_keras.preprocessing.image.ImageDataGenerator(
-        rotation_range=180, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1,
-        horizontal_flip=True, vertical_flip=True, fill_mode="nearest")
-    gen = idg.flow_from_dataframe(t[["path", "label"]], x_col="path", y_col="label", target_size=(h, w),
-                                  batch_size=args.batch, class_mode="categorical", shuffle=True, seed=0,
-                                  validate_filenames=False)
+        rotation_range=180,
+        width_shift_range=0.1,
+        height_shift_range=0.1,
+        zoom_range=0.1,
+        horizontal_flip=True,
+        vertical_flip=True,
+        fill_mode="nearest",
+    )
+    gen = idg.flow_from_dataframe(
+        t[["path", "label"]],
+        x_col="path",
+        y_col="label",
+        target_size=(h, w),
+        batch_size=args.batch,
+        class_mode="categorical",
+        shuffle=True,
+        seed=0,
+        validate_filenames=False,
+    )
 
     def classic_epoch() -> float:
         s = time.perf_counter()
@@ -113,22 +145,34 @@ def bench_size(label, table, paths, args, tf_keras) -> dict:
         assert count == n, count
         return time.perf_counter() - s
 
-    first_project = project_epoch()   # warm-up: includes tracing the map function
-    first_classic = classic_epoch()   # warm-up
+    first_project = project_epoch()  # warm-up: includes tracing the map function
+    first_classic = classic_epoch()  # warm-up
     steady_p, steady_c, loads = [], [], []
-    for _ in range(args.epochs):      # alternate so both sides see the same machine load
+    for _ in range(args.epochs):  # alternate so both sides see the same machine load
         steady_p.append(project_epoch())
         steady_c.append(classic_epoch())
         loads.append(C.load()["loadavg_1m"])
     sp, sc = C.median(steady_p), C.median(steady_c)
     first_incl = dec.s + first_project
     return {
-        "source_size": label, "images": n, "output_size": f"{w}x{h}", "batch": args.batch,
-        "dermsweep": {"decode_s": dec.s, "first_epoch_s": first_project, "first_epoch_incl_decode_s": first_incl,
-                      "steady_epoch_s": steady_p, "steady_img_per_s": n / sp,
-                      "first_epoch_incl_decode_img_per_s": n / first_incl},
-        "imagedatagenerator": {"first_epoch_s": first_classic, "steady_epoch_s": steady_c,
-                               "steady_img_per_s": n / sc, "first_epoch_img_per_s": n / first_classic},
+        "source_size": label,
+        "images": n,
+        "output_size": f"{w}x{h}",
+        "batch": args.batch,
+        "dermsweep": {
+            "decode_s": dec.s,
+            "first_epoch_s": first_project,
+            "first_epoch_incl_decode_s": first_incl,
+            "steady_epoch_s": steady_p,
+            "steady_img_per_s": n / sp,
+            "first_epoch_incl_decode_img_per_s": n / first_incl,
+        },
+        "imagedatagenerator": {
+            "first_epoch_s": first_classic,
+            "steady_epoch_s": steady_c,
+            "steady_img_per_s": n / sc,
+            "first_epoch_img_per_s": n / first_classic,
+        },
         "ratio_steady": sc / sp,
         "ratio_first_epoch": first_classic / first_incl,
         # over a whole run of E epochs: dermsweep pays decoding once
@@ -144,8 +188,11 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=3, help="timed steady-state epochs per side (after 1 warm-up)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--sizes", default="200x150,600x450", help="source JPEG sizes WxH; 200x150 = the shared files")
-    p.add_argument("--tmp", default=str(Path(tempfile.gettempdir()) / "dermsweep-bench-images"),
-                   help="where upscaled copies are written once")
+    p.add_argument(
+        "--tmp",
+        default=str(Path(tempfile.gettempdir()) / "dermsweep-bench-images"),
+        help="where upscaled copies are written once",
+    )
     args = p.parse_args(argv)
     install_note = ensure_tf_keras()
     print(install_note)
@@ -168,27 +215,64 @@ def main(argv=None) -> dict:
     rows = []
     for r in results:
         d, c = r["dermsweep"], r["imagedatagenerator"]
-        rows.append([r["source_size"], f"{d['steady_img_per_s']:.0f}", f"{c['steady_img_per_s']:.0f}",
-                     f"{r['ratio_steady']:.1f}x", f"{d['first_epoch_incl_decode_img_per_s']:.0f}",
-                     f"{c['first_epoch_img_per_s']:.0f}", f"{r['ratio_first_epoch']:.1f}x",
-                     f"{r['ratio_10_epochs']:.1f}x", f"{d['decode_s']:.1f}"])
+        rows.append(
+            [
+                r["source_size"],
+                f"{d['steady_img_per_s']:.0f}",
+                f"{c['steady_img_per_s']:.0f}",
+                f"{r['ratio_steady']:.1f}x",
+                f"{d['first_epoch_incl_decode_img_per_s']:.0f}",
+                f"{c['first_epoch_img_per_s']:.0f}",
+                f"{r['ratio_first_epoch']:.1f}x",
+                f"{r['ratio_10_epochs']:.1f}x",
+                f"{d['decode_s']:.1f}",
+            ]
+        )
     print()
-    print(C.table(rows, ["source JPEG", "dermsweep img/s (steady)", "IDG img/s (steady)", "ratio",
-                         "dermsweep img/s (1st epoch+decode)", "IDG img/s (1st)", "ratio 1st",
-                         "ratio 10 epochs", "decode s"]))
+    print(
+        C.table(
+            rows,
+            [
+                "source JPEG",
+                "dermsweep img/s (steady)",
+                "IDG img/s (steady)",
+                "ratio",
+                "dermsweep img/s (1st epoch+decode)",
+                "IDG img/s (1st)",
+                "ratio 1st",
+                "ratio 10 epochs",
+                "decode s",
+            ],
+        )
+    )
     targets = []
     big = next((r for r in results if r["source_size"] == "600x450"), None)
     if big:
-        targets.append(C.target("pipeline: steady-state speed-up vs ImageDataGenerator on 600x450 JPEGs", ">= 5x",
-                                big["ratio_steady"], big["ratio_steady"] >= 5, "x"))
+        targets.append(
+            C.target(
+                "pipeline: steady-state speed-up vs ImageDataGenerator on 600x450 JPEGs",
+                ">= 5x",
+                big["ratio_steady"],
+                big["ratio_steady"] >= 5,
+                "x",
+            )
+        )
     end_load = C.load()
     print(f"\nload: start {start_load}, end {end_load}")
     C.print_targets(targets)
-    out = {"settings": vars(args), "tf_keras": install_note, "load_start": start_load, "load_end": end_load,
-           "results": results, "targets": targets,
-           "notes": ["IDG uses its default nearest-neighbour resize when loading (the classic recipe); dermsweep "
-                     "resizes with PIL bilinear+antialias once. IDG runs serially, as model.fit(workers=1) feeds it.",
-                     "OS file cache is warm for both sides (the files were read before timing)."]}
+    out = {
+        "settings": vars(args),
+        "tf_keras": install_note,
+        "load_start": start_load,
+        "load_end": end_load,
+        "results": results,
+        "targets": targets,
+        "notes": [
+            "IDG uses its default nearest-neighbour resize when loading (the classic recipe); dermsweep "
+            "resizes with PIL bilinear+antialias once. IDG runs serially, as model.fit(workers=1) feeds it.",
+            "OS file cache is warm for both sides (the files were read before timing).",
+        ],
+    }
     C.save("pipeline", out, args.out)
     return out
 

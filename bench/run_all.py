@@ -6,6 +6,7 @@
 Each script writes bench/results/<name>.json; the summary reads those files, so MET / NOT MET always comes from
 the numbers just measured (a script that failed shows as such, never with an old result).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,20 @@ def summary(names: list[str], started: dict[str, float], status: dict[str, str])
             continue
         for t in result.get("targets", []):
             all_targets.append({"benchmark": name, **t})
-            rows.append([name, t["name"], t["target"], f"{t['measured']:.3g}{t['unit']}",
-                         "MET" if t["met"] else "NOT MET"])
+            rows.append(
+                [name, t["name"], t["target"], f"{t['measured']:.3g}{t['unit']}", "MET" if t["met"] else "NOT MET"]
+            )
         if name == "inference":
             for r in result["results"]:
-                rows.append([name, f"{r['format']}: {r['size_bytes'] / 1e6:.2f} MB", "(figures only)",
-                             f"{r['latency_ms']:.2f} ms", ""])
+                rows.append(
+                    [
+                        name,
+                        f"{r['format']}: {r['size_bytes'] / 1e6:.2f} MB",
+                        "(figures only)",
+                        f"{r['latency_ms']:.2f} ms",
+                        "",
+                    ]
+                )
     print(C.table(rows, ["benchmark", "target / figure", "goal", "measured", "status"]))
     return all_targets
 
@@ -67,10 +76,21 @@ def main() -> None:
     print(f"\n===== summary (total {time.perf_counter() - t_all:.0f}s; load start {load_start}, end {load_end})")
     targets = summary(names, started if not args.summary_only else {}, status)
     C.RESULTS.mkdir(parents=True, exist_ok=True)
-    (C.RESULTS / "summary.json").write_text(json.dumps(
-        {"finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": C.machine(),
-         "load_start": load_start, "load_end": load_end, "seconds": seconds, "status": status,
-         "targets": targets}, indent=2, default=float))
+    (C.RESULTS / "summary.json").write_text(
+        json.dumps(
+            {
+                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": C.machine(),
+                "load_start": load_start,
+                "load_end": load_end,
+                "seconds": seconds,
+                "status": status,
+                "targets": targets,
+            },
+            indent=2,
+            default=float,
+        )
+    )
     if any(s != "ok" for s in status.values()):
         sys.exit(1)
 

@@ -9,6 +9,7 @@ alternate epoch by epoch after one warm-up epoch each, so all see the same machi
 
     python bench/starvation.py [--images 640] [--epochs 5] [--variants frozen,finetune]
 """
+
 from __future__ import annotations
 
 import time
@@ -33,7 +34,7 @@ def main(argv=None) -> dict:
 
     from dermsweep.data import pixels
     from dermsweep.data.pipeline import training_dataset
-    from dermsweep.model import build, set_finetune_depth
+    from dermsweep.training.model import build, set_finetune_depth
 
     start_load = C.load()
     h, w = 150, 200
@@ -42,17 +43,31 @@ def main(argv=None) -> dict:
     x, y = decoded.pixels, catalog.labels(decoded.table)
     n, k = len(x), len(catalog.class_names)
     steps = int(np.ceil(n / args.batch))
-    aug = OmegaConf.create(dict(rotation=180, width_shift=0.1, height_shift=0.1, zoom=0.1, horizontal_flip=True,
-                                vertical_flip=True, brightness=0.0, contrast=0.0, fill_mode="nearest"))
-    no_aug = OmegaConf.merge(aug, dict(rotation=0, width_shift=0.0, height_shift=0.0, zoom=0.0, horizontal_flip=False,
-                                       vertical_flip=False))
+    aug = OmegaConf.create(
+        {
+            "rotation": 180,
+            "width_shift": 0.1,
+            "height_shift": 0.1,
+            "zoom": 0.1,
+            "horizontal_flip": True,
+            "vertical_flip": True,
+            "brightness": 0.0,
+            "contrast": 0.0,
+            "fill_mode": "nearest",
+        }
+    )
+    geometric_off = {"rotation": 0, "width_shift": 0.0, "height_shift": 0.0, "zoom": 0.0}
+    no_aug = OmegaConf.merge(aug, {**geometric_off, "horizontal_flip": False, "vertical_flip": False})
     feeds = {
         "pipeline": training_dataset(x, y, k, args.batch, aug, seed=0, repeat=True),
         # the same pipeline with augmentation off: what feeding costs, apart from the augmentation's own compute
         "pipeline_no_aug": training_dataset(x, y, k, args.batch, no_aug, seed=0, repeat=True),
         # the limit: float32 batches already in memory, nothing computed per step
         "in_memory": tf.data.Dataset.from_tensor_slices((x.astype(np.float32), tf.one_hot(y, k)))
-        .batch(args.batch).cache().repeat().prefetch(tf.data.AUTOTUNE),
+        .batch(args.batch)
+        .cache()
+        .repeat()
+        .prefetch(tf.data.AUTOTUNE),
     }
 
     class EpochClock(keras.callbacks.Callback):
@@ -64,14 +79,24 @@ def main(argv=None) -> dict:
 
     results = []
     for variant in args.variants.split(","):
-        model_cfg = OmegaConf.create({"name": "mobilenet_v1", "alpha": 0.25, "height": h, "width": w,
-                                      "weights": args.weights, "dropout": 0.3, "frozen_fraction": args.frozen_fraction})
+        model_cfg = OmegaConf.create(
+            {
+                "name": "mobilenet_v1",
+                "alpha": 0.25,
+                "height": h,
+                "width": w,
+                "weights": args.weights,
+                "dropout": 0.3,
+                "frozen_fraction": args.frozen_fraction,
+            }
+        )
         model = build(model_cfg, k)
         if variant == "finetune":
             set_finetune_depth(model, args.frozen_fraction)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"])
         clock = EpochClock()
-        def epoch(name: str) -> float:
+
+        def epoch(name: str, model=model, clock=clock) -> float:
             model.fit(feeds[name], steps_per_epoch=steps, epochs=1, callbacks=[clock], shuffle=False, verbose=0)
             return clock.s
 
@@ -84,31 +109,75 @@ def main(argv=None) -> dict:
                 times[name].append(epoch(name))
             loads.append(C.load()["loadavg_1m"])
         med = {name: C.median(v) for name, v in times.items()}
-        results.append({"variant": variant, "images": n, "steps": steps, "warmup_epoch_s": warm,
-                        "epoch_s": times, "median_epoch_s": med,
-                        "img_per_s": {name: n / v for name, v in med.items()},
-                        "ratio": med["pipeline"] / med["in_memory"],
-                        "ratio_no_aug": med["pipeline_no_aug"] / med["in_memory"], "loadavg_1m_during": loads})
-        print(f"{variant}: pipeline {med['pipeline']:.2f}s, in memory {med['in_memory']:.2f}s per epoch "
-              f"({n} images)", flush=True)
+        results.append(
+            {
+                "variant": variant,
+                "images": n,
+                "steps": steps,
+                "warmup_epoch_s": warm,
+                "epoch_s": times,
+                "median_epoch_s": med,
+                "img_per_s": {name: n / v for name, v in med.items()},
+                "ratio": med["pipeline"] / med["in_memory"],
+                "ratio_no_aug": med["pipeline_no_aug"] / med["in_memory"],
+                "loadavg_1m_during": loads,
+            }
+        )
+        print(
+            f"{variant}: pipeline {med['pipeline']:.2f}s, in memory {med['in_memory']:.2f}s per epoch ({n} images)",
+            flush=True,
+        )
 
-    rows = [[r["variant"], f"{r['median_epoch_s']['pipeline']:.2f}", f"{r['median_epoch_s']['pipeline_no_aug']:.2f}",
-             f"{r['median_epoch_s']['in_memory']:.2f}", f"{r['img_per_s']['pipeline']:.0f}",
-             f"{r['img_per_s']['in_memory']:.0f}", f"{r['ratio']:.2f}", f"{r['ratio_no_aug']:.2f}"]
-            for r in results]
+    rows = [
+        [
+            r["variant"],
+            f"{r['median_epoch_s']['pipeline']:.2f}",
+            f"{r['median_epoch_s']['pipeline_no_aug']:.2f}",
+            f"{r['median_epoch_s']['in_memory']:.2f}",
+            f"{r['img_per_s']['pipeline']:.0f}",
+            f"{r['img_per_s']['in_memory']:.0f}",
+            f"{r['ratio']:.2f}",
+            f"{r['ratio_no_aug']:.2f}",
+        ]
+        for r in results
+    ]
     print()
-    print(C.table(rows, ["variant", "epoch s (pipeline)", "epoch s (no aug)", "epoch s (in memory)",
-                         "img/s pipeline", "img/s in memory", "ratio", "ratio without aug"]))
-    targets = [C.target(f"starvation ({r['variant']}): pipeline epoch / in-memory epoch", "<= 1.10",
-                        r["ratio"], r["ratio"] <= 1.10) for r in results]
+    print(
+        C.table(
+            rows,
+            [
+                "variant",
+                "epoch s (pipeline)",
+                "epoch s (no aug)",
+                "epoch s (in memory)",
+                "img/s pipeline",
+                "img/s in memory",
+                "ratio",
+                "ratio without aug",
+            ],
+        )
+    )
+    targets = [
+        C.target(
+            f"starvation ({r['variant']}): pipeline epoch / in-memory epoch", "<= 1.10", r["ratio"], r["ratio"] <= 1.10
+        )
+        for r in results
+    ]
     end_load = C.load()
     print(f"\nload: start {start_load}, end {end_load}")
     C.print_targets(targets)
-    out = {"settings": vars(args), "load_start": start_load, "load_end": end_load, "results": results,
-           "targets": targets,
-           "notes": ["On a 2-core CPU the pipeline's augmentation and the training step share the same cores: "
-                     "the ratio measures contention as much as waiting. 'ratio without aug' is the same pipeline "
-                     "with augmentation off: the cost of feeding itself."]}
+    out = {
+        "settings": vars(args),
+        "load_start": start_load,
+        "load_end": end_load,
+        "results": results,
+        "targets": targets,
+        "notes": [
+            "On a 2-core CPU the pipeline's augmentation and the training step share the same cores: "
+            "the ratio measures contention as much as waiting. 'ratio without aug' is the same pipeline "
+            "with augmentation off: the cost of feeding itself."
+        ],
+    }
     C.save("starvation", out, args.out)
     return out
 

@@ -12,6 +12,7 @@ parameters in every sweep: the best-score comparison mostly shows what pruning t
     python bench/sweep_efficiency.py [--trials 12] [--images 600] [--frozen-epochs 2] [--finetune-epochs 4]
                                      [--pruners median,sha] [--startup-trials 5]
 """
+
 from __future__ import annotations
 
 import os
@@ -33,24 +34,42 @@ SPACE = [
 PRUNERS = {
     "median": ["hydra.sweeper.pruner._target_=optuna.pruners.MedianPruner"],
     # The default pruner's MedianPruner-only keys are dropped by the sweeper (with a warning).
-    "sha": ["hydra.sweeper.pruner._target_=optuna.pruners.SuccessiveHalvingPruner",
-            "+hydra.sweeper.pruner.min_resource=1", "+hydra.sweeper.pruner.reduction_factor=3"],
-    "hyperband": ["hydra.sweeper.pruner._target_=optuna.pruners.HyperbandPruner",
-                  "+hydra.sweeper.pruner.min_resource=1"],
+    "sha": [
+        "hydra.sweeper.pruner._target_=optuna.pruners.SuccessiveHalvingPruner",
+        "+hydra.sweeper.pruner.min_resource=1",
+        "+hydra.sweeper.pruner.reduction_factor=3",
+    ],
+    "hyperband": [
+        "hydra.sweeper.pruner._target_=optuna.pruners.HyperbandPruner",
+        "+hydra.sweeper.pruner.min_resource=1",
+    ],
 }
 
 
 def base_overrides(args, tmp: Path) -> list[str]:
     return [
-        "hydra/sweeper=optuna", "data=ham10000", f"data.root={args.data}", f"data.max_images={args.images}",
-        "model=mobilenet_v1", "model.alpha=0.25", f"model.weights={args.weights}",
-        f"model.height={args.height}", f"model.width={args.width}",
-        f"trainer.frozen.epochs={args.frozen_epochs}", f"trainer.finetune.epochs={args.finetune_epochs}",
-        "trainer.verbose=false", f"tracking.log_model={args.log_model}",
-        f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment=bench-sweep-efficiency", f"seed={args.seed}",
-        f"cache_dir={tmp}/cache", f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db",
-        f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.sampler.seed={args.seed}",
-        "hydra.sweeper.plots=false", *SPACE,
+        "hydra/sweeper=optuna",
+        "data=ham10000",
+        f"data.root={args.data}",
+        f"data.max_images={args.images}",
+        "model=mobilenet_v1",
+        "model.alpha=0.25",
+        f"model.weights={args.weights}",
+        f"model.height={args.height}",
+        f"model.width={args.width}",
+        f"trainer.frozen.epochs={args.frozen_epochs}",
+        f"trainer.finetune.epochs={args.finetune_epochs}",
+        "trainer.verbose=false",
+        f"tracking.log_model={args.log_model}",
+        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        "experiment=bench-sweep-efficiency",
+        f"seed={args.seed}",
+        f"cache_dir={tmp}/cache",
+        f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.sampler.seed={args.seed}",
+        "hydra.sweeper.plots=false",
+        *SPACE,
     ]
 
 
@@ -70,8 +89,15 @@ def sweep(name: str, extra: list[str], args, tmp: Path) -> dict:
     import optuna
 
     study = f"bench-{name}"
-    cmd = [sys.executable, "train.py", "-m", *base_overrides(args, tmp), f"hydra.sweeper.study_name={study}",
-           f"hydra.sweep.dir={tmp}/multirun-{name}", *extra]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        *base_overrides(args, tmp),
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweep.dir={tmp}/multirun-{name}",
+        *extra,
+    ]
     log = tmp / f"{name}.log"
     print(f"[{time.strftime('%H:%M:%S')}] sweep '{name}' ({args.trials} trials), log {log}", flush=True)
     env = dict(os.environ, HYDRA_FULL_ERROR="1")
@@ -89,13 +115,20 @@ def sweep(name: str, extra: list[str], args, tmp: Path) -> dict:
     complete = [t_ for t_ in s.trials if t_.state == optuna.trial.TrialState.COMPLETE]
     durations = [t_.duration.total_seconds() for t_ in s.trials if t_.duration is not None]
     return {
-        "name": name, "wall_s": t.s, "trials": len(states), "complete": states.count("COMPLETE"),
-        "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+        "name": name,
+        "wall_s": t.s,
+        "trials": len(states),
+        "complete": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"),
+        "failed": states.count("FAIL"),
         "best_value": max((t_.value for t_ in complete), default=float("nan")),
         "best_params": s.best_trial.params if complete else None,
-        "trial_seconds_total": sum(durations), "trial_seconds": durations,
+        "trial_seconds_total": sum(durations),
+        "trial_seconds": durations,
         "epochs_run": sum(len(t_.intermediate_values) for t_ in s.trials),
-        "load_before": load_before, "load_after": load_after, "command": " ".join(cmd),
+        "load_before": load_before,
+        "load_after": load_after,
+        "command": " ".join(cmd),
     }
 
 
@@ -109,8 +142,9 @@ def main(argv=None) -> dict:
     p.add_argument("--finetune-epochs", type=int, default=4)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--pruners", default="median,sha", help=f"comma-separated, from {sorted(PRUNERS)}")
-    p.add_argument("--startup-trials", type=int, default=None,
-                   help="MedianPruner n_startup_trials (default: the sweeper's, 5)")
+    p.add_argument(
+        "--startup-trials", type=int, default=None, help="MedianPruner n_startup_trials (default: the sweeper's, 5)"
+    )
     C.add_log_model_option(p)
     p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
     p.add_argument("--keep", action="store_true", help="keep the temp folder (studies, MLflow store, logs)")
@@ -131,27 +165,56 @@ def main(argv=None) -> dict:
     un = runs[0]
     failed = [r["name"] for r in runs if "error" in r]
     runs_ok = [r for r in runs if "error" not in r]
-    rows = [[r["name"], f"{r['wall_s']:.0f}", r["trials"], r["complete"], r["pruned"], r["failed"], r["epochs_run"],
-             f"{r['best_value']:.4f}"] for r in runs_ok]
+    rows = [
+        [
+            r["name"],
+            f"{r['wall_s']:.0f}",
+            r["trials"],
+            r["complete"],
+            r["pruned"],
+            r["failed"],
+            r["epochs_run"],
+            f"{r['best_value']:.4f}",
+        ]
+        for r in runs_ok
+    ]
     print()
-    print(C.table(rows, ["sweep", "wall s", "trials", "complete", "pruned", "failed", "epochs run",
-                         "best val balanced acc"]))
+    print(
+        C.table(
+            rows, ["sweep", "wall s", "trials", "complete", "pruned", "failed", "epochs run", "best val balanced acc"]
+        )
+    )
     targets = []
     for pr in runs_ok[1:] if "error" not in un else []:
         pr["wall_time_ratio"] = pr["wall_s"] / un["wall_s"]
         pr["best_gap_points"] = (un["best_value"] - pr["best_value"]) * 100
         targets += [
-            C.target(f"sweep ({pr['name']}): wall time / unpruned", "<= 0.50", pr["wall_time_ratio"],
-                     pr["wall_time_ratio"] <= 0.5),
-            C.target(f"sweep ({pr['name']}): best val balanced acc, unpruned minus pruned (points)", "<= 1.0",
-                     pr["best_gap_points"], pr["best_gap_points"] <= 1.0, " pt"),
+            C.target(
+                f"sweep ({pr['name']}): wall time / unpruned",
+                "<= 0.50",
+                pr["wall_time_ratio"],
+                pr["wall_time_ratio"] <= 0.5,
+            ),
+            C.target(
+                f"sweep ({pr['name']}): best val balanced acc, unpruned minus pruned (points)",
+                "<= 1.0",
+                pr["best_gap_points"],
+                pr["best_gap_points"] <= 1.0,
+                " pt",
+            ),
         ]
     end_load = C.load()
     print(f"\nload: start {start_load}, end {end_load}")
     C.print_targets(targets)
-    out = {"settings": vars(args), "load_start": start_load, "load_end": end_load, "prewarm_cache_s": warm_s,
-           "runs": runs, "targets": targets,
-           "tmp": str(tmp) if args.keep else None}
+    out = {
+        "settings": vars(args),
+        "load_start": start_load,
+        "load_end": end_load,
+        "prewarm_cache_s": warm_s,
+        "runs": runs,
+        "targets": targets,
+        "tmp": str(tmp) if args.keep else None,
+    }
     C.save("sweep_efficiency", out, args.out)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)

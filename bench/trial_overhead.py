@@ -1,8 +1,8 @@
 """Per-trial overhead: time from a trial's launch to its first training step, and its share spent on tracking.
 
 Runs --trials trials in ONE process, as a sweep does: each trial's config is composed with Hydra's compose API
-(conf/, the same overrides a sweep gives) and handed to dermsweep.task.run as a trial of an in-memory Optuna study
-(asked and told like the sweeper does, linked through the same environment), so later trials reuse the in-process
+(conf/, the same overrides a sweep gives) and handed to dermsweep.training.task.run as a trial of an in-memory Optuna
+study (asked and told like the sweeper does, linked through the same environment), so later trials reuse the in-process
 caches and tracking.log_model=improving (the default) applies as in a real sweep: only trials that beat the best so
 far save their model. Nothing in the product is changed: the benchmark wraps functions by monkeypatching:
 
@@ -19,6 +19,7 @@ Not included: what a Hydra sweeper does between trials (ask Optuna, compose, job
 
     python bench/trial_overhead.py [--trials 4] [--images 600] [--height 64 --width 80] [--epochs 2,2]
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,6 +54,7 @@ class Meter:
                 self.depth -= 1
                 if outer:
                     self.totals[category] = self.totals.get(category, 0.0) + time.perf_counter() - t
+
         inner.__wrapped_by_bench__ = True
         return inner
 
@@ -62,21 +64,34 @@ def instrument(meter: Meter) -> None:
     import mlflow
     import mlflow.tracking.fluent as fluent
 
-    from dermsweep import fit, task, tracking
+    from dermsweep.tracking import artifacts
+    from dermsweep.training import fit, task
 
-    for name in ("start_run", "end_run", "log_metrics", "log_metric", "log_params", "log_param", "log_text",
-                 "log_figure", "log_dict", "set_tag", "set_tags"):
+    for name in (
+        "start_run",
+        "end_run",
+        "log_metrics",
+        "log_metric",
+        "log_params",
+        "log_param",
+        "log_text",
+        "log_figure",
+        "log_dict",
+        "set_tag",
+        "set_tags",
+    ):
         wrapped = meter.wrap(getattr(mlflow, name), "mlflow")
         setattr(mlflow, name, wrapped)
         if name == "end_run":
             fluent.end_run = wrapped  # ActiveRun.__exit__ calls the fluent module's own end_run
-    for name in ("connect", "experiment_id", "log_json", "log_keras_model"):
-        setattr(tracking, name, meter.wrap(getattr(tracking, name), "mlflow" if name != "log_keras_model"
-                                           else "model_logging"))
+    for name in ("connect", "ensure_experiment", "log_json", "log_splits", "log_keras_model"):
+        setattr(task, name, meter.wrap(getattr(task, name), "mlflow" if name != "log_keras_model" else "model_logging"))
     # Figures are drawn and logged on a worker thread (tracking.BackgroundArtifacts); the trial pays only for the
     # time it waits for them, plus queueing.
     for name in ("figure", "wait", "abandon"):
-        setattr(tracking.BackgroundArtifacts, name, meter.wrap(getattr(tracking.BackgroundArtifacts, name), "figures"))
+        setattr(
+            artifacts.BackgroundArtifacts, name, meter.wrap(getattr(artifacts.BackgroundArtifacts, name), "figures")
+        )
     keras.Model.save_weights = meter.wrap(keras.Model.save_weights, "checkpoint")
     keras.Model.load_weights = meter.wrap(keras.Model.load_weights, "checkpoint")
     task.prepare = meter.wrap(task.prepare, "data")
@@ -107,14 +122,13 @@ def main(argv=None) -> dict:
     frozen_epochs, finetune_epochs = (int(v) for v in args.epochs.split(","))
 
     import logging
-
     import os
 
     import optuna
     from hydra import compose, initialize_config_dir
 
-    from dermsweep import task
-    from dermsweep import trial as trial_link
+    from dermsweep.sweep import trial_link
+    from dermsweep.training import task
 
     logging.getLogger("dermsweep").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="dermsweep-bench-overhead-"))
@@ -122,22 +136,35 @@ def main(argv=None) -> dict:
     instrument(meter)
     start_load = C.load()
     base = [
-        "data=ham10000", f"data.root={Path(args.data).resolve()}", f"data.max_images={args.images}",
-        "model=mobilenet_v1", "model.alpha=0.25", f"model.weights={Path(args.weights).resolve()}",
-        f"model.height={args.height}", f"model.width={args.width}",
-        f"trainer.frozen.epochs={frozen_epochs}", f"trainer.finetune.epochs={finetune_epochs}",
-        "trainer.verbose=false", f"tracking.log_model={args.log_model}",
-        f"tracking.uri=sqlite:///{tmp}/mlflow.db", "experiment=bench-trial-overhead", f"cache_dir={tmp}/cache",
+        "data=ham10000",
+        f"data.root={Path(args.data).resolve()}",
+        f"data.max_images={args.images}",
+        "model=mobilenet_v1",
+        "model.alpha=0.25",
+        f"model.weights={Path(args.weights).resolve()}",
+        f"model.height={args.height}",
+        f"model.width={args.width}",
+        f"trainer.frozen.epochs={frozen_epochs}",
+        f"trainer.finetune.epochs={finetune_epochs}",
+        "trainer.verbose=false",
+        f"tracking.log_model={args.log_model}",
+        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        "experiment=bench-trial-overhead",
+        f"cache_dir={tmp}/cache",
     ]
     trials = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="bench-trial-overhead", direction="maximize",
-                                pruner=optuna.pruners.NopPruner())  # every trial runs whole: comparable rows
+    study = optuna.create_study(
+        study_name="bench-trial-overhead", direction="maximize", pruner=optuna.pruners.NopPruner()
+    )  # every trial runs whole: comparable rows
     trial_link.register_local_study(study)
     with initialize_config_dir(config_dir=str(C.ROOT / "conf"), version_base="1.3"):
         for i in range(args.trials):
-            overrides = base + [f"trainer.frozen.lr={1e-3 * (1 + i % 3)}", f"model.frozen_fraction={0.5 + 0.1 * (i % 4)}",
-                                f"run_name=bench-trial-{i}"]
+            overrides = base + [
+                f"trainer.frozen.lr={1e-3 * (1 + i % 3)}",
+                f"model.frozen_fraction={0.5 + 0.1 * (i % 4)}",
+                f"run_name=bench-trial-{i}",
+            ]
             cfg = compose(config_name="config", overrides=overrides)
             asked = study.ask()
             env = trial_link.job_env(study.study_name, None, asked._trial_id, asked.number, None)
@@ -152,27 +179,67 @@ def main(argv=None) -> dict:
             m, tot = meter.marks, meter.totals
             tracking_s = sum(tot.get(k, 0.0) for k in ("mlflow", "model_logging", "figures", "checkpoint"))
             row = {
-                "trial": i, "objective": value, "total_s": total,
-                "to_first_step_begin_s": m["first_step_begin"] - t0, "to_first_step_end_s": m["first_step_end"] - t0,
-                "data_s": tot.get("data", 0.0), "build_s": tot.get("build", 0.0),
-                "mlflow_s": tot.get("mlflow", 0.0), "model_logging_s": tot.get("model_logging", 0.0),
-                "figures_s": tot.get("figures", 0.0), "checkpoint_s": tot.get("checkpoint", 0.0),
-                "tracking_s": tracking_s, "tracking_share": tracking_s / total, "load": C.load()["loadavg_1m"],
+                "trial": i,
+                "objective": value,
+                "total_s": total,
+                "to_first_step_begin_s": m["first_step_begin"] - t0,
+                "to_first_step_end_s": m["first_step_end"] - t0,
+                "data_s": tot.get("data", 0.0),
+                "build_s": tot.get("build", 0.0),
+                "mlflow_s": tot.get("mlflow", 0.0),
+                "model_logging_s": tot.get("model_logging", 0.0),
+                "figures_s": tot.get("figures", 0.0),
+                "checkpoint_s": tot.get("checkpoint", 0.0),
+                "tracking_s": tracking_s,
+                "tracking_share": tracking_s / total,
+                "load": C.load()["loadavg_1m"],
                 "model_logged": tot.get("model_logging", 0.0) > 0,
             }
             trials.append(row)
-            print(f"trial {i}: {total:.1f}s, first step begins {row['to_first_step_begin_s']:.2f}s / ends "
-                  f"{row['to_first_step_end_s']:.2f}s after launch, tracking {tracking_s:.1f}s "
-                  f"({row['tracking_share']:.1%})", flush=True)
+            print(
+                f"trial {i}: {total:.1f}s, first step begins {row['to_first_step_begin_s']:.2f}s / ends "
+                f"{row['to_first_step_end_s']:.2f}s after launch, tracking {tracking_s:.1f}s "
+                f"({row['tracking_share']:.1%})",
+                flush=True,
+            )
 
-    rows = [[r["trial"], f"{r['total_s']:.1f}", f"{r['to_first_step_begin_s']:.2f}", f"{r['to_first_step_end_s']:.2f}",
-             f"{r['data_s']:.2f}", f"{r['build_s']:.2f}", f"{r['mlflow_s']:.2f}", f"{r['model_logging_s']:.2f}",
-             f"{r['figures_s']:.2f}", f"{r['checkpoint_s']:.2f}", f"{r['tracking_share']:.1%}",
-             "yes" if r["model_logged"] else "no"] for r in trials]
+    rows = [
+        [
+            r["trial"],
+            f"{r['total_s']:.1f}",
+            f"{r['to_first_step_begin_s']:.2f}",
+            f"{r['to_first_step_end_s']:.2f}",
+            f"{r['data_s']:.2f}",
+            f"{r['build_s']:.2f}",
+            f"{r['mlflow_s']:.2f}",
+            f"{r['model_logging_s']:.2f}",
+            f"{r['figures_s']:.2f}",
+            f"{r['checkpoint_s']:.2f}",
+            f"{r['tracking_share']:.1%}",
+            "yes" if r["model_logged"] else "no",
+        ]
+        for r in trials
+    ]
     print()
-    print(C.table(rows, ["trial", "total s", "to 1st step (begin) s", "to 1st step (end) s", "data s", "build s",
-                         "mlflow s", "model log s", "figures s", "checkpoint s", "tracking share",
-                         "model logged"]))
+    print(
+        C.table(
+            rows,
+            [
+                "trial",
+                "total s",
+                "to 1st step (begin) s",
+                "to 1st step (end) s",
+                "data s",
+                "build s",
+                "mlflow s",
+                "model log s",
+                "figures s",
+                "checkpoint s",
+                "tracking share",
+                "model logged",
+            ],
+        )
+    )
     later = trials[1:] or trials
     later_start = C.median([r["to_first_step_begin_s"] for r in later])
     later_end = C.median([r["to_first_step_end_s"] for r in later])
@@ -181,24 +248,40 @@ def main(argv=None) -> dict:
     with_model = [r["tracking_share"] for r in trials if r["model_logged"]]
     without_model = [r["tracking_share"] for r in trials if not r["model_logged"]]
     targets = [
-        C.target("trial overhead: later trials start training (1st step begins) after launch", "<= 2 s",
-                 later_start, later_start <= 2.0, " s"),
-        C.target("trial overhead: tracking share of a trial's time (median)", "< 5%", share * 100, share < 0.05,
-                 " %"),
+        C.target(
+            "trial overhead: later trials start training (1st step begins) after launch",
+            "<= 2 s",
+            later_start,
+            later_start <= 2.0,
+            " s",
+        ),
+        C.target("trial overhead: tracking share of a trial's time (median)", "< 5%", share * 100, share < 0.05, " %"),
     ]
     end_load = C.load()
-    print(f"\nlater trials (median): 1st step begins {later_start:.2f}s, done (incl. tracing the train step) "
-          f"{later_end:.2f}s after launch")
-    print(f"tracking share: median {share:.1%}; whole run {sweep_share:.1%}; trials that saved a model "
-          f"{C.median(with_model) if with_model else float('nan'):.1%} (median of {len(with_model)}), trials that "
-          f"did not {C.median(without_model) if without_model else float('nan'):.1%} (median of {len(without_model)})")
+    print(
+        f"\nlater trials (median): 1st step begins {later_start:.2f}s, done (incl. tracing the train step) "
+        f"{later_end:.2f}s after launch"
+    )
+    print(
+        f"tracking share: median {share:.1%}; whole run {sweep_share:.1%}; trials that saved a model "
+        f"{C.median(with_model) if with_model else float('nan'):.1%} (median of {len(with_model)}), trials that "
+        f"did not {C.median(without_model) if without_model else float('nan'):.1%} (median of {len(without_model)})"
+    )
     print(f"load: start {start_load}, end {end_load}")
     C.print_targets(targets)
-    out = {"settings": vars(args), "load_start": start_load, "load_end": end_load, "trials": trials,
-           "later_trials_median_to_first_step_begin_s": later_start,
-           "later_trials_median_to_first_step_end_s": later_end, "median_tracking_share": share,
-           "whole_run_tracking_share": sweep_share, "tracking_share_with_model": with_model,
-           "tracking_share_without_model": without_model, "targets": targets}
+    out = {
+        "settings": vars(args),
+        "load_start": start_load,
+        "load_end": end_load,
+        "trials": trials,
+        "later_trials_median_to_first_step_begin_s": later_start,
+        "later_trials_median_to_first_step_end_s": later_end,
+        "median_tracking_share": share,
+        "whole_run_tracking_share": sweep_share,
+        "tracking_share_with_model": with_model,
+        "tracking_share_without_model": without_model,
+        "targets": targets,
+    }
     C.save("trial_overhead", out, args.out)
     shutil.rmtree(tmp, ignore_errors=True)
     return out

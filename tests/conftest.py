@@ -1,4 +1,5 @@
 """Shared fixtures: config composition, the shared HAM10000 copy, and one real smoke training run per session."""
+
 from __future__ import annotations
 
 import os
@@ -61,18 +62,25 @@ def smoke_run(tmp_path_factory):
     """
     import mlflow
 
-    from dermsweep.task import run
+    from dermsweep.training.task import run
 
     store = tmp_path_factory.mktemp("smoke_store")
     uri = f"sqlite:///{store}/mlflow.db"
-    cfg = compose(["data=synthetic", "trainer=smoke", f"tracking.uri={uri}", "experiment=smoke-test",
-                   f"cache_dir={store}/cache"])
+    cfg = compose(
+        ["data=synthetic", "trainer=smoke", f"tracking.uri={uri}", "experiment=smoke-test", f"cache_dir={store}/cache"]
+    )
     value = run(cfg)
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("smoke-test")
     (found,) = client.search_runs([exp.experiment_id])
-    return {"cfg": cfg, "run_id": found.info.run_id, "uri": uri, "value": value, "experiment": "smoke-test",
-            "store": store}
+    return {
+        "cfg": cfg,
+        "run_id": found.info.run_id,
+        "uri": uri,
+        "value": value,
+        "experiment": "smoke-test",
+        "store": store,
+    }
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
 """Fixture runs for the shipping tests (registry, export, predict, serving, CLI).
 
-Each fixture run is logged exactly as dermsweep.task promises: a Keras model (raw 0-255 RGB in, softmax out) via
-mlflow.tensorflow.log_model(name="model", metadata=META), model_info.json and config.yaml artifacts, final_val_*/test_*
-metrics and the dermsweep.* tags. The model is tiny (Rescaling, one conv, pooling, softmax) on 32x32 synthetic images,
-trained for a few epochs so its accuracy means something.
+Each fixture run is logged in the run format a training run follows (dermsweep.tracking.run_format: its tag keys,
+metric names and artifact paths), with the model logged by the same function training uses (tracking.model_log).
+The model is tiny (Rescaling, one conv, pooling, softmax) on 32x32 synthetic images, trained for a few epochs so its
+accuracy means something.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dermsweep.data.sources.ham10000 import CLASS_NAMES
+from dermsweep.evaluation.metrics import METRICS
+
 REPO = Path(__file__).resolve().parents[1]
 HAM_DIR = REPO.parent / "shared" / "data" / "ham10000"
-CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+CLASSES = list(CLASS_NAMES)
 SIZE = 32
-METRICS = ("loss", "accuracy", "top2_accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
 
 def ham_images(n: int = 3) -> list[Path]:
@@ -39,7 +42,8 @@ def run_config(seed: int = 42, max_images: int = 140) -> dict:
     from omegaconf import OmegaConf
 
     return {
-        "experiment": "dermsweep", "seed": seed,
+        "experiment": "dermsweep",
+        "seed": seed,
         "data": OmegaConf.to_container(data_cfg(max_images)),
         "model": {"name": "tiny", "alpha": 0.35, "height": SIZE, "width": SIZE},
         "objective": {"metric": "val_balanced_accuracy", "direction": "maximize"},
@@ -71,67 +75,118 @@ def tiny_model(seed: int = 0, epochs: int = 8, filters: int = 8):
 
 
 def meta(split_id: str = "split-a") -> dict:
-    return {"class_names": CLASSES, "input_height": SIZE, "input_width": SIZE, "resize": "PIL bilinear",
-            "backbone": "tiny", "alpha": 0.35, "split_id": split_id, "dataset_id": "ds-synthetic"}
+    return {
+        "class_names": CLASSES,
+        "input_height": SIZE,
+        "input_width": SIZE,
+        "resize": "PIL bilinear",
+        "backbone": "tiny",
+        "alpha": 0.35,
+        "split_id": split_id,
+        "dataset_id": "ds-synthetic",
+    }
 
 
-def log_run(model, experiment: str = "dermsweep", value: float = 0.5, split_id: str = "split-a",
-            status: str = "finished", role: str = "trial", parent: str | None = None, study: str | None = "study-a",
-            params: dict | None = None, with_model: bool = True, name: str | None = None) -> str:
+def log_run(
+    model,
+    experiment: str = "dermsweep",
+    value: float = 0.5,
+    split_id: str = "split-a",
+    status: str = "finished",
+    role: str = "trial",
+    parent: str | None = None,
+    study: str | None = "study-a",
+    params: dict | None = None,
+    with_model: bool = True,
+    name: str | None = None,
+) -> str:
     """One finished (or pruned/failed) run per the contract. Returns its run id."""
     import mlflow
-    from mlflow.models import infer_signature
+
+    from dermsweep.tracking import run_format as rf
+    from dermsweep.tracking.model_log import log_keras_model
 
     mlflow.set_experiment(experiment)
-    tags = {"dermsweep.objective_metric": "val_balanced_accuracy", "dermsweep.objective_direction": "maximize",
-            "dermsweep.split_id": split_id, "dermsweep.dataset_id": "ds-synthetic", "dermsweep.status": status,
-            "dermsweep.role": role}
+    tags = {
+        rf.OBJECTIVE_METRIC: "val_balanced_accuracy",
+        rf.OBJECTIVE_DIRECTION: "maximize",
+        rf.SPLIT_ID: split_id,
+        rf.DATASET_ID: "ds-synthetic",
+        rf.STATUS: status,
+        rf.ROLE: role,
+    }
     if study:
-        tags["dermsweep.study_name"] = study
+        tags[rf.STUDY_NAME] = study
     if parent:
-        tags["mlflow.parentRunId"] = parent
+        tags[rf.PARENT_RUN_ID] = parent
     with mlflow.start_run(run_name=name, tags=tags) as run:
-        mlflow.log_params({"model.name": "tiny", "model.alpha": 0.35, "model.height": SIZE, "seed": 42,
-                           "data.source": "synthetic", **(params or {})})
+        mlflow.log_params(
+            {
+                "model.name": "tiny",
+                "model.alpha": 0.35,
+                "model.height": SIZE,
+                "seed": 42,
+                "data.source": "synthetic",
+                **(params or {}),
+            }
+        )
         for step in range(2):
-            mlflow.log_metric("val_balanced_accuracy", value - 0.1 + 0.1 * step, step=step)
+            mlflow.log_metric(rf.metric(rf.VAL, "balanced_accuracy"), value - 0.1 + 0.1 * step, step=step)
         if status == "finished":
             for m in METRICS:
                 v = value if m == "balanced_accuracy" else 0.5
-                mlflow.log_metric(f"final_val_{m}", v)
-                mlflow.log_metric(f"test_{m}", v - 0.02)
-        m = meta(split_id)
-        mlflow.log_dict(m, "model_info.json")
-        mlflow.log_dict(run_config(), "config.yaml")
+                mlflow.log_metric(rf.metric(rf.FINAL_VAL, m), v)
+                mlflow.log_metric(rf.metric(rf.TEST, m), v - 0.02)
+        mlflow.log_dict(run_config(), rf.CONFIG)
         if with_model and model is not None:
-            example = np.zeros((1, SIZE, SIZE, 3), np.float32)
-            mlflow.tensorflow.log_model(
-                model, name="model", signature=infer_signature(example, model.predict(example, verbose=0)),
-                input_example=example, metadata=m, pip_requirements=["tensorflow-cpu", "keras"])
+            log_keras_model(model, np.zeros((1, SIZE, SIZE, 3), np.float32), meta(split_id))
+        else:
+            mlflow.log_dict(meta(split_id), rf.MODEL_INFO)
         return run.info.run_id
 
 
-def log_sweep(experiment: str = "dermsweep", study: str = "study-a", values=(0.6, 0.8), split_id="split-a",
-              models=None, extra_failed: bool = True) -> dict:
+def log_sweep(
+    experiment: str = "dermsweep",
+    study: str = "study-a",
+    values=(0.6, 0.8),
+    split_id="split-a",
+    models=None,
+    extra_failed: bool = True,
+) -> dict:
     """A sweep parent with trials of the given objective values (+ a pruned and a failed trial)."""
     import mlflow
 
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=f"sweep-{study}", tags={"dermsweep.role": "sweep", "dermsweep.study_name": study,
-                                                           "dermsweep.status": "finished"}) as parent:
+    from dermsweep.tracking import run_format as rf
+
+    with mlflow.start_run(
+        run_name=f"sweep-{study}", tags={rf.ROLE: "sweep", rf.STUDY_NAME: study, rf.STATUS: "finished"}
+    ) as parent:
         pid = parent.info.run_id
     ids = []
     for i, v in enumerate(values):
         model = models[i] if models else tiny_model(seed=i, epochs=0)
-        ids.append(log_run(model, experiment, v, split_id, parent=pid, study=study, name=f"trial-{i}",
-                           params={"trainer.finetune.lr": 10.0 ** -(3 + i), "augment.name": ["light", "strong"][i % 2]}))
+        ids.append(
+            log_run(
+                model,
+                experiment,
+                v,
+                split_id,
+                parent=pid,
+                study=study,
+                name=f"trial-{i}",
+                params={"trainer.finetune.lr": 10.0 ** -(3 + i), "augment.name": ["light", "strong"][i % 2]},
+            )
+        )
     out = {"parent": pid, "trials": ids}
     if extra_failed:
         # pruned/failed trials: better-looking numbers but never eligible
-        out["pruned"] = log_run(None, experiment, 0.99, split_id, status="pruned", parent=pid, study=study,
-                                with_model=False, name="pruned")
-        out["failed"] = log_run(None, experiment, 0.99, split_id, status="failed", parent=pid, study=study,
-                                with_model=False, name="failed")
+        out["pruned"] = log_run(
+            None, experiment, 0.99, split_id, status="pruned", parent=pid, study=study, with_model=False, name="pruned"
+        )
+        out["failed"] = log_run(
+            None, experiment, 0.99, split_id, status="failed", parent=pid, study=study, with_model=False, name="failed"
+        )
     return out
 
 
@@ -151,7 +206,7 @@ def write_image_dir(root: Path, per_class: int = 3) -> Path:
     """A class-per-folder directory of synthetic PNGs (for --data-dir style inputs)."""
     from PIL import Image
 
-    from dermsweep.data.synthetic import render
+    from dermsweep.data.sources.synthetic import render
 
     for c, name in enumerate(CLASSES):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -224,9 +279,9 @@ def champion_of(store: Store, name: str, monkeypatch=None) -> str:
     """Register study-a's best under `name` once (cached) and return models:/name@champion."""
     key = f"champion:{name}"
     if key not in _SHARED:
-        from dermsweep import model_io, registry
+        from dermsweep.shipping.promotion import promote
+        from dermsweep.tracking.store import connect
 
-        client = model_io.connect(store.uri)
-        registry.promote(client, "dermsweep", name, sweep="study-a")
+        promote(connect(store.uri, create=False), "dermsweep", name, sweep="study-a")
         _SHARED[key] = f"models:/{name}@champion"
     return _SHARED[key]

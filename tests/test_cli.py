@@ -1,14 +1,15 @@
 """The `dermsweep` command line: every subcommand, its refusals and bad-input paths (one line, no traceback)."""
+
 from __future__ import annotations
 
 import json
 import uuid
 
 import pytest
-from shipping_helpers import champion_of, ham_images, log_sweep
 
 from dermsweep import cli
-
+from dermsweep.cli import console, demo, serve
+from shipping_helpers import champion_of, ham_images, log_sweep
 
 
 def run(capsys, *argv):
@@ -25,11 +26,11 @@ def assert_one_line_error(err: str, needle: str):
 
 def test_runs_table_and_json(store, capsys):
     rc, out, _ = run(capsys, "runs", "--sweep", "study-a")
-    assert rc == 0 and "final_val_balanced_accuracy" in out and "trainer.finetune.lr" in out and "augment.name" in out
+    assert rc == 0 and "final_val/balanced_accuracy" in out and "trainer.finetune.lr" in out and "augment.name" in out
     assert "pruned" not in out
     rc, out, _ = run(capsys, "runs", "--sweep", store.a["parent"], "--all", "--json", "--metric", "val_loss")
     data = json.loads(out)
-    assert data["metric"] == "final_val_loss" and data["direction"] == "minimize"
+    assert data["metric"] == "final_val/loss" and data["direction"] == "minimize"
     assert {r["status"] for r in data["runs"]} == {"finished", "pruned", "failed"}
     assert data["differing_params"] == ["augment.name", "trainer.finetune.lr"]
 
@@ -41,9 +42,9 @@ def test_promote_dry_run_refusal_force(store, capsys):
     rc, out, _ = run(capsys, "promote", "--name", name, "--sweep", "study-a")
     assert rc == 0 and f"{name} v1 is now @champion" in out
     rc, out, err = run(capsys, "promote", "--name", name, "--sweep", "study-c")
-    assert rc == cli.EXIT_REFUSED and "not better" in err and "0.7000" in out and "0.8000" in out
+    assert rc == console.EXIT_REFUSED and "not better" in err and "0.7000" in out and "0.8000" in out
     rc, out, err = run(capsys, "promote", "--name", name, "--sweep", "study-b", "--dry-run")
-    assert rc == cli.EXIT_REFUSED and "not comparable" in out and "nothing changed" in out
+    assert rc == console.EXIT_REFUSED and "not comparable" in out and "nothing changed" in out
     rc, out, _ = run(capsys, "promote", "--name", name, "--sweep", "study-b", "--force", "--json")
     data = json.loads(out)
     assert rc == 0 and data["decision"] == "promoted" and data["version"] == "2" and data["forced"]
@@ -51,7 +52,7 @@ def test_promote_dry_run_refusal_force(store, capsys):
 
 def test_promote_no_eligible_run(store, capsys):
     rc, _, err = run(capsys, "promote", "--experiment", "empty", "--name", "never")
-    assert rc == cli.EXIT_ERROR
+    assert rc == console.EXIT_ERROR
     assert_one_line_error(err, "no eligible run")
 
 
@@ -62,47 +63,71 @@ def test_predict_cli(store, capsys, tmp_path):
     champion_of(store, "cli-predict")
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
-    rc, out, err = run(capsys, "predict", str(files[0]), str(bad), str(files[1]), "--model",
-                       "models:/cli-predict@champion", "--top-k", "2")
-    assert rc == cli.EXIT_PARTIAL and files[0].name in out and files[1].name in out
+    rc, out, err = run(
+        capsys,
+        "predict",
+        str(files[0]),
+        str(bad),
+        str(files[1]),
+        "--model",
+        "models:/cli-predict@champion",
+        "--top-k",
+        "2",
+    )
+    assert rc == console.EXIT_PARTIAL and files[0].name in out and files[1].name in out
     assert "broken.jpg" in err and "Traceback" not in err
     rc, out, _ = run(capsys, "predict", str(files[0]), "--model", "models:/cli-predict@champion", "--json")
     data = json.loads(out)
     assert rc == 0 and len(data["predictions"][0]["top"]) == 3 and data["predictions"][0]["error"] is None
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["predict", "x.jpg", "--model", "models:/nobody@champion"], "no registered model"),
-    (["predict", "x.jpg", "--model", "models:/cli-predict@staging"], "no registered model"),
-    (["predict", "x.jpg", "--tflite", "/nope/model.tflite"], "no such TFLite file"),
-    (["export", "--model", "runs:/0123456789abcdef0123456789abcdef/model"], "no run"),
-    (["runs", "--experiment", "nope"], "no experiment named"),
-    (["runs", "--sweep", "nope"], "no sweep"),
-    (["export", "--model", "models:/cli-predict@champion", "--formats", "tflite_f99"], "unknown tflite_f99"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["predict", "x.jpg", "--model", "models:/nobody@champion"], "no registered model"),
+        (["predict", "x.jpg", "--model", "models:/cli-predict@staging"], "no registered model"),
+        (["predict", "x.jpg", "--tflite", "/nope/model.tflite"], "no such TFLite file"),
+        (["export", "--model", "runs:/0123456789abcdef0123456789abcdef/model"], "no run"),
+        (["runs", "--experiment", "nope"], "no experiment named"),
+        (["runs", "--sweep", "nope"], "no sweep"),
+        (["export", "--model", "models:/cli-predict@champion", "--formats", "tflite_f99"], "unknown tflite_f99"),
+    ],
+)
 def test_bad_input_is_one_line(store, capsys, argv, needle):
     champion_of(store, "cli-predict")
     rc, _, err = run(capsys, *argv)
-    assert rc == cli.EXIT_ERROR
+    assert rc == console.EXIT_ERROR
     assert_one_line_error(err, needle)
 
 
 def test_unreachable_or_missing_store(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     rc, _, err = run(capsys, "--tracking-uri", "http://127.0.0.1:9", "runs")
-    assert rc == cli.EXIT_ERROR
-    assert_one_line_error(err, "cannot reach the MLflow tracking store")
+    assert rc == console.EXIT_ERROR
+    assert_one_line_error(err, "MLflow tracking server http://127.0.0.1:9 is unreachable")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     rc, _, err = run(capsys, "predict", "x.jpg")
-    assert rc == cli.EXIT_ERROR
+    assert rc == console.EXIT_ERROR
     assert_one_line_error(err, "no tracking store at mlruns/mlflow.db")
 
 
 def test_export_cli_json(store, capsys, tmp_path):
     champion_of(store, "cli-predict")
-    rc, out, _ = run(capsys, "export", "--model", "models:/cli-predict@champion", "--out", str(tmp_path / "x"),
-                     "--runs", "2", "--no-log", "--json", "--formats", "tflite_f32,tflite_int8")
+    rc, out, _ = run(
+        capsys,
+        "export",
+        "--model",
+        "models:/cli-predict@champion",
+        "--out",
+        str(tmp_path / "x"),
+        "--runs",
+        "2",
+        "--no-log",
+        "--json",
+        "--formats",
+        "tflite_f32,tflite_int8",
+    )
     data = json.loads(out)
     assert rc == 0 and [f["format"] for f in data["formats"]] == ["keras", "tflite_f32", "tflite_int8"]
     assert data["logged_to"] is None
@@ -112,21 +137,21 @@ def test_demo_with_stubbed_sweep(store, capsys, monkeypatch, tmp_path):
     """The demo runs the sweep (stubbed here: logs a small sweep into the store), promotes, says where to look."""
     calls = []
 
-    def fake_sweep(root, sweep, extra):
-        calls.append((root, sweep))
+    def fake_sweep(sweep, extra):
+        calls.append(sweep)
         log_sweep(study=f"demo-{uuid.uuid4().hex[:6]}", values=(0.85,), models=[store.model], extra_failed=False)
         return 0
 
-    monkeypatch.setattr(cli, "run_sweep", fake_sweep)
+    monkeypatch.setattr(demo, "run_sweep", fake_sweep)
     name = f"demo-{uuid.uuid4().hex[:6]}"
     rc, out, _ = run(capsys, "demo", "--name", name)
-    assert rc == 0 and calls and calls[0][1] == "demo"
+    assert rc == 0 and calls == ["demo"]
     assert f"{name} v1 is now @champion" in out
     for hint in ("make ui", "http://127.0.0.1:5000", "dermsweep runs --sweep", "dermsweep predict", "dermsweep export"):
         assert hint in out
-    monkeypatch.setattr(cli, "run_sweep", lambda *a: 1)
+    monkeypatch.setattr(demo, "run_sweep", lambda *a: 1)
     rc, _, err = run(capsys, "demo", "--name", name)
-    assert rc == cli.EXIT_ERROR
+    assert rc == console.EXIT_ERROR
     assert_one_line_error(err, "the sweep failed")
 
 
@@ -138,7 +163,7 @@ def test_serve_builds_the_mlflow_command(store, capsys, monkeypatch):
         seen.update(cmd=cmd, env=env)
         return 0
 
-    monkeypatch.setattr(cli.subprocess, "call", fake_call)
+    monkeypatch.setattr(serve.subprocess, "call", fake_call)
     rc, _, err = run(capsys, "serve", "--model", "models:/cli-predict@champion", "--port", "5055")
     assert rc == 0 and "http://127.0.0.1:5055/invocations" in err
     cmd = seen["cmd"]
@@ -146,5 +171,5 @@ def test_serve_builds_the_mlflow_command(store, capsys, monkeypatch):
     assert cmd[cmd.index("--env-manager") + 1] == "local" and cmd[cmd.index("--port") + 1] == "5055"
     assert seen["env"]["MLFLOW_TRACKING_URI"] == store.uri
     rc, _, err = run(capsys, "serve", "--model", "models:/cli-predict@nope")
-    assert rc == cli.EXIT_ERROR
+    assert rc == console.EXIT_ERROR
     assert_one_line_error(err, "no registered model")

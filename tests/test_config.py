@@ -1,4 +1,5 @@
 """Config composition: every option of every group composes and validates; bad values fail naming the key."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from conftest import CONF, WEIGHTS, compose
-from dermsweep.config import validate
 from dermsweep.errors import ConfigError
+from dermsweep.training.config import validate
 
 GROUPS = ["data", "model", "augment", "schedule", "class_weight", "trainer"]
 
@@ -18,7 +19,7 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group, option):
-    extra = ["data.root=/some/folder"] if (group, option) == ("data", "folder") else []
+    extra = ["data.root=/some/folder"] if (group, option) in (("data", "folder"), ("data", "isic2018")) else []
     cfg = compose([f"{group}={option}", *extra])
     validate(cfg)
     if group == "trainer":
@@ -43,8 +44,17 @@ def test_defaults_and_overrides():
     assert cfg.model.name == "mobilenet_v1" and cfg.data.source == "ham10000"
     assert cfg.objective.metric == "val_balanced_accuracy" and cfg.objective.direction == "maximize"
     assert cfg.tracking.uri.startswith("sqlite:///") or cfg.tracking.uri  # MLFLOW_TRACKING_URI may override
-    cfg = compose(["model=mobilenet_v1", "model.alpha=0.75", "model.height=128", "model.width=96",
-                   "augment=strong", "trainer.finetune.lr=3e-5", "seed=7"])
+    cfg = compose(
+        [
+            "model=mobilenet_v1",
+            "model.alpha=0.75",
+            "model.height=128",
+            "model.width=96",
+            "augment=strong",
+            "trainer.finetune.lr=3e-5",
+            "seed=7",
+        ]
+    )
     validate(cfg)
     assert (cfg.model.name, cfg.model.alpha, cfg.model.height, cfg.model.width) == ("mobilenet_v1", 0.75, 128, 96)
     assert cfg.augment.zoom == 0.25 and cfg.trainer.finetune.lr == 3e-5 and cfg.seed == 7
@@ -103,10 +113,12 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("value,mode", [("true", "always"), ("false", "never"), ("improving", "improving"),
-                                        ("always", "always"), ("never", "never")])
+@pytest.mark.parametrize(
+    "value,mode",
+    [("true", "always"), ("false", "never"), ("improving", "improving"), ("always", "always"), ("never", "never")],
+)
 def test_log_model_modes(value, mode):
-    from dermsweep.config import log_model_mode
+    from dermsweep.training.config import log_model_mode
 
     cfg = compose([f"tracking.log_model={value}"])
     validate(cfg)

@@ -1,4 +1,5 @@
 """The data sources on real (tiny) HAM10000 folders, corrupt files, and the generated dataset."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,8 +11,8 @@ from omegaconf import OmegaConf
 
 from conftest import compose
 from dermsweep.data import prepare
-from dermsweep.data import synthetic as synthetic_source
 from dermsweep.data.images import BadImage, load_rgb
+from dermsweep.data.sources import synthetic as synthetic_source
 from dermsweep.errors import DataError
 
 
@@ -26,7 +27,7 @@ def test_ham10000_subset_loads_and_splits_by_lesion(ham_subset, tmp_path):
     assert data.class_names == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert sum(len(v) for v in data.x.values()) == len(meta) and not data.problems
     assert data.x["train"].shape[1:] == (48, 64, 3) and data.x["train"].dtype == np.uint8
-    lesion = dict(zip(meta["image_id"], meta["lesion_id"]))
+    lesion = dict(zip(meta["image_id"], meta["lesion_id"], strict=False))
     seen = [set(map(lesion.get, getattr(data.split, p)["image_id"])) for p in ("train", "val", "test")]
     assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
     # The disk cache serves the second call, with identical pixels.
@@ -44,16 +45,17 @@ def broken_ham(ham_subset, tmp_path):
     part = root / "HAM10000_images_part_1"
     images = sorted(part.glob("*.jpg"))
     data = images[0].read_bytes()
-    images[0].write_bytes(data[: len(data) // 3])          # truncated JPEG
-    images[1].write_bytes(b"")                              # zero bytes
-    images[2].write_text("this is not an image\n")          # text file
-    from PIL import Image                                   # a PNG named .jpg is still a valid image
+    images[0].write_bytes(data[: len(data) // 3])  # truncated JPEG
+    images[1].write_bytes(b"")  # zero bytes
+    images[2].write_text("this is not an image\n")  # text file
+    from PIL import Image  # a PNG named .jpg is still a valid image
+
     Image.open(images[3]).save(images[3].with_suffix(".png"), format="PNG")
     images[3].with_suffix(".png").rename(images[3])
     extra = [
-        {"lesion_id": "HAM_X1", "image_id": "ISIC_missing", "dx": "nv"},           # no file
-        {"lesion_id": "HAM_X2", "image_id": images[4].stem, "dx": "melanoma"},     # unknown label
-        meta.iloc[5].to_dict(),                                                     # duplicate row
+        {"lesion_id": "HAM_X1", "image_id": "ISIC_missing", "dx": "nv"},  # no file
+        {"lesion_id": "HAM_X2", "image_id": images[4].stem, "dx": "melanoma"},  # unknown label
+        meta.iloc[5].to_dict(),  # duplicate row
     ]
     pd.concat([meta, pd.DataFrame(extra)]).to_csv(root / "HAM10000_metadata.csv", index=False)
     return root, images

@@ -1,16 +1,17 @@
 """dermsweep.export: every format written, measured against Keras on the run's validation split, logged."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-from shipping_helpers import CLASSES, activate, champion_of, ham_images, shared_store, write_image_dir
 
-from dermsweep import export as ex
-from dermsweep import model_io
 from dermsweep.errors import DataError
-from dermsweep.predict import Predictor
+from dermsweep.shipping import export as ex
+from dermsweep.shipping.predict import Predictor
+from dermsweep.tracking.store import connect
+from shipping_helpers import CLASSES, activate, champion_of, ham_images, shared_store, write_image_dir
 
 # int8 post-training quantisation may flip a few borderline images; on this 28-image validation split one flip
 # moves balanced accuracy by ~0.04. Real models: see docs/shipping.md for measured figures.
@@ -26,7 +27,7 @@ def exported(tmp_path_factory):
     activate(store, mp)
     try:
         uri = champion_of(store, "export-test")
-        client = model_io.connect(store.uri)
+        client = connect(store.uri, create=False)
         out = tmp_path_factory.mktemp("export")
         report = ex.export(uri, out, client, runs=3, warmup=1)
         yield store, report, out, client
@@ -38,8 +39,17 @@ def exported(tmp_path_factory):
 def test_all_formats_written_and_measured(exported):
     store, report, out, _ = exported
     assert [r.format for r in report.rows] == list(ex.FORMATS), report.notes
-    for name in ("model.keras", "savedmodel/saved_model.pb", "model_f32.tflite", "model_f16.tflite",
-                 "model_int8.tflite", "model.onnx", "model_info.json", "report.json", "report.md"):
+    for name in (
+        "model.keras",
+        "savedmodel/saved_model.pb",
+        "model_f32.tflite",
+        "model_f16.tflite",
+        "model_int8.tflite",
+        "model.onnx",
+        "model_info.json",
+        "report.json",
+        "report.md",
+    ):
         assert (out / name).exists(), name
     assert "validation split" in report.data_source and "rebuilt from its config" in report.data_source
     keras = report.row("keras")
@@ -79,16 +89,32 @@ def test_exported_tflite_predicts_like_keras(exported):
 def test_int8_io_and_no_data(exported, tmp_path):
     """A bare .keras file has no run: no validation data, int8 skipped unless calibration images are given."""
     _, _, out, _ = exported
-    report = ex.export(str(out / "model.keras"), tmp_path / "a", None, runs=2, warmup=0,
-                       formats=("tflite_f32", "tflite_int8"), log_to_run=False)
+    report = ex.export(
+        str(out / "model.keras"),
+        tmp_path / "a",
+        None,
+        runs=2,
+        warmup=0,
+        formats=("tflite_f32", "tflite_int8"),
+        log_to_run=False,
+    )
     assert report.data_source.startswith("none")
     assert [r.format for r in report.rows] == ["keras", "tflite_f32"]
     assert any("int8" in n and "calibration" in n for n in report.notes)
     assert report.row("tflite_f32").balanced_accuracy is None
     # with calibration images and int8 tensors at the edges
     calib = write_image_dir(tmp_path / "calib", per_class=2)
-    report = ex.export(str(out / "model.keras"), tmp_path / "b", None, runs=2, warmup=0, formats=("tflite_int8",),
-                       calibration_dir=str(calib), int8_io="int8", log_to_run=False)
+    report = ex.export(
+        str(out / "model.keras"),
+        tmp_path / "b",
+        None,
+        runs=2,
+        warmup=0,
+        formats=("tflite_int8",),
+        calibration_dir=str(calib),
+        int8_io="int8",
+        log_to_run=False,
+    )
     row = report.row("tflite_int8")
     assert row is not None and row.error is None
     runner = Predictor.from_tflite(tmp_path / "b" / "model_int8.tflite")
@@ -99,8 +125,16 @@ def test_int8_io_and_no_data(exported, tmp_path):
 def test_data_dir_evaluation_and_errors(exported, tmp_path):
     _, _, out, _ = exported
     data = write_image_dir(tmp_path / "labelled", per_class=2)
-    report = ex.export(str(out / "model.keras"), tmp_path / "c", None, runs=1, warmup=0, formats=("tflite_f32",),
-                       data_dir=str(data), log_to_run=False)
+    report = ex.export(
+        str(out / "model.keras"),
+        tmp_path / "c",
+        None,
+        runs=1,
+        warmup=0,
+        formats=("tflite_f32",),
+        data_dir=str(data),
+        log_to_run=False,
+    )
     assert "--data-dir" in report.data_source and report.row("tflite_f32").agreement == 1.0
     (data / "zebra").mkdir()
     with pytest.raises(DataError, match="not classes of this model"):

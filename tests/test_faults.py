@@ -1,5 +1,6 @@
 """Fault injection on the real train.py: hard kills, bad configs, NaN losses, bad data, a tracking server that is
 down or dies. Run alone with `pytest -m faults`. Each test says what it breaks and what must survive."""
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ import optuna
 import pytest
 
 from conftest import REPO
+from dermsweep.tracking import run_format as rf
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 TRAIN = str(REPO / "train.py")
@@ -25,10 +27,20 @@ TINY = ["model.height=32", "model.width=32", "trainer.finetune.epochs=0", "track
 
 def sweep_cmd(ws: Path, n_trials: int, *extra: str) -> list[str]:
     return [
-        sys.executable, TRAIN, "-m", "+sweep=smoke", *TINY, f"hydra.sweeper.n_trials={n_trials}",
-        f"tracking.uri=sqlite:///{ws}/mlflow.db", f"hydra.sweeper.storage=sqlite:///{ws}/optuna.db",
-        f"hydra.sweep.dir={ws}/multirun", f"cache_dir={ws}/cache", "hydra.sweeper.plots=false",
-        "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3", *extra,
+        sys.executable,
+        TRAIN,
+        "-m",
+        "+sweep=smoke",
+        *TINY,
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"tracking.uri=sqlite:///{ws}/mlflow.db",
+        f"hydra.sweeper.storage=sqlite:///{ws}/optuna.db",
+        f"hydra.sweep.dir={ws}/multirun",
+        f"cache_dir={ws}/cache",
+        "hydra.sweeper.plots=false",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=3",
+        *extra,
     ]
 
 
@@ -47,7 +59,7 @@ def _running_trial_runs(db: Path) -> list[str]:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
             rows = con.execute(
                 "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                "WHERE r.status = 'RUNNING' AND t.key = 'dermsweep.role' AND t.value = 'trial'"
+                f"WHERE r.status = 'RUNNING' AND t.key = '{rf.ROLE}' AND t.value = 'trial'"
             ).fetchall()
         return [r[0] for r in rows]
     except sqlite3.Error:  # tables not created yet
@@ -58,8 +70,14 @@ def test_hard_kill_mid_sweep_then_resume(tmp_path):
     """SIGKILL the sweep while a trial trains; the same command again finishes the study, loses and repeats nothing,
     and no MLflow run is left RUNNING."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.Popen(sweep_cmd(tmp_path, 2), cwd=tmp_path, env=ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path, 2),
+        cwd=tmp_path,
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # wait for a trial's child run to be training
@@ -91,37 +109,55 @@ def test_hard_kill_mid_sweep_then_resume(tmp_path):
     runs = all_runs(uri)
     assert not [r for r in runs if r.info.status == "RUNNING"], "a run was left RUNNING"
     orphan = mlflow.MlflowClient(uri).get_run(killed_run)
-    assert orphan.info.status == "KILLED" and orphan.data.tags["dermsweep.status"] == "killed"
-    assert "died" in orphan.data.tags["dermsweep.failure_reason"]
+    assert orphan.info.status == "KILLED" and orphan.data.tags[rf.STATUS] == "killed"
+    assert "died" in orphan.data.tags[rf.FAILURE_REASON]
 
 
 # Through train.py, single run and sweep; the full table of invalid values is tests/test_config.py (in-process).
-@pytest.mark.parametrize("override,key", [
-    ("model.alpha=0.3", "model.alpha"),            # no ImageNet weights for this width (with weights=imagenet)
-    ("objective.direction=upwards", "objective.direction"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.alpha=0.3", "model.alpha"),  # no ImageNet weights for this width (with weights=imagenet)
+        ("objective.direction=upwards", "objective.direction"),
+    ],
+)
 def test_bad_config_fails_fast_without_runs_or_trials(tmp_path, override, key):
     extra = ["model.weights=imagenet"] if key == "model.alpha" else []
     single = subprocess.run(
-        [sys.executable, TRAIN, "data=synthetic", *TINY, override, *extra, f"tracking.uri=sqlite:///{tmp_path}/m.db",
-         f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            TRAIN,
+            "data=synthetic",
+            *TINY,
+            override,
+            *extra,
+            f"tracking.uri=sqlite:///{tmp_path}/m.db",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert single.returncode == 2 and single.stderr.strip().splitlines()[-1].startswith(f"error: {key}=")
     assert "Traceback" not in single.stderr and not Path(f"{tmp_path}/m.db").exists()
     # In a sweep the pre-flight rejects it before the study, any trial or MLflow run exists.
-    sweep = subprocess.run(sweep_cmd(tmp_path, 2, override, *extra), cwd=tmp_path, env=ENV,
-                           capture_output=True, text=True, timeout=120)
+    sweep = subprocess.run(
+        sweep_cmd(tmp_path, 2, override, *extra), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120
+    )
     # Named as the key, or as the sweeper setting it feeds (hydra.sweeper.direction: ${objective.direction}).
     assert sweep.returncode != 0 and (f"{key}=" in sweep.stderr or key.split(".")[-1] in sweep.stderr)
     assert not Path(f"{tmp_path}/optuna.db").exists() or not optuna.get_all_study_names(
-        f"sqlite:///{tmp_path}/optuna.db")
+        f"sqlite:///{tmp_path}/optuna.db"
+    )
     assert not Path(f"{tmp_path}/mlflow.db").exists() or not all_runs(f"sqlite:///{tmp_path}/mlflow.db")
 
 
 INJECT_NAN = """
 # Fault injection for test_faults: the first epoch of the first trial in this process reports a NaN loss, as a
 # diverging optimiser would; dermsweep's own NaN guard must turn that into a failed trial.
-import dermsweep.fit as fit
+import dermsweep.training.fit as fit
 
 _original = fit._EpochEvaluator.on_epoch_end
 _done = []
@@ -144,17 +180,26 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path):
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(INJECT_NAN)
     env = {**ENV, "PYTHONPATH": str(inject)}
-    done = subprocess.run(sweep_cmd(tmp_path, 2, "hydra.sweeper.pruner=null"), cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        sweep_cmd(tmp_path, 2, "hydra.sweeper.pruner=null"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="dermsweep-smoke", storage=f"sqlite:///{tmp_path}/optuna.db")
     states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], states
-    assert "TrainingDiverged" in study.trials[0].user_attrs["dermsweep.failure_reason"]
-    runs = {r.data.tags["dermsweep.trial_number"]: r for r in all_runs(f"sqlite:///{tmp_path}/mlflow.db")
-            if r.data.tags.get("dermsweep.role") == "trial"}
-    assert runs["0"].info.status == "FAILED" and runs["0"].data.tags["dermsweep.status"] == "failed"
-    assert "loss became nan" in runs["0"].data.tags["dermsweep.failure_reason"]
+    assert "TrainingDiverged" in study.trials[0].user_attrs[rf.FAILURE_REASON]
+    runs = {
+        r.data.tags[rf.TRIAL_NUMBER]: r
+        for r in all_runs(f"sqlite:///{tmp_path}/mlflow.db")
+        if r.data.tags.get(rf.ROLE) == "trial"
+    }
+    assert runs["0"].info.status == "FAILED" and runs["0"].data.tags[rf.STATUS] == "failed"
+    assert "loss became nan" in runs["0"].data.tags[rf.FAILURE_REASON]
     assert runs["1"].info.status == "FINISHED"
 
 
@@ -167,10 +212,27 @@ def _free_port() -> int:
 def _start_mlflow_server(tmp_path: Path):
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--default-artifact-root", f"{tmp_path}/art",
-         "--workers", "1"],
-        cwd=tmp_path, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--default-artifact-root",
+            f"{tmp_path}/art",
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     import requests
 
@@ -191,10 +253,24 @@ def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
     server, url = _start_mlflow_server(tmp_path)
     env = {**ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     proc = subprocess.Popen(
-        [sys.executable, TRAIN, "data=synthetic", "model.height=32", "model.width=32", "trainer=smoke",
-         "trainer.frozen.epochs=3", "trainer.finetune.epochs=0", f"tracking.uri={url}", f"hydra.run.dir={tmp_path}/run",
-         f"cache_dir={tmp_path}/cache"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            TRAIN,
+            "data=synthetic",
+            "model.height=32",
+            "model.width=32",
+            "trainer=smoke",
+            "trainer.frozen.epochs=3",
+            "trainer.finetune.epochs=0",
+            f"tracking.uri={url}",
+            f"hydra.run.dir={tmp_path}/run",
+            f"cache_dir={tmp_path}/cache",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         for line in proc.stdout:  # kill the server as soon as the first epoch was logged
@@ -217,8 +293,19 @@ def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
 def test_tracking_server_down_at_start_fails_before_training(tmp_path):
     port = _free_port()  # nothing listens there
     done = subprocess.run(
-        [sys.executable, TRAIN, "data=synthetic", *TINY, f"tracking.uri=http://127.0.0.1:{port}",
-         f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            TRAIN,
+            "data=synthetic",
+            *TINY,
+            f"tracking.uri=http://127.0.0.1:{port}",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2 and "unreachable" in done.stderr and "Nothing was trained" in done.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -237,13 +324,27 @@ def test_bad_files_are_logged_to_mlflow(tmp_path, ham_subset):
     images[1].write_text("not an image")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     done = subprocess.run(
-        [sys.executable, TRAIN, "data=ham10000", f"data.root={root}", *TINY, "trainer=smoke", "data.max_images=null",
-         f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run", f"cache_dir={tmp_path}/cache"],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            TRAIN,
+            "data=ham10000",
+            f"data.root={root}",
+            *TINY,
+            "trainer=smoke",
+            "data.max_images=null",
+            f"tracking.uri={uri}",
+            f"hydra.run.dir={tmp_path}/run",
+            f"cache_dir={tmp_path}/cache",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (r,) = all_runs(uri)
-    assert r.data.metrics["data_skipped"] == 2 and r.data.params["data.skipped"] == "2"
+    assert r.data.metrics[rf.metric(rf.RUN, "data_skipped")] == 2 and r.data.params["data.skipped"] == "2"
     with open(mlflow.MlflowClient(uri).download_artifacts(r.info.run_id, "data/problems.txt")) as f:
         text = f.read()
     assert f"{images[0].stem}: " in text and "empty file" in text and f"{images[1].stem}: " in text

@@ -1,4 +1,5 @@
 """The input pipeline: augmentation geometry and the datasets' shapes, order and labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from conftest import compose
-from dermsweep.augment import build_augmenter
+from dermsweep.data.augment import build_augmenter
 from dermsweep.data.pipeline import eval_dataset, training_dataset
 
 
@@ -29,7 +30,7 @@ def test_flips_only_mirror_the_image():
     out = build_augmenter(augment_cfg(horizontal_flip=True, vertical_flip=True), seed=1)(tf.constant(x), training=True)
     out = out.numpy()
     kinds = set()
-    for a, b in zip(x, out):
+    for a, b in zip(x, out, strict=False):
         for name, ref in (("id", a), ("h", a[:, ::-1]), ("v", a[::-1]), ("hv", a[::-1, ::-1])):
             if np.allclose(b, ref, atol=1e-3):
                 kinds.add(name)
@@ -54,7 +55,7 @@ def test_training_dataset_batches_all_images_with_matching_labels():
     seen = []
     for bx, by in ds:
         assert bx.dtype == tf.float32 and by.shape[1] == 3
-        for img, onehot in zip(bx.numpy(), by.numpy()):
+        for img, onehot in zip(bx.numpy(), by.numpy(), strict=False):
             i = int(img[0, 0, 0])
             assert onehot.argmax() == y[i]
             seen.append(i)
@@ -71,7 +72,13 @@ def test_warp_matches_tensorflows_projective_transform():
     mats = aug.matrices(4, 24, 32)
     ours = aug._warp(smooth, mats.numpy())
     flat = tf.concat([tf.reshape(mats, (4, 6)), tf.zeros((4, 2))], axis=1)
-    ref = tf.raw_ops.ImageProjectiveTransformV3(images=smooth, transforms=flat, output_shape=[24, 32],
-                                                fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST").numpy()
+    ref = tf.raw_ops.ImageProjectiveTransformV3(
+        images=smooth,
+        transforms=flat,
+        output_shape=[24, 32],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    ).numpy()
     inner = (slice(None), slice(2, -2), slice(2, -2))  # border rounding may differ by a pixel
     assert np.abs(ours[inner] - ref[inner]).max() < 2.0

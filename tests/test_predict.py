@@ -1,14 +1,14 @@
 """dermsweep.predict: training preprocessing, top-k, bad files reported while the others are predicted."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from shipping_helpers import CLASSES, SIZE, champion_of, ham_images
 
 from dermsweep.data.images import load_rgb
-from dermsweep.model_io import ModelNotFound, load
-from dermsweep.predict import Predictor, TFLiteRunner
-
+from dermsweep.shipping.model_ref import ModelNotFound, load
+from dermsweep.shipping.predict import Predictor, TFLiteRunner
+from shipping_helpers import CLASSES, SIZE, champion_of, ham_images
 
 
 @pytest.fixture
@@ -56,14 +56,17 @@ def test_model_references_all_resolve_to_the_same_model(store, tmp_path):
         np.testing.assert_allclose(o, outs[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("ref, match", [
-    ("models:/predict-test@nope", "no registered model"),
-    ("models:/no-such-model/3", "no registered model"),
-    ("runs:/0123456789abcdef0123456789abcdef/model", "no run"),
-    ("/nowhere/model.keras", "no such Keras file"),
-    ("something-else", "unrecognised model reference"),
-    ("x.tflite", "use `dermsweep predict --tflite"),
-])
+@pytest.mark.parametrize(
+    "ref, match",
+    [
+        ("models:/predict-test@nope", "no registered model"),
+        ("models:/no-such-model/3", "no registered model"),
+        ("runs:/0123456789abcdef0123456789abcdef/model", "no run"),
+        ("/nowhere/model.keras", "no such Keras file"),
+        ("something-else", "unrecognised model reference"),
+        ("x.tflite", "use `dermsweep predict --tflite"),
+    ],
+)
 def test_bad_model_references(store, ref, match):
     champion_of(store, "predict-test")
     with pytest.raises(ModelNotFound, match=match):

@@ -1,4 +1,5 @@
 """dermsweep.serving: the registered @champion answers base64 images with probabilities and labels."""
+
 from __future__ import annotations
 
 import base64
@@ -17,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from shipping_helpers import CLASSES, champion_of, ham_images
 
 from dermsweep.data.images import BadImage
-from dermsweep.serving import decode_payload
-
+from dermsweep.data.sources.ham10000 import FULL_NAMES
+from dermsweep.shipping.serving import decode_payload
+from shipping_helpers import CLASSES, champion_of, ham_images
 
 
 def png_b64(seed: int = 0, size=(40, 30)) -> str:
@@ -64,7 +65,7 @@ def test_pyfunc_champion_predicts_labels_and_probabilities(store):
     assert "not an image" in out.iloc[len(good) + 1]["error"]
     # the same pixels through the Keras model give the same probabilities (training preprocessing)
     from dermsweep.data.images import load_rgb
-    from dermsweep.model_io import load
+    from dermsweep.shipping.model_ref import load
 
     keras_model, ref = load(uri)
     x = load_rgb(base64.b64decode(good[0]), *ref.input_size)[None].astype(np.float32)
@@ -74,12 +75,13 @@ def test_pyfunc_champion_predicts_labels_and_probabilities(store):
 
 
 def test_serving_model_travels_without_dermsweep(store, tmp_path):
-    """serving.py runs with only numpy/PIL/keras/mlflow: images.py comes along as a code path."""
+    """serving.py runs with only numpy/PIL/keras/mlflow: images.py and diagnoses.py come along as code paths, and
+    the full diagnosis names come from the model's metadata (no copy of the class table travels)."""
     import mlflow
 
     uri = champion_of(store, "serving-test")
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m")))
-    assert (local / "code" / "images.py").is_file()
+    assert (local / "code" / "images.py").is_file() and (local / "code" / "diagnoses.py").is_file()
     script = (
         "import sys, builtins, json, base64\n"
         "real = builtins.__import__\n"
@@ -94,11 +96,13 @@ def test_serving_model_travels_without_dermsweep(store, tmp_path):
         "print(json.dumps(out.to_dict('records')))\n"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
-                         cwd=tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     rows = json.loads(res.stdout.strip().splitlines()[-1])
     assert rows[0]["label"] in CLASSES and rows[0]["error"] is None
+    assert rows[0]["name"] == FULL_NAMES[rows[0]["label"]] and rows[0]["name"] != rows[0]["label"]
 
 
 def free_port() -> int:
@@ -115,10 +119,28 @@ def test_mlflow_models_serve_answers_base64_images(store, tmp_path):
     # mlflow execs `uvicorn` from PATH: the venv's bin must be on it
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri, TF_CPP_MIN_LOG_LEVEL="3", PATH=path)
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([mlflow_bin, "models", "serve", "-m", uri, "--env-manager", "local", "--host",
-                             "127.0.0.1", "--port", str(port), "--workers", "1"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(
+        [
+            mlflow_bin,
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -132,8 +154,9 @@ def test_mlflow_models_serve_answers_base64_images(store, tmp_path):
             assert time.monotonic() < deadline, "server did not come up in 120 s"
             time.sleep(1)
         body = json.dumps({"dataframe_records": [{"image": b} for b in images_b64()] + [{"image": "@@@"}]})
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as r:
             preds = json.loads(r.read())["predictions"]
         assert [p["label"] in CLASSES for p in preds[:-1]] == [True] * (len(preds) - 1)
@@ -147,11 +170,3 @@ def test_mlflow_models_serve_answers_base64_images(store, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
         log.close()
-
-
-def test_serving_full_names_match_the_dataset_source():
-    """serving.py keeps its own copy (it travels without the dermsweep package): it must not drift."""
-    from dermsweep import serving
-    from dermsweep.data import ham10000
-
-    assert serving.FULL_NAMES == ham10000.FULL_NAMES

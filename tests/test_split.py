@@ -1,4 +1,5 @@
 """Lesion-grouped, stratified, deterministic splits."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Runs a stand-in Hydra app (tests/sweeper_app/my_app.py: fake per-epoch values, no TensorFlow) in subprocesses,
 with MLflow, the Optuna storage and Hydra's output folders inside tmp_path.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from dermsweep.tracking import run_format as rf
 
 APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
 TIMEOUT = 240
@@ -52,25 +55,39 @@ def base_args(ws: Path, sweep_dir: str = "ms") -> list[str]:
 
 def optuna_args(ws: Path, n_trials: int, *extra: str, study: str = "s", plots: bool = False, **kw) -> list[str]:
     return [
-        "-m", "hydra/sweeper=optuna", *base_args(ws, **kw), f"hydra.sweeper.storage=sqlite:///{ws / 'optuna.db'}",
-        f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={n_trials}",
-        f"hydra.sweeper.plots={str(plots).lower()}", "hydra.sweeper.sampler.seed=7",
+        "-m",
+        "hydra/sweeper=optuna",
+        *base_args(ws, **kw),
+        f"hydra.sweeper.storage=sqlite:///{ws / 'optuna.db'}",
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.plots={str(plots).lower()}",
+        "hydra.sweeper.sampler.seed=7",
         "hydra.sweeper.validate=null",  # the pre-flight knows train.py's config, not this stand-in's
-        "x=interval(0, 1)", "y=choice(0.2, 0.6, 0.9)", *extra,
+        "x=interval(0, 1)",
+        "y=choice(0.2, 0.6, 0.9)",
+        *extra,
     ]
 
 
 def run_app(ws: Path, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(APP), *args], cwd=ws, env=_env(), capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, str(APP), *args], cwd=ws, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"app failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
 def spawn_app(ws: Path, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(APP), *args], cwd=ws, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(APP), *args],
+        cwd=ws,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def load_study(ws: Path, name: str = "s", storage: Path | None = None):
@@ -169,8 +186,12 @@ def test_search_space_params_fixed_and_command_line_precedence():
     from hydra_plugins.dermsweep_optuna_sweeper._impl import parse_search_space
 
     space, fixed = parse_search_space(
-        {"model": "choice(mobilenet_v1, mobilenet_v2)", "model.alpha": "choice(0.5, 1.0)",
-         "trainer.batch_size": 32, "trainer.finetune.lr": "tag(log, interval(1e-6, 1e-3))"},
+        {
+            "model": "choice(mobilenet_v1, mobilenet_v2)",
+            "model.alpha": "choice(0.5, 1.0)",
+            "trainer.batch_size": 32,
+            "trainer.finetune.lr": "tag(log, interval(1e-6, 1e-3))",
+        },
         ["model.alpha=0.25", "+sweep=smoke", "model.dropout=interval(0, 0.5)"],
     )
     assert isinstance(space["model"], CategoricalDistribution)
@@ -191,7 +212,7 @@ def test_unsupported_sweep_is_rejected():
 
 # ----------------------------------------------------------------------------------------------- trial link
 def test_trial_link_absent_outside_sweeps_and_env_is_not_sticky(monkeypatch):
-    from dermsweep import trial as trial_link
+    from dermsweep.sweep import trial_link
 
     for var in trial_link.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
@@ -202,7 +223,7 @@ def test_trial_link_absent_outside_sweeps_and_env_is_not_sticky(monkeypatch):
         monkeypatch.setenv(k, v)
     link = trial_link.current()
     assert link.number == 3 and link.trial_id == 12 and link.storage_url == "sqlite:///x.db"
-    assert link.run_tags == {"dermsweep.study_name": "st", "dermsweep.trial_number": "3", "dermsweep.role": "trial"}
+    assert link.run_tags == {rf.STUDY_NAME: "st", rf.TRIAL_NUMBER: "3", rf.ROLE: "trial"}
     assert trial_link.parent_run_id() == "abc"
     monkeypatch.setenv(trial_link.ENV_TRIAL_NUMBER, "4")
     monkeypatch.setenv(trial_link.ENV_TRIAL_ID, "13")
@@ -212,20 +233,23 @@ def test_trial_link_absent_outside_sweeps_and_env_is_not_sticky(monkeypatch):
     assert trial_link.current() is None and trial_link.parent_run_id() is None
 
 
-@pytest.mark.parametrize("directions,finished,mine,expected", [
-    (["maximize"], [], [0.1], True),                               # first trial: nothing to beat
-    (["maximize"], [[0.5], [0.7]], [0.71], True),
-    (["maximize"], [[0.5], [0.7]], [0.7], False),                  # a tie keeps the earlier model
-    (["minimize"], [[0.5], [0.3]], [0.29], True),
-    (["minimize"], [[0.5], [0.3]], [0.4], False),
-    (["maximize", "minimize"], [[0.8, 10.0]], [0.7, 5.0], True),    # a new point of the Pareto front
-    (["maximize", "minimize"], [[0.8, 10.0]], [0.7, 12.0], False),  # dominated
-])
+@pytest.mark.parametrize(
+    "directions,finished,mine,expected",
+    [
+        (["maximize"], [], [0.1], True),  # first trial: nothing to beat
+        (["maximize"], [[0.5], [0.7]], [0.71], True),
+        (["maximize"], [[0.5], [0.7]], [0.7], False),  # a tie keeps the earlier model
+        (["minimize"], [[0.5], [0.3]], [0.29], True),
+        (["minimize"], [[0.5], [0.3]], [0.4], False),
+        (["maximize", "minimize"], [[0.8, 10.0]], [0.7, 5.0], True),  # a new point of the Pareto front
+        (["maximize", "minimize"], [[0.8, 10.0]], [0.7, 12.0], False),  # dominated
+    ],
+)
 def test_trial_improves_on_the_study_so_far(monkeypatch, directions, finished, mine, expected):
     """tracking.log_model=improving asks this: does the trial beat every finished trial (pruned ones do not count)?"""
     import optuna
 
-    from dermsweep import trial as trial_link
+    from dermsweep.sweep import trial_link
 
     study = optuna.create_study(directions=directions, study_name=f"improves-{len(finished)}-{mine}")
     for values in finished:
@@ -249,7 +273,7 @@ def test_env_override_quoting_roundtrip():
 
     values = {"A": "sqlite:////tmp/a b/optuna.db", "B": "postgresql://u:p@h:5432/db?x=1", "C": "it's"}
     parser = OverridesParser.create()
-    for line, (key, value) in zip(env_overrides(values), values.items()):
+    for line, (key, value) in zip(env_overrides(values), values.items(), strict=False):
         o = parser.parse_override(line)
         assert o.key_or_group == f"hydra.job.env_set.{key}" and o.value() == value
 
@@ -257,37 +281,58 @@ def test_env_override_quoting_roundtrip():
 # ----------------------------------------------------------------------------------------------- sweeps
 def test_sweep_prunes_fails_goes_on_and_logs_parent(ws):
     """5 trials: 1 raises, 2 diverges (NaN), 3 reports a hopeless value and is pruned; the rest complete."""
-    run_app(ws, optuna_args(
-        ws, 5, "fail_trials=[1]", "nan_trials=[2]", "prune_trials=[3]", plots=True,
-    ) + ["hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=-10"])
+    run_app(
+        ws,
+        optuna_args(
+            ws,
+            5,
+            "fail_trials=[1]",
+            "nan_trials=[2]",
+            "prune_trials=[3]",
+            plots=True,
+        )
+        + ["hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=-10"],
+    )
     study = load_study(ws)
     by_num = {t.number: t for t in study.trials}
     assert [by_num[i].state.name for i in range(5)] == ["COMPLETE", "FAIL", "FAIL", "PRUNED", "COMPLETE"]
-    assert by_num[1].user_attrs["dermsweep.failure_reason"].startswith("RuntimeError: boom")
-    assert by_num[2].user_attrs["dermsweep.failure_reason"].startswith("TrainingDiverged")
+    assert by_num[1].user_attrs[rf.FAILURE_REASON].startswith("RuntimeError: boom")
+    assert by_num[2].user_attrs[rf.FAILURE_REASON].startswith("TrainingDiverged")
     assert all("mlflow_run_id" in t.user_attrs for t in study.trials)
 
     client, runs = runs_of(ws)
-    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
+    parents = [r for r in runs if r.data.tags.get(rf.ROLE) == "sweep"]
     assert len(parents) == 1
-    assert not any(r.data.tags.get("dermsweep.role") == "multirun" for r in runs)  # the callback stood aside
+    assert not any(r.data.tags.get(rf.ROLE) == "multirun" for r in runs)  # the callback stood aside
     parent = parents[0]
     assert parent.info.run_name == "s" and parent.info.status == "FINISHED"
-    assert parent.data.tags["dermsweep.study_name"] == "s"
-    children = {int(r.data.tags["dermsweep.trial_number"]): r for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert parent.data.tags[rf.STUDY_NAME] == "s"
+    children = {
+        int(r.data.tags[rf.TRIAL_NUMBER]): r for r in runs if r.data.tags.get(rf.PARENT_RUN_ID) == parent.info.run_id
+    }
     assert sorted(children) == [0, 1, 2, 3, 4]
-    assert children[3].info.status == "KILLED" and children[3].data.tags["dermsweep.status"] == "pruned"
-    assert children[1].info.status == "FAILED" and children[1].data.tags["dermsweep.status"] == "failed"
+    assert children[3].info.status == "KILLED" and children[3].data.tags[rf.STATUS] == "pruned"
+    assert children[1].info.status == "FAILED" and children[1].data.tags[rf.STATUS] == "failed"
     assert children[0].data.params["x"] == str(by_num[0].params["x"])  # swept values are plain child params
     m = parent.data.metrics
-    assert (m["n_complete"], m["n_pruned"], m["n_failed"]) == (2, 1, 2)
-    assert m["best_value"] == pytest.approx(study.best_value)
-    assert parent.data.tags["dermsweep.best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
+
+    def sweep_metric(name):
+        return m[rf.metric(rf.SWEEP_SECTION, name)]
+
+    assert (sweep_metric("n_complete"), sweep_metric("n_pruned"), sweep_metric("n_failed")) == (2, 1, 2)
+    assert sweep_metric("best_value") == pytest.approx(study.best_value)
+    assert parent.data.tags[rf.BEST_RUN_ID] == study.best_trial.user_attrs["mlflow_run_id"]
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
-    for name in ("trials.csv", "summary.json", "optimization_history.html", "optimization_history.png",
-                 "param_importances.html", "param_importances.png", "parallel_coordinate.html",
-                 "parallel_coordinate.png"):
+    for name in (
+        "trials.csv",
+        "summary.json",
+        "optimization_history.html",
+        "optimization_history.png",
+        "param_importances.html",
+        "param_importances.png",
+        "parallel_coordinate.html",
+        "parallel_coordinate.png",
+    ):
         assert f"study/{name}" in arts, (name, arts)
     assert (ws / "ms" / "optimization_results.yaml").is_file()
 
@@ -301,29 +346,36 @@ def test_resume_counts_finished_trials_and_reuses_parent(ws):
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert {n: study.trials[n].params for n in (0, 1)} == first  # never re-run
     _, runs = runs_of(ws)
-    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
+    parents = [r for r in runs if r.data.tags.get(rf.ROLE) == "sweep"]
     assert len(parents) == 1
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(int(r.data.tags["dermsweep.trial_number"]) for r in kids) == [0, 1, 2, 3]
+    kids = [r for r in runs if r.data.tags.get(rf.PARENT_RUN_ID) == parents[0].info.run_id]
+    assert sorted(int(r.data.tags[rf.TRIAL_NUMBER]) for r in kids) == [0, 1, 2, 3]
 
 
 def test_multi_objective_pareto_front(ws):
-    run_app(ws, optuna_args(
-        ws, 4, "+objective.metrics=[val_score,gap]", "hydra.sweeper.direction=[maximize,minimize]",
-        "hydra.sweeper.metrics=[val_score,gap]", "hydra.sweeper.sampler._target_=optuna.samplers.NSGAIISampler",
-        "hydra.sweeper.pruner=null",
-    ))
+    run_app(
+        ws,
+        optuna_args(
+            ws,
+            4,
+            "+objective.metrics=[val_score,gap]",
+            "hydra.sweeper.direction=[maximize,minimize]",
+            "hydra.sweeper.metrics=[val_score,gap]",
+            "hydra.sweeper.sampler._target_=optuna.samplers.NSGAIISampler",
+            "hydra.sweeper.pruner=null",
+        ),
+    )
     study = load_study(ws)
     assert len(study.directions) == 2 and study.metric_names == ["val_score", "gap"]
     assert states(study) == {"COMPLETE": 4}
     assert 1 <= len(study.best_trials) <= 4
     client, runs = runs_of(ws)
-    parent = next(r for r in runs if r.data.tags.get("dermsweep.role") == "sweep")
+    parent = next(r for r in runs if r.data.tags.get(rf.ROLE) == "sweep")
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
     assert {"study/trials.csv", "study/summary.json"} <= arts
     import json
 
-    summary = json.loads(open(client.download_artifacts(parent.info.run_id, "study/summary.json", str(ws))).read())
+    summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "study/summary.json", str(ws))).read_text())
     assert {t["number"] for t in summary["best_trials"]} == {t.number for t in study.best_trials}
     assert all(t["mlflow_run_id"] for t in summary["best_trials"])
 
@@ -331,12 +383,12 @@ def test_multi_objective_pareto_front(ws):
 def test_grid_multirun_with_basic_sweeper_gets_a_parent_run(ws):
     run_app(ws, ["-m", *base_args(ws), "x=0.1,0.2,0.3"])
     client, runs = runs_of(ws)
-    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "multirun"]
+    parents = [r for r in runs if r.data.tags.get(rf.ROLE) == "multirun"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    kids = [r for r in runs if r.data.tags.get(rf.PARENT_RUN_ID) == parents[0].info.run_id]
     assert sorted(r.data.params["x"] for r in kids) == ["0.1", "0.2", "0.3"]
-    assert parents[0].data.metrics["n_runs"] == 3
-    assert not any(r.data.tags.get("dermsweep.role") == "sweep" for r in runs)
+    assert parents[0].data.metrics[rf.metric(rf.SWEEP_SECTION, "n_runs")] == 3
+    assert not any(r.data.tags.get(rf.ROLE) == "sweep" for r in runs)
     assert not (ws / "optuna.db").exists()
 
 
@@ -348,7 +400,7 @@ def test_stale_running_trial_is_failed_and_its_params_retried(ws):
 
     import optuna
 
-    from dermsweep import trial as trial_link
+    from dermsweep.sweep import trial_link
 
     warnings.simplefilter("ignore")
 
@@ -368,25 +420,36 @@ def test_stale_running_trial_is_failed_and_its_params_retried(ws):
 
 @pytest.mark.slow
 def test_joblib_launcher_parallel_batches_with_pruning(ws):
-    run_app(ws, optuna_args(
-        ws, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "prune_trials=[1]",
-        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=-10",
-    ))
+    run_app(
+        ws,
+        optuna_args(
+            ws,
+            2,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            "prune_trials=[1]",
+            "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+            "+hydra.sweeper.pruner.lower=-10",
+        ),
+    )
     study = load_study(ws)
     assert {t.number: t.state.name for t in study.trials} == {0: "COMPLETE", 1: "PRUNED"}
     _, runs = runs_of(ws)
-    pruned = [r for r in runs if r.data.tags.get("dermsweep.trial_number") == "1"]
-    assert pruned[0].info.status == "KILLED" and pruned[0].data.tags["dermsweep.status"] == "pruned"
+    pruned = [r for r in runs if r.data.tags.get(rf.TRIAL_NUMBER) == "1"]
+    assert pruned[0].info.status == "KILLED" and pruned[0].data.tags[rf.STATUS] == "pruned"
 
 
 @pytest.mark.slow
 @pytest.mark.faults
 def test_two_sweep_processes_share_one_storage(ws):
     n = 5
-    procs = [spawn_app(ws, optuna_args(ws, n, "sleep=0.4", sweep_dir=f"w{i}") + ["hydra.sweeper.sampler.seed=null"])
-             for i in range(2)]
+    procs = [
+        spawn_app(ws, optuna_args(ws, n, "sleep=0.4", sweep_dir=f"w{i}") + ["hydra.sweeper.sampler.seed=null"])
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
-    for p, out in zip(procs, outs):
+    for p, out in zip(procs, outs, strict=False):
         assert p.returncode == 0, out[-4000:]
         assert "database is locked" not in out
     study = load_study(ws)
@@ -396,7 +459,7 @@ def test_two_sweep_processes_share_one_storage(ws):
     assert len({tuple(sorted(t.params.items())) for t in done}) == n  # no trial evaluated twice
     assert all("Launching trials" in out for out in outs)  # both workers took part
     _, runs = runs_of(ws)
-    parents = [r for r in runs if r.data.tags.get("dermsweep.role") == "sweep"]
+    parents = [r for r in runs if r.data.tags.get(rf.ROLE) == "sweep"]
     assert len(parents) == 1
 
 

@@ -1,4 +1,5 @@
 """An end-to-end smoke run: what the MLflow run holds, the logged model, and errors raised before any run exists."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import pytest
 
 from conftest import WEIGHTS, compose
 from dermsweep.errors import ConfigError, DataError, TrackingError
-from dermsweep.task import run
+from dermsweep.tracking import run_format as rf
+from dermsweep.training.task import run
 
 pytestmark = pytest.mark.slow
 
@@ -18,30 +20,57 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     client = mlflow.MlflowClient(smoke_run["uri"])
     r = client.get_run(smoke_run["run_id"])
     assert r.info.status == "FINISHED" and r.info.run_name.startswith("v1-a0.25-64x64")
-    assert r.data.tags["dermsweep.status"] == "finished" and r.data.tags["dermsweep.role"] == "single"
-    assert r.data.tags["dermsweep.objective_metric"] == "val_balanced_accuracy"
+    assert r.data.tags[rf.STATUS] == "finished" and r.data.tags[rf.ROLE] == "single"
+    assert r.data.tags[rf.OBJECTIVE_METRIC] == "val_balanced_accuracy"
     # The task returns the optimised validation metric (what a sweeper optimises).
-    assert smoke_run["value"] == pytest.approx(r.data.metrics["final_val_balanced_accuracy"])
+    assert smoke_run["value"] == pytest.approx(r.data.metrics["final_val/balanced_accuracy"])
     p = r.data.params
-    for key in ("model.name", "model.alpha", "model.frozen_fraction", "trainer.finetune.lr", "augment.rotation",
-                "schedule.name", "class_weight.name", "seed", "data.split_id", "data.dataset_id", "git.commit",
-                "hardware.tensorflow", "model.weights_source"):
+    for key in (
+        "model.name",
+        "model.alpha",
+        "model.frozen_fraction",
+        "trainer.finetune.lr",
+        "augment.rotation",
+        "schedule.name",
+        "class_weight.name",
+        "seed",
+        "data.split_id",
+        "data.dataset_id",
+        "git.commit",
+        "hardware.tensorflow",
+        "model.weights_source",
+    ):
         assert key in p, key
-    assert p["model.weights_source"] == "random" and p["data.split_id"] == r.data.tags["dermsweep.split_id"]
+    assert p["model.weights_source"] == "random" and p["data.split_id"] == r.data.tags[rf.SPLIT_ID]
     m = r.data.metrics
     for name in ("balanced_accuracy", "macro_f1", "macro_auc", "accuracy", "top2_accuracy", "loss"):
-        assert f"final_val_{name}" in m and f"test_{name}" in m
-    assert "test_recall_mel" in m and "test_f1_nv" in m
-    history = client.get_metric_history(r.info.run_id, "val_balanced_accuracy")
+        assert f"final_val/{name}" in m and f"test/{name}" in m
+    assert rf.metric(rf.TEST_CLASS, "recall_mel") in m and rf.metric(rf.TEST_CLASS, "f1_nv") in m
+    history = client.get_metric_history(r.info.run_id, rf.metric(rf.VAL, "balanced_accuracy"))
     assert [h.step for h in history] == [1, 2]  # one per epoch, over both phases
+    assert [h.step for h in client.get_metric_history(r.info.run_id, rf.metric(rf.TRAIN, "loss"))] == [1, 2]
+    # The MLflow run page: a description, and the three splits as datasets with the split id as their digest.
+    assert "validation balanced accuracy" in r.data.tags[rf.DESCRIPTION]
+    inputs = {d.dataset.name: d for d in r.inputs.dataset_inputs}
+    assert sorted(inputs) == ["synthetic-test", "synthetic-train", "synthetic-validation"]
+    assert {d.dataset.digest for d in inputs.values()} == {r.data.tags[rf.SPLIT_ID]}
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
-    arts |= {a.path for d in ("evaluation/test", "evaluation/val", "data") for a in client.list_artifacts(r.info.run_id, d)}
-    for path in ("config.yaml", "model_info.json", "training_curves.png", "data/split.csv",
-                 "evaluation/test/confusion_matrix.png", "evaluation/val/confusion_matrix.png",
-                 "evaluation/test/confusion_matrix.json", "evaluation/test/classification_report.json",
-                 "evaluation/val/confusion_matrix.json"):
+    arts |= {
+        a.path for d in ("evaluation/test", "evaluation/val", "data") for a in client.list_artifacts(r.info.run_id, d)
+    }
+    for path in (
+        rf.CONFIG,
+        rf.MODEL_INFO,
+        rf.TRAINING_CURVES,
+        rf.SPLIT_TABLE,
+        rf.evaluation_artifact("test", "confusion_matrix.png"),
+        rf.evaluation_artifact("val", "confusion_matrix.png"),
+        rf.evaluation_artifact("test", "confusion_matrix.json"),
+        rf.evaluation_artifact("test", "classification_report.json"),
+        rf.evaluation_artifact("val", "confusion_matrix.json"),
+    ):
         assert path in arts, path
-    with open(client.download_artifacts(r.info.run_id, "evaluation/test/confusion_matrix.json")) as f:
+    with open(client.download_artifacts(r.info.run_id, rf.evaluation_artifact("test", "confusion_matrix.json"))) as f:
         cm = json.load(f)
     assert np.array(cm["counts"]).sum() == int(p["data.n_test"]) and len(cm["class_names"]) == 7
 
@@ -53,7 +82,7 @@ def test_logged_model_is_self_contained(smoke_run):
     info = mlflow.models.get_model_info(uri)
     assert info.metadata["class_names"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert (info.metadata["input_height"], info.metadata["input_width"]) == (64, 64)
-    from dermsweep.data.synthetic import render
+    from dermsweep.data.sources.synthetic import render
 
     x = np.stack([render(f"img{i}", i % 7, 64, 64) for i in range(6)]).astype(np.float32)  # raw 0-255 pixels
     probs = np.asarray(model(x, training=False))
@@ -68,14 +97,26 @@ def test_pretrained_backbone_on_real_images(ham_subset, tmp_path):
     if not weights.exists():
         pytest.skip("shared weights not present")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    value = run(compose([
-        "data=ham10000", f"data.root={ham_subset}", "trainer=smoke", "data.max_images=null", "model=mobilenet_v1",
-        "model.alpha=0.25", f"model.weights={weights}", "model.height=96", "model.width=128",
-        f"tracking.uri={uri}", f"cache_dir={tmp_path}/cache",
-    ]))
+    value = run(
+        compose(
+            [
+                "data=ham10000",
+                f"data.root={ham_subset}",
+                "trainer=smoke",
+                "data.max_images=null",
+                "model=mobilenet_v1",
+                "model.alpha=0.25",
+                f"model.weights={weights}",
+                "model.height=96",
+                "model.width=128",
+                f"tracking.uri={uri}",
+                f"cache_dir={tmp_path}/cache",
+            ]
+        )
+    )
     (r,) = _runs(uri)
     assert r.info.status == "FINISHED" and r.data.params["model.weights_source"].startswith("file:mobilenet_v1_0.25")
-    assert 0.0 <= value <= 1.0 and r.data.metrics["frozen_layers"] > 0
+    assert 0.0 <= value <= 1.0 and r.data.metrics[rf.metric(rf.RUN, "frozen_layers")] > 0
     # Pretrained features with BatchNorm in inference mode: predictions differ from image to image.
     from dermsweep.data.images import load_rgb
 
@@ -91,12 +132,22 @@ def _runs(uri):
     return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
 
 
-@pytest.mark.parametrize("overrides,error,match", [
-    (["trainer.finetune.lr=0"], ConfigError, "trainer.finetune.lr=0"),
-    (["data=ham10000", "data.root=/no/such/dir"], DataError, "no such folder"),
-    (["model=mobilenet_v2", "model.alpha=0.75", f"model.weights={WEIGHTS}/mobilenet_v1_0.25_224_no_top.weights.h5"],
-     ConfigError, "does not fit"),
-])
+@pytest.mark.parametrize(
+    "overrides,error,match",
+    [
+        (["trainer.finetune.lr=0"], ConfigError, "trainer.finetune.lr=0"),
+        (["data=ham10000", "data.root=/no/such/dir"], DataError, "no such folder"),
+        (
+            [
+                "model=mobilenet_v2",
+                "model.alpha=0.75",
+                f"model.weights={WEIGHTS}/mobilenet_v1_0.25_224_no_top.weights.h5",
+            ],
+            ConfigError,
+            "does not fit",
+        ),
+    ],
+)
 def test_bad_input_fails_before_any_run(tmp_path, overrides, error, match):
     if "weights" in " ".join(overrides) and not WEIGHTS.exists():
         pytest.skip("shared weights not present")

@@ -3,6 +3,7 @@
 One real smoke training run (the `smoke_run` fixture, a MobileNet v1 at 64x64) is promoted to a private registry
 and served in-process on a free loopback port. Tolerance for browser/ONNX vs Python/Keras: 0.02 absolute per class.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from dermsweep.data.images import load_rgb
-from dermsweep.model_io import FULL_NAMES
+from dermsweep.data.sources.ham10000 import FULL_NAMES
 
 TOL = 0.02  # absolute, per class probability
 REPO = Path(__file__).resolve().parents[1]
@@ -49,14 +50,15 @@ def _serve(app, dist):
 @pytest.fixture(scope="module")
 def web(smoke_run):
     """The app for models:/web-test@champion (the smoke run, promoted), served on a free port in a thread."""
-    from dermsweep import model_io, registry
+    from dermsweep.shipping.promotion import promote
+    from dermsweep.tracking.store import connect
     from dermsweep.web.server import WebModel, ensure_runtime
 
-    client = model_io.connect(smoke_run["uri"])
+    client = connect(smoke_run["uri"], create=False)
     cwd = os.getcwd()
     os.chdir(smoke_run["store"])  # any artifacts MLflow writes relative to cwd stay in the temp store
     try:
-        registry.promote(client, smoke_run["experiment"], "web-test")
+        promote(client, smoke_run["experiment"], "web-test")
         app = WebModel("models:/web-test@champion", client, say=lambda m: None)
     finally:
         os.chdir(cwd)
@@ -80,20 +82,24 @@ def sensitive(web, tmp_path_factory):
     import keras
     from omegaconf import OmegaConf
 
-    from dermsweep.model import build
+    from dermsweep.training.model import build
     from dermsweep.web.server import WebModel
 
     weights = REPO.parent / "shared" / "weights" / "mobilenet_v1_0.25_224_no_top.weights.h5"
     if not weights.is_file():
         pytest.skip(f"pretrained weights not found at {weights}")
     keras.utils.set_random_seed(0)
-    cfg = OmegaConf.create({"name": "mobilenet_v1", "height": 96, "width": 128, "alpha": 0.25,
-                            "weights": str(weights), "dropout": 0.0})
+    cfg = OmegaConf.create(
+        {"name": "mobilenet_v1", "height": 96, "width": 128, "alpha": 0.25, "weights": str(weights), "dropout": 0.0}
+    )
     model = build(cfg, 7)
     folder = tmp_path_factory.mktemp("sensitive")
     model.save(folder / "model.keras")
-    (folder / "model_info.json").write_text(json.dumps(
-        {"class_names": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], "input_height": 96, "input_width": 128}))
+    (folder / "model_info.json").write_text(
+        json.dumps(
+            {"class_names": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], "input_height": 96, "input_width": 128}
+        )
+    )
     app = WebModel(str(folder / "model.keras"), None, say=lambda m: None)
     httpd, url = _serve(app, web["dist"])
     yield {"url": url, "app": app}
@@ -128,7 +134,8 @@ def test_browser_onnx_matches_keras_on_original_size_images(which, request, ham1
     """The ONNX file the page runs, fed the full-size decoded image, agrees with Keras on load_rgb's pixels."""
     from PIL import Image
 
-    from dermsweep.web.browser_model import decode_full_size, onnx_session
+    from dermsweep.shipping.converters import onnx_session
+    from dermsweep.web.browser_model import decode_full_size
 
     app = request.getfixturevalue(which)["app"]
     sess = onnx_session(app.onnx_path)
@@ -144,8 +151,10 @@ def test_browser_onnx_matches_keras_on_original_size_images(which, request, ham1
         worst = max(worst, float(np.abs(onnx_p - keras_p).max()))
         assert onnx_p.argmax() == keras_p.argmax()
     spread = float(np.ptp(np.array(probs), axis=0).max())
-    print(f"[{which}] ONNX (baked resize, full-size input) vs Keras (load_rgb): max |dp| = {worst:.2e}; "
-          f"largest change of a class probability between images: {spread:.3f}")
+    print(
+        f"[{which}] ONNX (baked resize, full-size input) vs Keras (load_rgb): max |dp| = {worst:.2e}; "
+        f"largest change of a class probability between images: {spread:.3f}"
+    )
     assert worst <= TOL
 
 
@@ -153,7 +162,8 @@ def test_baked_resize_reproduces_pil_pixels(ham10000):
     """The resize inside the graph is PIL's bilinear: at most a few levels off on a few pixels (rounding)."""
     import keras
 
-    from dermsweep.web.browser_model import build_browser_onnx, decode_full_size, onnx_session
+    from dermsweep.shipping.converters import onnx_session
+    from dermsweep.web.browser_model import build_browser_onnx, decode_full_size
 
     inp = keras.Input((64, 80, 3), name="image")
     identity = keras.Model(inp, keras.layers.Identity()(inp))
@@ -175,8 +185,8 @@ def test_info_names_the_promoted_version_and_its_metrics(web, smoke_run):
     assert info["model_name"] == "web-test" and info["version"] == "1" and "champion" in info["aliases"]
     assert info["run_id"] == smoke_run["run_id"] and info["promoted_at"].startswith("20")
     metrics = web["client"].get_run(smoke_run["run_id"]).data.metrics
-    assert info["val_balanced_accuracy"] == pytest.approx(metrics["final_val_balanced_accuracy"])
-    assert info["test_balanced_accuracy"] == pytest.approx(metrics["test_balanced_accuracy"])
+    assert info["val_balanced_accuracy"] == pytest.approx(metrics["final_val/balanced_accuracy"])
+    assert info["test_balanced_accuracy"] == pytest.approx(metrics["test/balanced_accuracy"])
     assert info["full_names"] == {c: FULL_NAMES[c] for c in info["class_names"]}
     assert info["onnx"]["error"] is None and info["onnx"]["input"] == "pixels"
     status, _, page = _get(web["url"])
@@ -186,7 +196,7 @@ def test_info_names_the_promoted_version_and_its_metrics(web, smoke_run):
 
 
 def test_predict_fallback_matches_python_model(web, ham10000):
-    from dermsweep.predict import Predictor
+    from dermsweep.shipping.predict import Predictor
 
     app = web["app"]
     img = _images(ham10000, 1)[0]
@@ -199,11 +209,14 @@ def test_predict_fallback_matches_python_model(web, ham10000):
     assert [t["probability"] for t in out["top"]] == sorted(out["probabilities"].values(), reverse=True)
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"this is a text file, not a photo\n", "not an image"),
-    (b"", "empty"),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 40, "image"),  # a JPEG header and nothing else
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"this is a text file, not a photo\n", "not an image"),
+        (b"", "empty"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 40, "image"),  # a JPEG header and nothing else
+    ],
+)
 def test_bad_input_is_a_clear_400(web, body, message):
     for endpoint in ("api/predict", "api/gradcam"):
         status, out = _post(web["url"] + endpoint, body)
@@ -233,18 +246,19 @@ def test_unknown_paths_and_traversal_are_404(web):
 
 
 def test_cli_has_a_web_subcommand():
-    from dermsweep.cli import build_parser, cmd_web
+    from dermsweep.cli import build_parser, serve
 
     args = build_parser().parse_args(["web", "--model", "runs:/abc/model", "--port", "0"])
-    assert args.fn is cmd_web and args.host == "127.0.0.1" and args.port == 0
+    assert args.fn is serve.web and args.host == "127.0.0.1" and args.port == 0
 
 
 # ---------------------------------------------------------------- the page in headless Chromium
 @pytest.fixture(scope="module")
 def browser(web):
     if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip(f"headless Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}): "
-                    "apt-get install -y chromium chromium-driver")
+        pytest.skip(
+            f"headless Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}): apt-get install -y chromium chromium-driver"
+        )
     if web["dist"] is None:
         pytest.skip("onnxruntime-web is not installed and npm could not install it (npm missing or no registry)")
     from selenium import webdriver
@@ -253,9 +267,17 @@ def browser(web):
     profile = tempfile.mkdtemp(prefix="dermsweep-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                 "--window-size=1100,1500"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1100,1500",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     yield driver
@@ -288,8 +310,9 @@ def test_page_classifies_in_the_browser_like_python(web, browser, ham10000, tmp_
     driver = browser
     driver.get(web["url"])
     _wait(driver, "return document.body.dataset.state === 'ready'")
-    assert driver.find_element(By.ID, "path").get_attribute("data-path") == "browser", \
-        driver.find_element(By.ID, "path").text
+    assert driver.find_element(By.ID, "path").get_attribute("data-path") == "browser", driver.find_element(
+        By.ID, "path"
+    ).text
     assert "never leaves" in driver.find_element(By.ID, "path").text
     assert "v1" in driver.find_element(By.ID, "model-version").text
     assert "not a diagnosis" in driver.find_element(By.ID, "disclaimer").text
@@ -297,20 +320,27 @@ def test_page_classifies_in_the_browser_like_python(web, browser, ham10000, tmp_
     worst = 0.0
     for img in _images(ham10000, 2):
         _upload(driver, img)
-        result = _wait(driver, "const s = window.dermsweep; return document.body.dataset.state === 'done' "
-                               "&& s.result && s.result.mode ? s.result : null")
+        result = _wait(
+            driver,
+            "const s = window.dermsweep; return document.body.dataset.state === 'done' "
+            "&& s.result && s.result.mode ? s.result : null",
+        )
         assert result["mode"] == "browser"
         expected = _keras_probs(app, img)
         got = np.array([result["probabilities"][c] for c in app.class_names])
         worst = max(worst, float(np.abs(got - expected).max()))
         best = app.class_names[int(expected.argmax())]
         assert driver.find_element(By.ID, "top-name").text == FULL_NAMES[best]
-        shown = {e.get_attribute("data-label"): float(e.get_attribute("data-probability"))
-                 for e in driver.find_elements(By.CSS_SELECTOR, ".bar-value")}
+        shown = {
+            e.get_attribute("data-label"): float(e.get_attribute("data-probability"))
+            for e in driver.find_elements(By.CSS_SELECTOR, ".bar-value")
+        }
         assert set(shown) == set(app.class_names)
         driver.execute_script("window.dermsweep.result = null")
-    print(f"[smoke champion] browser (onnxruntime-web) vs Python (Keras + load_rgb): max |dp| = {worst:.2e} "
-          f"(tolerance {TOL})")
+    print(
+        f"[smoke champion] browser (onnxruntime-web) vs Python (Keras + load_rgb): max |dp| = {worst:.2e} "
+        f"(tolerance {TOL})"
+    )
     assert worst <= TOL
 
     driver.find_element(By.ID, "explain").click()
@@ -347,16 +377,20 @@ def test_page_matches_python_with_an_image_sensitive_model(sensitive, browser, h
     for img in _images(ham10000, 4):
         driver.execute_script("window.dermsweep.result = null")
         _upload(driver, img)
-        result = _wait(driver, "const s = window.dermsweep; return document.body.dataset.state === 'done' "
-                               "&& s.result ? s.result : null")
+        result = _wait(
+            driver,
+            "const s = window.dermsweep; return document.body.dataset.state === 'done' && s.result ? s.result : null",
+        )
         expected = _keras_probs(app, img)
         probs.append(expected)
         got = np.array([result["probabilities"][c] for c in app.class_names])
         worst = max(worst, float(np.abs(got - expected).max()))
         assert driver.find_element(By.ID, "top-name").text == FULL_NAMES[app.class_names[int(expected.argmax())]]
     spread = float(np.ptp(np.array(probs), axis=0).max())
-    print(f"[pretrained 96x128] browser vs Python: max |dp| = {worst:.2e} (tolerance {TOL}); "
-          f"a class probability moves by up to {spread:.3f} between these images")
+    print(
+        f"[pretrained 96x128] browser vs Python: max |dp| = {worst:.2e} (tolerance {TOL}); "
+        f"a class probability moves by up to {spread:.3f} between these images"
+    )
     assert spread > 5 * TOL, "the model is not sensitive enough for the comparison to mean anything"
     assert worst <= TOL
     driver.find_element(By.ID, "explain").click()
@@ -379,8 +413,10 @@ def test_page_server_mode_says_so_and_agrees(web, browser, ham10000, tmp_path):
     assert path.get_attribute("data-path") == "server" and "sent to this app" in path.text
     img = _images(ham10000, 1)[0]
     _upload(driver, img)
-    result = _wait(driver, "const s = window.dermsweep; return document.body.dataset.state === 'done' "
-                           "&& s.result ? s.result : null")
+    result = _wait(
+        driver,
+        "const s = window.dermsweep; return document.body.dataset.state === 'done' && s.result ? s.result : null",
+    )
     assert result["mode"] == "server"
     expected = _keras_probs(app, img)
     got = np.array([result["probabilities"][c] for c in app.class_names])

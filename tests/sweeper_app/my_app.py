@@ -1,4 +1,5 @@
 """Stand-in Hydra app for the sweeper tests: follows dermsweep.task's contract without TensorFlow."""
+
 import math
 import time
 
@@ -22,15 +23,15 @@ def main(cfg: DictConfig):
     import mlflow
     import optuna
 
-    from dermsweep import parent_run as pr
-    from dermsweep import trial as trial_link
     from dermsweep.errors import TrainingDiverged
+    from dermsweep.sweep import trial_link
+    from dermsweep.tracking.store import ensure_experiment
 
     link = trial_link.current()
     number = link.number if link else -1
     mlflow.set_tracking_uri(cfg.tracking.uri)
     client = mlflow.MlflowClient()
-    exp_id = pr.ensure_experiment(client, cfg.experiment, cfg.tracking.artifact_root)
+    exp_id = ensure_experiment(client, cfg.experiment, cfg.tracking.artifact_root)
     mlflow.set_experiment(experiment_id=exp_id)
     tags = dict(link.run_tags) if link else {}
     run = mlflow.start_run(run_name=f"trial-{number}", parent_run_id=trial_link.parent_run_id(), tags=tags)

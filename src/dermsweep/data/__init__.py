@@ -1,12 +1,13 @@
-"""Data: sources (one file each), the lesion-grouped split, decoding with caches, and the tf.data pipeline.
+"""Data: sources (one file each), the lesion-grouped split, decoding with caches, augmentation and the pipeline.
 
 `prepare(cfg)` is the one call the task makes: index the source, take the subset, decode (finding bad files),
 split. It raises DataError before any training or tracking when the data cannot be used.
 
-A sweep runs many trials on the same data in one process, so the index and the split are kept in memory (like the
-pixels, see pixels.py): indexing HAM10000 (10k files) cost ~0.5 s and the grouped split ~0.4 s per trial. The
-index is reused only while the source folder's listing and top-level files look unchanged (mtimes and sizes).
+A sweep runs many trials on the same data in one process, so the index and the split are kept in the process
+cache (dermsweep.cache, like the pixels): indexing HAM10000 (10k files) cost ~0.5 s and the grouped split ~0.4 s per
+trial. The index is reused only while the source folder's listing and top-level files look unchanged (mtimes and sizes).
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,16 +17,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from ..cache import ProcessCache
 from ..errors import DataError
-from . import folder, ham10000, synthetic
 from .catalog import Catalog, digest
 from .pixels import decode
+from .sources import SOURCES
 from .split import Split, split, subset
 
 log = logging.getLogger(__name__)
-SOURCES = {"ham10000": ham10000.load, "folder": folder.load, "synthetic": synthetic.load}
-_CATALOGS: dict[str, Catalog] = {}
-_SPLITS: dict[str, Split] = {}
+_CATALOGS: ProcessCache[Catalog] = ProcessCache("source index")
+_SPLITS: ProcessCache[Split] = ProcessCache("split")
 
 
 @dataclass
@@ -33,9 +34,9 @@ class Prepared:
     catalog: Catalog
     split: Split
     class_names: list[str]
-    x: dict[str, np.ndarray]       # "train" / "val" / "test" -> uint8 (n, h, w, 3)
-    y: dict[str, np.ndarray]       # class indices
-    problems: list[str]            # every skipped row or file with its reason
+    x: dict[str, np.ndarray]  # "train" / "val" / "test" -> uint8 (n, h, w, 3)
+    y: dict[str, np.ndarray]  # class indices
+    problems: list[str]  # every skipped row or file with its reason
 
     @property
     def dataset_id(self) -> str:
@@ -69,13 +70,11 @@ def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None)
 
 
 def _catalog(data_cfg) -> Catalog:
-    settings = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
-                if k not in ("max_images", "split", "strict")}
+    node = OmegaConf.to_container(data_cfg, resolve=True)
+    assert isinstance(node, dict)
+    settings = {k: v for k, v in node.items() if k not in ("max_images", "split", "strict")}
     key = digest(settings, _stamp(data_cfg.get("root")))
-    if key not in _CATALOGS:
-        _CATALOGS.clear()  # one dataset per process, as for the pixels
-        _CATALOGS[key] = SOURCES[data_cfg.source](data_cfg)
-    return _CATALOGS[key]
+    return _CATALOGS.get(key, lambda: SOURCES.get(data_cfg.source)(data_cfg))
 
 
 def _stamp(root) -> list:
@@ -92,13 +91,12 @@ def _stamp(root) -> list:
 
 
 def _split(table, val_fraction: float, test_fraction: float, seed: int) -> Split:
-    key = digest(list(table["image_id"]), list(table["label"]), list(table["group"]), val_fraction, test_fraction,
-                 seed)
-    if key not in _SPLITS:
+    key = digest(list(table["image_id"]), list(table["label"]), list(table["group"]), val_fraction, test_fraction, seed)
+
+    def build() -> Split:
         try:
-            parts = split(table, val_fraction, test_fraction, seed)
+            return split(table, val_fraction, test_fraction, seed)
         except ValueError as exc:
             raise DataError(f"cannot split {len(table)} images: {exc}; use more images (data.max_images)") from exc
-        _SPLITS.clear()
-        _SPLITS[key] = parts
-    return _SPLITS[key]
+
+    return _SPLITS.get(key, build)

@@ -1,4 +1,5 @@
 """The common shape every data source produces: a table of labelled images and a way to get their pixels."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Why PIL and not tf.image: decoding happens once per image (then cached), PIL releases the GIL so a thread pool
 decodes in parallel, and consumers (pyfunc server, CLI) get identical pixels without TensorFlow.
 """
+
 from __future__ import annotations
 
 import io

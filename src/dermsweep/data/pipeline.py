@@ -3,18 +3,20 @@
 Images are decoded and resized once (see pixels.py); each epoch only shuffles indices, gathers a batch, and
 augments the whole batch (augment.py: one affine warp per image), in parallel maps, with prefetch.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from ..augment import build_augmenter
+from .augment import build_augmenter
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, augment_cfg, seed: int,
-                     repeat: bool) -> tf.data.Dataset:
+def training_dataset(
+    x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, augment_cfg, seed: int, repeat: bool
+) -> tf.data.Dataset:
     images = tf.constant(x)  # uint8: 4x smaller than float; cast per batch
     labels = tf.one_hot(y, num_classes)
     augmenter = build_augmenter(augment_cfg, seed)

@@ -1,9 +1,10 @@
 """Decode and resize every image of a table once, in parallel, and keep the result.
 
-Two caches: in this process (a sweep's trials reuse it at no cost) and on disk as .npy, keyed by the dataset's
-identity, the image ids and the input size, so trials launched in other processes (parallel launchers) and later
-runs skip decoding too. Bad images are found here, before any training or tracking starts.
+Two caches: the process cache (dermsweep.cache: a sweep's trials reuse it at no cost) and on disk as .npy, keyed by
+the dataset's identity, the image ids and the input size, so trials launched in other processes (parallel launchers)
+and later runs skip decoding too. Bad images are found here, before any training or tracking starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,33 +17,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..cache import ProcessCache
 from .catalog import Catalog, digest
 from .images import BadImage
 
 log = logging.getLogger(__name__)
-_MEMORY: dict[str, "Decoded"] = {}
 CACHE_VERSION = 1  # bump when decoding or resizing changes
 
 
 @dataclass
 class Decoded:
-    pixels: np.ndarray          # (n, h, w, 3) uint8, rows in table order, bad rows removed
-    table: pd.DataFrame         # the rows that decoded
-    bad: list[str]              # "image_id: reason" for rows that did not
+    pixels: np.ndarray  # (n, h, w, 3) uint8, rows in table order, bad rows removed
+    table: pd.DataFrame  # the rows that decoded
+    bad: list[str]  # "image_id: reason" for rows that did not
+
+
+_PIXELS: ProcessCache[Decoded] = ProcessCache("decoded pixels")
 
 
 def decode(catalog: Catalog, table: pd.DataFrame, height: int, width: int, cache_dir: str | None) -> Decoded:
     key = digest(CACHE_VERSION, catalog.dataset_id, list(table["image_id"]), height, width)
-    if key in _MEMORY:
-        return _MEMORY[key]
-    decoded = _from_disk(cache_dir, key, table) if cache_dir and catalog.source != "synthetic" else None
-    if decoded is None:
-        decoded = _decode_all(catalog, table, height, width)
-        if cache_dir and catalog.source != "synthetic":
-            _to_disk(cache_dir, key, decoded)
-    _MEMORY.clear()  # keep one dataset per process: a sweep varies models, not data; memory stays bounded
-    _MEMORY[key] = decoded
-    return decoded
+    on_disk = bool(cache_dir) and catalog.source != "synthetic"  # generated images are cheaper to re-render
+
+    def build() -> Decoded:
+        decoded = _from_disk(str(cache_dir), key, table) if on_disk else None
+        if decoded is None:
+            decoded = _decode_all(catalog, table, height, width)
+            if on_disk:
+                _to_disk(str(cache_dir), key, decoded)
+        return decoded
+
+    return _PIXELS.get(key, build)
 
 
 def _decode_all(catalog: Catalog, table: pd.DataFrame, height: int, width: int) -> Decoded:

@@ -3,6 +3,7 @@
 The split's identity is a hash of the image ids in each part, logged with every run: two runs with the same split id
 were trained and scored on exactly the same images.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def split(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: 
     rest, val = _carve(rest.reset_index(drop=True), val_fraction / (1.0 - test_fraction), seed + 1)
     parts = [p.reset_index(drop=True) for p in (rest, val, test)]
     split_id = digest(*(sorted(p["image_id"]) for p in parts))
-    return Split(*parts, split_id=split_id)
+    return Split(parts[0], parts[1], parts[2], split_id=split_id)
 
 
 def subset(table: pd.DataFrame, max_images: int, seed: int) -> pd.DataFrame:

@@ -12,6 +12,7 @@ ONNX's antialiased linear Resize (opset 18) is the same triangle filter as PIL's
 between and after the passes, and so do we. What is left is PIL's fixed-point weights and round-half-up against
 float weights and round-half-even: a few pixels off by one level (measured in tests/test_web.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,17 +28,30 @@ def _resize_prefix(height: int, width: int, model_input: str):
 
     def const(name, values, dtype):
         arr = np.asarray(values, dtype=dtype)
-        return helper.make_tensor(name, TensorProto.INT64 if dtype == np.int64 else TensorProto.FLOAT,
-                                  arr.shape, arr.flatten().tolist())
+        return helper.make_tensor(
+            name, TensorProto.INT64 if dtype == np.int64 else TensorProto.FLOAT, arr.shape, arr.flatten().tolist()
+        )
 
-    inits = [const("rs_w_size", [width], np.int64), const("rs_h_size", [height], np.int64),
-             const("rs_lo", 0.0, np.float32), const("rs_hi", 255.0, np.float32)]
+    inits = [
+        const("rs_w_size", [width], np.int64),
+        const("rs_h_size", [height], np.int64),
+        const("rs_lo", 0.0, np.float32),
+        const("rs_hi", 255.0, np.float32),
+    ]
     nodes = []
     prev = INPUT_NAME
     for axis, size, tag in ((2, "rs_w_size", "w"), (1, "rs_h_size", "h")):
         nodes += [
-            helper.make_node("Resize", [prev, "", "", size], [f"rs_{tag}_resized"], name=f"resize_{tag}",
-                             mode="linear", antialias=1, axes=[axis], coordinate_transformation_mode="half_pixel"),
+            helper.make_node(
+                "Resize",
+                [prev, "", "", size],
+                [f"rs_{tag}_resized"],
+                name=f"resize_{tag}",
+                mode="linear",
+                antialias=1,
+                axes=[axis],
+                coordinate_transformation_mode="half_pixel",
+            ),
             helper.make_node("Round", [f"rs_{tag}_resized"], [f"rs_{tag}_rounded"], name=f"round_{tag}"),
         ]
         out = model_input if tag == "h" else f"rs_{tag}_clipped"
@@ -71,14 +85,6 @@ def build_browser_onnx(model, height: int, width: int, out_path: str | Path) -> 
     onnx.checker.check_model(m)
     onnx.save(m, str(out_path))
     return {"input": INPUT_NAME, "output": g.output[0].name, "opset": OPSET}
-
-
-def onnx_session(path: str | Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def decode_full_size(data: bytes) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Grad-CAM (Selvaraju et al. 2017) for the classifier: which regions pushed the top class up.
 
-The Keras model nests its MobileNet as a layer named `backbone` (dermsweep.model); the map is taken on the
-backbone's last convolutional activation (v1 `conv_pw_13_relu`, v2 `out_relu`, else the last 4-D layer). Models
+The Keras model nests its MobileNet as a layer named `backbone` (training.model); the map is taken on the backbone's
+last convolutional activation (training.backbones names it for each backbone, else the last 4-D layer). Models
 without a backbone layer (tiny test models) use their own last 4-D layer.
 """
+
 from __future__ import annotations
 
 import base64
@@ -11,9 +12,10 @@ import io
 
 import numpy as np
 
-from ..model import BACKBONE_LAYER
+from ..training.backbones import BACKBONES
+from ..training.model import BACKBONE_LAYER
 
-LAST_CONV = ("conv_pw_13_relu", "out_relu")
+LAST_CONV = tuple(BACKBONES.get(name).last_conv for name in BACKBONES.names())
 
 
 def _last_4d(model) -> str:
@@ -35,11 +37,12 @@ class GradCAM:
             self.backbone = model.get_layer(BACKBONE_LAYER)
             inner = [layer.name for layer in self.backbone.layers]
             self.layer = next((n for n in LAST_CONV if n in inner), None) or _last_4d(self.backbone)
-            self.inner = keras.Model(self.backbone.inputs,
-                                     [self.backbone.get_layer(self.layer).output, self.backbone.output])
+            self.inner = keras.Model(
+                self.backbone.inputs, [self.backbone.get_layer(self.layer).output, self.backbone.output]
+            )
             i = names.index(BACKBONE_LAYER)
-            self.before = [layer for layer in model.layers[1:i]]
-            self.after = model.layers[i + 1:]
+            self.before = list(model.layers[1:i])
+            self.after = model.layers[i + 1 :]
         else:
             self.backbone = None
             self.layer = _last_4d(model)
@@ -69,7 +72,7 @@ class GradCAM:
         grads = tape.gradient(score, conv)
         if grads is None:
             raise ValueError(f"no gradient from the output to layer {self.layer}")
-        weights = tf.reduce_mean(grads, axis=(1, 2))                     # (1, C)
+        weights = tf.reduce_mean(grads, axis=(1, 2))  # (1, C)
         cam = tf.nn.relu(tf.reduce_sum(conv * weights[:, None, None, :], axis=-1))[0].numpy()
         top = float(cam.max())
         cam = cam / top if top > 0 else np.zeros_like(cam)

@@ -9,6 +9,7 @@
 
 Standard library only (ThreadingHTTPServer); the model is called under a lock (one TensorFlow call at a time).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,23 +24,38 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
 
 from ..data.images import BadImage, load_rgb
 from ..errors import DermsweepError
-from ..model_io import FULL_NAMES, _first_line, load
-from ..predict import Predictor, full_name
+from ..shipping.diagnoses import answer
+from ..shipping.model_ref import load
+from ..shipping.predict import Predictor
+from ..tracking import run_format as rf
+from ..tracking.store import first_line
+
+if TYPE_CHECKING:
+    from .gradcam import GradCAM
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 ORT_VERSION = "1.30.0"
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 MAX_UPLOAD = 25 * 1024 * 1024
-TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".css": "text/css",
-         ".html": "text/html; charset=utf-8", ".onnx": "application/octet-stream", ".json": "application/json",
-         ".map": "application/json", ".png": "image/png"}
+TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".wasm": "application/wasm",
+    ".css": "text/css",
+    ".html": "text/html; charset=utf-8",
+    ".onnx": "application/octet-stream",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".png": "image/png",
+}
 
 
 class WebError(DermsweepError):
@@ -70,13 +86,17 @@ def ensure_runtime(install: bool = True, say=print) -> Path | None:
         return None
     base.mkdir(parents=True, exist_ok=True)
     if not (base / "package.json").is_file():
-        (base / "package.json").write_text(json.dumps(
-            {"name": "dermsweep-web-vendor", "private": True, "dependencies": {"onnxruntime-web": ORT_VERSION}},
-            indent=2))
+        (base / "package.json").write_text(
+            json.dumps(
+                {"name": "dermsweep-web-vendor", "private": True, "dependencies": {"onnxruntime-web": ORT_VERSION}},
+                indent=2,
+            )
+        )
     say(f"installing onnxruntime-web {ORT_VERSION} into {base}/node_modules (npm, once)")
     try:
-        r = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=base, capture_output=True, text=True,
-                           timeout=600)
+        r = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"], cwd=base, capture_output=True, text=True, timeout=600
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         say(f"npm install failed ({exc}): the page will classify on the server")
         return None
@@ -91,22 +111,22 @@ def ensure_runtime(install: bool = True, say=print) -> Path | None:
 class WebModel:
     """The Keras model, its metadata, the browser's ONNX file and Grad-CAM."""
 
-    def __init__(self, uri: str, client=None, workdir: str | Path | None = None, build_onnx: bool = True,
-                 say=print):
+    def __init__(self, uri: str, client=None, workdir: str | Path | None = None, build_onnx: bool = True, say=print):
         self.uri = uri
         self.model, self.ref = load(uri, client)
         self.lock = threading.Lock()
         meta = self.ref.meta
         self.class_names = list(meta["class_names"])
         self.height, self.width = int(meta["input_height"]), int(meta["input_width"])
-        self.predictor = Predictor(lambda x: np.asarray(self.model.predict_on_batch(x.astype(np.float32))),
-                                   meta, self.ref.describe())
+        self.predictor = Predictor(
+            lambda x: np.asarray(self.model.predict_on_batch(x.astype(np.float32))), meta, self.ref.describe()
+        )
         self.info = describe(self.ref, client)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dermsweep-web-"))
         self.onnx_path: Path | None = None
         self.onnx_error: str | None = None
         self.onnx_output: str | None = None
-        self._gradcam = None
+        self._gradcam: GradCAM | None = None
         if build_onnx:
             self.build_onnx(say)
 
@@ -118,10 +138,12 @@ class WebModel:
             with self.lock:
                 names = build_browser_onnx(self.model, self.height, self.width, path)
             self.onnx_path, self.onnx_output = path, names["output"]
-            say(f"browser model: {path} ({path.stat().st_size / 1e6:.1f} MB, ONNX opset {names['opset']}, "
-                "PIL bilinear resize inside)")
-        except Exception as exc:  # noqa: BLE001 - the page still works through the server
-            self.onnx_error = f"ONNX export failed: {_first_line(exc)}"
+            say(
+                f"browser model: {path} ({path.stat().st_size / 1e6:.1f} MB, ONNX opset {names['opset']}, "
+                "PIL bilinear resize inside)"
+            )
+        except Exception as exc:
+            self.onnx_error = f"ONNX export failed: {first_line(exc)}"
             say(f"{self.onnx_error}; the page will classify on the server")
 
     def pixels(self, data: bytes) -> np.ndarray:
@@ -132,7 +154,7 @@ class WebModel:
         x = self.pixels(data)
         with self.lock:
             p = self.predictor.predict_arrays(x[None])[0]
-        return result_json(p, self.class_names)
+        return answer(p, self.class_names, self.predictor.full_names)
 
     def gradcam(self, data: bytes) -> dict:
         from .gradcam import GradCAM, data_url, overlay_png
@@ -143,32 +165,41 @@ class WebModel:
             if self._gradcam is None:
                 self._gradcam = GradCAM(self.model)
             cam, probs = self._gradcam(x[None].astype(np.float32))
-        out = result_json(probs, self.class_names)
-        out.update(layer=self._gradcam.layer, heatmap=np.round(cam, 4).tolist(),
-                   overlay=data_url(overlay_png(x, cam)), ms=round((time.perf_counter() - t) * 1000, 1))
+        out = answer(probs, self.class_names, self.predictor.full_names)
+        out.update(
+            layer=self._gradcam.layer,
+            heatmap=np.round(cam, 4).tolist(),
+            overlay=data_url(overlay_png(x, cam)),
+            ms=round((time.perf_counter() - t) * 1000, 1),
+        )
         return out
 
     def info_json(self) -> dict:
-        return dict(self.info, input_height=self.height, input_width=self.width, class_names=self.class_names,
-                    full_names={c: full_name(c) for c in self.class_names},
-                    onnx={"url": "model.onnx", "input": "pixels", "output": self.onnx_output,
-                          "error": self.onnx_error} if self.onnx_path or self.onnx_error else None)
-
-
-def result_json(p: np.ndarray, class_names: list[str]) -> dict:
-    order = np.argsort(-p)
-    k = int(order[0])
-    return {"label": class_names[k], "name": full_name(class_names[k]), "probability": float(p[k]),
-            "probabilities": {c: float(v) for c, v in zip(class_names, p, strict=True)},
-            "top": [{"label": class_names[j], "name": full_name(class_names[j]), "probability": float(p[j])}
-                    for j in order]}
+        return dict(
+            self.info,
+            input_height=self.height,
+            input_width=self.width,
+            class_names=self.class_names,
+            full_names=self.predictor.full_names,
+            onnx={"url": "model.onnx", "input": "pixels", "output": self.onnx_output, "error": self.onnx_error}
+            if self.onnx_path or self.onnx_error
+            else None,
+        )
 
 
 def describe(ref, client) -> dict:
     """Version, source run, validation/test balanced accuracy and promotion date, for the page."""
-    info = {"uri": ref.uri, "model_name": ref.model_name, "version": ref.version, "run_id": ref.run_id,
-            "description": ref.describe(), "val_balanced_accuracy": None, "test_balanced_accuracy": None,
-            "promoted_at": None, "aliases": []}
+    info = {
+        "uri": ref.uri,
+        "model_name": ref.model_name,
+        "version": ref.version,
+        "run_id": ref.run_id,
+        "description": ref.describe(),
+        "val_balanced_accuracy": None,
+        "test_balanced_accuracy": None,
+        "promoted_at": None,
+        "aliases": [],
+    }
     if client is None:
         return info
     try:
@@ -176,17 +207,24 @@ def describe(ref, client) -> dict:
             mv = client.get_model_version(ref.model_name, ref.version)
             tags = dict(mv.tags or {})
             info["aliases"] = list(getattr(mv, "aliases", []) or [])
-            info["promoted_at"] = tags.get("dermsweep.promoted_at") or time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime((mv.creation_timestamp or 0) / 1000))
-            for key in ("final_val_balanced_accuracy", "test_balanced_accuracy"):
-                if tags.get(f"metric.{key}") is not None:
-                    info[key.removeprefix("final_")] = float(tags[f"metric.{key}"])
+            info["promoted_at"] = tags.get(rf.PROMOTED_AT) or time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime((mv.creation_timestamp or 0) / 1000)
+            )
+            versions = {
+                k.removeprefix(rf.VERSION_METRIC): float(v) for k, v in tags.items() if k.startswith(rf.VERSION_METRIC)
+            }
+            info["val_balanced_accuracy"] = rf.read(versions, "final_val/balanced_accuracy")
+            info["test_balanced_accuracy"] = rf.read(versions, "test/balanced_accuracy")
         if ref.run_id and (info["val_balanced_accuracy"] is None or info["test_balanced_accuracy"] is None):
             metrics = client.get_run(ref.run_id).data.metrics
-            info["val_balanced_accuracy"] = info["val_balanced_accuracy"] or metrics.get("final_val_balanced_accuracy")
-            info["test_balanced_accuracy"] = info["test_balanced_accuracy"] or metrics.get("test_balanced_accuracy")
-    except Exception as exc:  # noqa: BLE001 - the page works without these numbers
-        info["info_error"] = _first_line(exc)
+            info["val_balanced_accuracy"] = info["val_balanced_accuracy"] or rf.read(
+                metrics, "final_val/balanced_accuracy"
+            )
+            info["test_balanced_accuracy"] = info["test_balanced_accuracy"] or rf.read(
+                metrics, "test/balanced_accuracy"
+            )
+    except Exception as exc:
+        info["info_error"] = first_line(exc)
     return info
 
 
@@ -197,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
     dist: Path | None
     quiet = False
 
-    def log_message(self, fmt, *args):  # noqa: A003 - keep the terminal readable
+    def log_message(self, fmt, *args):
         if not self.quiet:
             sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
@@ -228,10 +266,10 @@ class Handler(BaseHTTPRequestHandler):
         target = (root / rel).resolve()
         return target if target.is_relative_to(root.resolve()) else None
 
-    def do_HEAD(self):  # noqa: N802
+    def do_HEAD(self):
         self.do_GET()
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         path = urlparse(self.path).path
         if path in ("/", "/index.html"):
             return self._file(STATIC / "index.html")
@@ -242,18 +280,18 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(HTTPStatus.NOT_FOUND, self.app.onnx_error or "no browser model")
             return self._file(self.app.onnx_path)
         if path.startswith("/static/"):
-            target = self._inside(STATIC, path[len("/static/"):])
+            target = self._inside(STATIC, path[len("/static/") :])
             return self._file(target) if target else self._error(HTTPStatus.NOT_FOUND, "not found")
         if path.startswith("/vendor/"):
             if self.dist is None:
                 return self._error(HTTPStatus.NOT_FOUND, "onnxruntime-web is not installed (npm)")
-            target = self._inside(self.dist, path[len("/vendor/"):])
+            target = self._inside(self.dist, path[len("/vendor/") :])
             return self._file(target, cache=True) if target else self._error(HTTPStatus.NOT_FOUND, "not found")
         if path == "/favicon.ico":
             return self._send(204, b"", "image/x-icon")
         return self._error(HTTPStatus.NOT_FOUND, f"not found: {path}")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         path = urlparse(self.path).path
         if path not in ("/api/predict", "/api/gradcam"):
             return self._error(HTTPStatus.NOT_FOUND, f"not found: {path}")
@@ -262,29 +300,34 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
         if length > MAX_UPLOAD:
-            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"file too large ({length / 1e6:.1f} MB; limit {MAX_UPLOAD / 1e6:.0f} MB)")
+            return self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"file too large ({length / 1e6:.1f} MB; limit {MAX_UPLOAD / 1e6:.0f} MB)",
+            )
         data = self.rfile.read(length) if length else b""
         try:
             out = self.app.predict(data) if path == "/api/predict" else self.app.gradcam(data)
         except BadImage as exc:
-            return self._error(HTTPStatus.BAD_REQUEST, "cannot read this file as an image: "
-                               + str(exc).replace("<bytes>: ", ""))
-        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the app
-            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"server error: {_first_line(exc)}")
+            return self._error(
+                HTTPStatus.BAD_REQUEST, "cannot read this file as an image: " + str(exc).replace("<bytes>: ", "")
+            )
+        except Exception as exc:
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"server error: {first_line(exc)}")
         self._json(out)
 
 
-def make_server(app: WebModel, host: str = "127.0.0.1", port: int = 8765, dist: Path | None = None,
-                quiet: bool = False) -> ThreadingHTTPServer:
+def make_server(
+    app: WebModel, host: str = "127.0.0.1", port: int = 8765, dist: Path | None = None, quiet: bool = False
+) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"app": app, "dist": dist, "quiet": quiet})
     httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True
     return httpd
 
 
-def serve(uri: str, client=None, host: str = "127.0.0.1", port: int = 8765, install: bool = True,
-          ready=None, say=None) -> int:
+def serve(
+    uri: str, client=None, host: str = "127.0.0.1", port: int = 8765, install: bool = True, ready=None, say=None
+) -> int:
     """Load the model, build the browser model, install the runtime if needed, serve until interrupted."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     say(f"loading {uri}")
@@ -315,4 +358,4 @@ def serve(uri: str, client=None, host: str = "127.0.0.1", port: int = 8765, inst
     return 0
 
 
-__all__ = ["WebModel", "make_server", "serve", "ensure_runtime", "FULL_NAMES"]
+__all__ = ["WebModel", "make_server", "serve", "ensure_runtime"]

@@ -45,12 +45,13 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from dermsweep import trial as trial_link
+from dermsweep.sweep import parent_run, trial_link
+from dermsweep.sweep import storage as optuna_storage
 
 log = logging.getLogger(__name__)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-VOID_PREFIX = "dermsweep.void."
+VOID_PREFIX = trial_link.VOID_PREFIX
 
 
 def _quote(value: str) -> str:
@@ -261,27 +262,27 @@ class OptunaSweeperImpl:
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = trial_link.open_storage(url, **rdb_kwargs)
-            pruner, dropped_p = trial_link.instantiate_filtered(self.pruner_spec)
+            study_storage = optuna_storage.open_storage(url, **rdb_kwargs)
+            pruner, dropped_p = optuna_storage.instantiate_filtered(self.pruner_spec)
             # Probe the study first: a seeded sampler joining an existing study is offset by its trial count, so
             # a resumed sweep or a second worker does not replay the same random start-up points.
             offset = 0
             try:
-                existing = optuna.load_study(study_name=self.study_name, storage=storage)
+                existing = optuna.load_study(study_name=self.study_name, storage=study_storage)
                 offset = len(existing.get_trials(deepcopy=False))
             except KeyError:
                 pass
             extra = {}
             if isinstance(self.sampler_spec, dict) and self.sampler_spec.get("seed") is not None:
                 extra["seed"] = int(self.sampler_spec["seed"]) + offset
-            sampler, dropped_s = trial_link.instantiate_filtered(self.sampler_spec, **extra)
+            sampler, dropped_s = optuna_storage.instantiate_filtered(self.sampler_spec, **extra)
         for what, dropped in (("sampler", dropped_s), ("pruner", dropped_p)):
             if dropped:
                 log.warning("hydra.sweeper.%s: %s does not take %s: ignored", what,
                             (self.sampler_spec if what == "sampler" else self.pruner_spec)["_target_"], dropped)
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=storage,
+            storage=study_storage,
             sampler=sampler,
             pruner=pruner or optuna.pruners.NopPruner(),
             directions=self.directions,
@@ -430,8 +431,6 @@ class OptunaSweeperImpl:
             check(cfg)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from dermsweep import parent_run
-
         space, fixed = parse_search_space(self.params, arguments, self.hydra_context.config_loader)
         self._preflight(space, fixed)
         study = self._open_study()
@@ -447,9 +446,7 @@ class OptunaSweeperImpl:
             uri, experiment, artifact_root = parent_run.tracking_settings(self.config)
             parent = parent_run.SweepParent.open(
                 uri, experiment, artifact_root, study.study_name,
-                tags={"dermsweep.optuna_storage": _safe_url(self.storage_url),
-                      "dermsweep.directions": ",".join(self.directions),
-                      "dermsweep.n_trials": str(self.n_trials)},
+                tags=parent_run.sweep_tags(_safe_url(self.storage_url), self.directions, self.n_trials),
             )
             parent_run.write_parent_file(self.sweep_dir, parent.run_id)
             study.set_user_attr("mlflow_parent_run_id", parent.run_id)

@@ -54,7 +54,7 @@ class DermsweepOptunaSweeperConf:
     plots: bool = True
     # Checked before the study, any trial or MLflow run exists: "module.function(cfg)" raising on a bad config,
     # called on the fixed overrides and on each bound/choice of the search space. null = no pre-flight.
-    validate: Optional[str] = "dermsweep.config.validate"
+    validate: Optional[str] = "dermsweep.training.config.validate"
 
 
 ConfigStore.instance().store(

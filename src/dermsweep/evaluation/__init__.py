@@ -1,0 +1,1 @@
+"""Scoring a classifier: metrics, reports, confusion matrices, calibration and figures."""

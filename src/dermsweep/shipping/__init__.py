@@ -1,0 +1,1 @@
+"""Shipping the winner: model references, ranking and promotion, the serving model, export, predict."""

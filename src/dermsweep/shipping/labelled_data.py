@@ -1,0 +1,119 @@
+"""Labelled images to score a shipped model on: the run's own split, rebuilt from the config it logged, or a
+dataset a person points at (HAM10000 layout, ISIC 2018 Task 3 CSV, or one folder per class).
+
+Every image goes through the data package's sources and decoder, so a bad file is skipped and listed, never fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ..data import Prepared, prepare
+from ..data.catalog import Catalog
+from ..data.images import BadImage, load_rgb
+from ..data.pixels import decode
+from ..data.sources import SOURCES
+from ..errors import DataError
+from ..tracking import run_format as rf
+from ..tracking.store import first_line
+
+
+@dataclass
+class Labelled:
+    x: np.ndarray  # uint8 (n, H, W, 3)
+    y: np.ndarray  # class indices in the model's class order
+    source: str  # where these images came from, for reports
+    skipped: list[str] = field(default_factory=list)  # bad files and rows, with reasons
+
+
+def layout_of(root: Path) -> str:
+    """Which source reads `root`: ham10000 (metadata CSV), isic2018 (ground-truth CSV) or folder."""
+    if (root / "HAM10000_metadata.csv").is_file():
+        return "ham10000"
+    if any(root.glob("*GroundTruth*.csv")):
+        return "isic2018"
+    return "folder"
+
+
+def source_config(root: str | Path, layout: str | None = None) -> dict:
+    """A data config node for `root` with the source's defaults (conf/data/<source>.yaml holds the same)."""
+    root = Path(root)
+    layout = layout or layout_of(root)
+    node: dict = {"source": layout, "root": str(root), "max_images": None, "strict": False}
+    if layout == "ham10000":
+        node.update(metadata="HAM10000_metadata.csv", image_glob="*/*.jpg")
+    elif layout == "isic2018":
+        node.update(labels=None, image_glob="**/*.jpg")
+    return node
+
+
+def read_dataset(
+    root: str | Path, class_names: list[str], height: int, width: int, layout: str | None = None
+) -> Labelled:
+    """Every usable image of the dataset at `root`, labelled in `class_names` order (the model's)."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"{root}: no such folder (expected a HAM10000 folder, an ISIC 2018 Task 3 folder with its "
+            f"ground-truth CSV, or one sub-folder per class: {', '.join(class_names)})"
+        )
+    cfg = OmegaConf.create(source_config(path, layout))
+    catalog: Catalog = SOURCES.get(cfg.source)(cfg)
+    labels = set(catalog.table["label"])
+    if cfg.source == "folder":  # a misspelt class folder is a mistake even while it is empty
+        labels |= {d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    unknown = sorted(labels - set(class_names))
+    if unknown:
+        raise DataError(f"{root}: classes {unknown} are not classes of this model ({', '.join(class_names)})")
+    decoded = decode(catalog, catalog.table, height, width, None)
+    if not len(decoded.table):
+        raise DataError(f"{root}: no readable images ({len(decoded.bad)} unusable)")
+    index = {name: i for i, name in enumerate(class_names)}
+    y = decoded.table["label"].map(index).to_numpy(dtype=np.int64)
+    return Labelled(
+        decoded.pixels, y, f"{root} ({cfg.source} layout, {len(y)} images)", list(catalog.problems) + list(decoded.bad)
+    )
+
+
+def read_images(root: str | Path, height: int, width: int) -> np.ndarray:
+    """Every readable image file under `root`, unlabelled (int8 calibration images)."""
+    path = Path(root)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    pixels = []
+    for f in files:
+        try:
+            pixels.append(load_rgb(f, height, width))
+        except BadImage:
+            continue
+    if not pixels:
+        raise DataError(f"{root}: no readable images")
+    return np.stack(pixels)
+
+
+def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, list[str]]:
+    """The data a run was trained and scored on, rebuilt from its logged config (same split, same pixels).
+    Raises DataError when the run's data is not available here."""
+    import mlflow
+
+    try:
+        cfg = OmegaConf.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=rf.CONFIG))
+    except Exception as exc:
+        raise DataError(f"run {run_id} has no readable {rf.CONFIG} ({first_line(exc)})") from exc
+    if "data" not in cfg:
+        raise DataError(f"run {run_id}'s {rf.CONFIG} has no data section")
+    split_seed = OmegaConf.select(cfg, "data.split.seed")
+    seed = int(OmegaConf.select(cfg, "seed", default=42) if split_seed is None else split_seed)
+    prepared = prepare(cfg.data, height, width, seed, OmegaConf.select(cfg, "cache_dir"))
+    notes = []
+    client = mlflow.MlflowClient()
+    logged = client.get_run(run_id).data.tags.get(rf.SPLIT_ID)
+    if logged and logged != prepared.split.split_id:
+        notes.append(
+            f"warning: rebuilt split {prepared.split.split_id} differs from the run's {logged}; "
+            "figures are on the rebuilt split"
+        )
+    return prepared, notes

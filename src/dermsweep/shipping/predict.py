@@ -1,0 +1,117 @@
+"""Classify image files with the trained model: the exact training preprocessing, top-k diagnoses.
+
+A bad file (not an image, truncated, unreadable) gets an error entry and the other files are still classified.
+Works with any model reference model_io accepts, or with an exported .tflite file (float or int8).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.images import BadImage, load_rgb
+from ..tracking import run_format as rf
+from .diagnoses import ranked
+from .model_ref import ModelNotFound, complete_meta, load
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[dict] = field(default_factory=list)  # [{label, name, probability}], best first
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "top": self.top, "probabilities": self.probabilities, "error": self.error}
+
+
+class TFLiteRunner:
+    """Batch-1 TFLite inference that takes raw 0-255 pixels whatever the model's I/O types (float or int8/uint8)."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None):
+        import tensorflow as tf
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotFound(f"no such TFLite file: {path}")
+        try:
+            self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelNotFound(f"cannot load TFLite model {path}: {str(exc).splitlines()[0]}") from exc
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        shape = self.input["shape"]
+        self.height, self.width = int(shape[1]), int(shape[2])
+        self.num_classes = int(self.output["shape"][-1])
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """One image (H, W, 3) uint8 or float 0-255 -> probabilities (k,) float32."""
+        x = np.asarray(image, dtype=np.float32)[None]
+        dtype = self.input["dtype"]
+        if dtype in (np.int8, np.uint8):
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])[0]
+        if self.output["dtype"] in (np.int8, np.uint8):
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.stack([self(img) for img in images]) if len(images) else np.zeros((0, self.num_classes), np.float32)
+
+
+class Predictor:
+    """Holds a model (Keras or TFLite) and its metadata; `predict_files` classifies images."""
+
+    def __init__(self, fn, meta: dict, source: str):
+        self.fn, self.meta, self.source = fn, meta, source
+        self.class_names = list(meta["class_names"])
+        self.full_names = dict(meta.get("full_names") or {})
+        self.height, self.width = int(meta["input_height"]), int(meta["input_width"])
+
+    @classmethod
+    def from_uri(cls, uri: str, client=None) -> Predictor:
+        model, ref = load(uri, client)
+        return cls(lambda x: np.asarray(model.predict_on_batch(x.astype(np.float32))), ref.meta, ref.describe())
+
+    @classmethod
+    def from_tflite(cls, path: str | Path) -> Predictor:
+        runner = TFLiteRunner(path)
+        meta = {}
+        sidecar = Path(path).with_name(rf.MODEL_INFO)
+        if sidecar.is_file():
+            meta = json.loads(sidecar.read_text())
+        meta = complete_meta(meta, (None, runner.height, runner.width, 3), runner.num_classes)
+        if (int(meta["input_height"]), int(meta["input_width"])) != (runner.height, runner.width):
+            meta["input_height"], meta["input_width"] = runner.height, runner.width
+        return cls(runner.predict, meta, str(path))
+
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn(x), dtype=np.float64)
+
+    def predict_files(self, paths: list[str | Path], top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
+        results = [Prediction(str(p)) for p in paths]
+        good, pixels = [], []
+        for i, p in enumerate(paths):
+            try:
+                pixels.append(load_rgb(p, self.height, self.width))
+                good.append(i)
+            except BadImage as exc:
+                results[i].error = str(exc)
+        k = max(1, min(top_k, len(self.class_names)))
+        for start in range(0, len(good), batch_size):
+            idx = good[start : start + batch_size]
+            probs = self.predict_arrays(np.stack(pixels[start : start + batch_size]))
+            for i, p in zip(idx, probs, strict=True):
+                results[i].top = ranked(p, self.class_names, self.full_names, k)
+                results[i].probabilities = {c: float(v) for c, v in zip(self.class_names, p, strict=True)}
+        return results

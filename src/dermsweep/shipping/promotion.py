@@ -1,0 +1,231 @@
+"""The promotion gate and the registry's aliases: is the best run better than `@champion` on the same split,
+and if so register it and move `@champion` (the old one becomes `@previous`).
+
+Registry safety: the aliases move only after the new version is READY; `previous` is set (to the old champion)
+before `champion` moves, so at every instant `@champion` names a complete version. A failure before that leaves
+the old champion in place and removes the half-made version.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..errors import DermsweepError
+from ..objectives import better
+from ..tracking import run_format as rf
+from ..tracking.store import first_line
+from .ranking import RegistryError, RunRow, best_candidate
+from .serving_model import ensure_serving_model
+
+
+class PromotionRefused(DermsweepError):
+    """The gate said no: the candidate is not better, or not comparable, than the current champion."""
+
+    def __init__(self, message: str, promotion: Promotion | None = None):
+        super().__init__(message)
+        self.promotion = promotion
+
+
+@dataclass
+class Side:
+    """One side of the comparison: the candidate run or the current champion version."""
+
+    run_id: str | None
+    value: float | None
+    split_id: str | None
+    version: str | None = None
+    name: str | None = None
+    sweep: str | None = None
+
+
+@dataclass
+class Promotion:
+    model_name: str
+    metric: str
+    direction: str
+    candidate: Side
+    champion: Side | None
+    decision: str = "pending"  # promote | promoted | refused | dry-run
+    reason: str = ""
+    forced: bool = False
+    version: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        def side(s):
+            return None if s is None else s.__dict__
+
+        return {
+            "model_name": self.model_name,
+            "metric": self.metric,
+            "direction": self.direction,
+            "candidate": side(self.candidate),
+            "champion": side(self.champion),
+            "decision": self.decision,
+            "reason": self.reason,
+            "forced": self.forced,
+            "version": self.version,
+            "notes": self.notes,
+        }
+
+
+def current_champion(client, name: str, metric: str) -> Side | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, rf.CHAMPION)
+    except MlflowException as exc:
+        if (
+            "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
+            or "not found" in str(exc).lower()
+            or "does not exist" in str(exc).lower()
+        ):
+            return None
+        raise RegistryError(f"cannot read models:/{name}@{rf.CHAMPION}: {first_line(exc)}") from exc
+    tags = dict(mv.tags or {})
+    versions = {k.removeprefix(rf.VERSION_METRIC): float(v) for k, v in tags.items() if k.startswith(rf.VERSION_METRIC)}
+    value = rf.read(versions, metric)
+    split_id = tags.get(rf.SPLIT_ID)
+    if mv.run_id and (value is None or split_id is None):
+        try:
+            run = client.get_run(mv.run_id)
+            value = rf.read(run.data.metrics, metric) if value is None else value
+            split_id = split_id or run.data.tags.get(rf.SPLIT_ID)
+        except MlflowException:
+            pass
+    return Side(mv.run_id, value, split_id, version=str(mv.version), name=name, sweep=tags.get(rf.SWEEP))
+
+
+def plan(
+    client,
+    experiment: str,
+    name: str = rf.REGISTERED_MODEL,
+    sweep: str | None = None,
+    metric: str | None = None,
+    force: bool = False,
+) -> tuple[Promotion, RunRow]:
+    """Decide without changing anything. decision is 'promote' or 'refused' (with the reason)."""
+    best, table = best_candidate(client, experiment, sweep, metric)
+    sweep_ref = best.tags.get(rf.PARENT_RUN_ID) or best.tags.get(rf.STUDY_NAME)
+    cand = Side(best.run_id, best.metric(table.metric), best.split_id, name=best.name, sweep=sweep_ref)
+    champ = current_champion(client, name, table.metric)
+    p = Promotion(name, table.metric, table.direction, cand, champ, forced=force)
+    above = [r for r in table.rows[: table.rows.index(best)] if not r.has_model]
+    if above:
+        p.notes.append(
+            f"{len(above)} finished run(s) rank above it by {table.metric} but logged no model (e.g. {above[0].name}, "
+            f"{above[0].run_id}): sweeps with tracking.log_model=improving keep models only for trials that beat "
+            "the sweep's best on its objective; re-run them with tracking.log_model=always to make them eligible"
+        )
+    assert cand.value is not None  # best_candidate only returns runs with the metric
+    if champ is None:
+        p.decision, p.reason = "promote", f"first champion of {name}: best {table.metric} = {cand.value:.4f}"
+        return p, best
+    problems = []
+    if champ.run_id == cand.run_id:
+        problems.append(f"run {cand.run_id} is already the champion (v{champ.version})")
+    elif champ.value is None:
+        problems.append(f"the champion v{champ.version} has no {table.metric} to compare with")
+    elif champ.split_id != cand.split_id:
+        problems.append(
+            f"not comparable: the candidate was scored on split {cand.split_id} but champion v{champ.version} on "
+            f"split {champ.split_id}; numbers from different validation sets cannot rank models "
+            "(re-train both on one split, or use --force if you accept that)"
+        )
+    elif not better(cand.value, champ.value, table.direction):
+        problems.append(
+            f"candidate {table.metric} = {cand.value:.4f} is not better than champion v{champ.version}'s "
+            f"{champ.value:.4f} ({table.direction}, same split {cand.split_id})"
+        )
+    if problems and not force:
+        p.decision, p.reason = "refused", "; ".join(problems)
+    elif problems:
+        p.decision, p.reason = "promote", "forced over: " + "; ".join(problems)
+    else:
+        p.decision = "promote"
+        p.reason = (
+            f"{table.metric} {cand.value:.4f} beats champion v{champ.version}'s {champ.value:.4f} "
+            f"on split {cand.split_id}"
+        )
+    return p, best
+
+
+def promote(
+    client,
+    experiment: str,
+    name: str = rf.REGISTERED_MODEL,
+    sweep: str | None = None,
+    metric: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    await_seconds: int = 300,
+) -> Promotion:
+    """Plan, then (unless dry_run) register the serving model and move the aliases. Raises PromotionRefused."""
+    p, best = plan(client, experiment, name, sweep, metric, force)
+    if dry_run:
+        p.notes.append("dry run: nothing changed")
+        if p.decision == "promote":
+            p.decision = "dry-run"
+        return p
+    if p.decision == "refused":
+        raise PromotionRefused(f"promotion refused: {p.reason}", p)
+
+    serving_uri = ensure_serving_model(client, best.run_id)
+    mv = _register(client, name, serving_uri, version_tags(p, best), await_seconds)
+    try:
+        if p.champion is not None and p.champion.version != str(mv.version):
+            client.set_registered_model_alias(name, rf.PREVIOUS, p.champion.version)
+        client.set_registered_model_alias(name, rf.CHAMPION, str(mv.version))
+    except Exception as exc:
+        raise RegistryError(
+            f"registered v{mv.version} but could not move @{rf.CHAMPION} to it "
+            f"({first_line(exc)}); @{rf.CHAMPION} still names the old version"
+        ) from exc
+    p.version = str(mv.version)
+    p.decision = "promoted"
+    return p
+
+
+def version_tags(p: Promotion, best: RunRow) -> dict[str, str]:
+    tags = {
+        rf.SOURCE_RUN_ID: best.run_id,
+        rf.SWEEP: p.candidate.sweep or "",
+        rf.METRIC: p.metric,
+        rf.METRIC_VALUE: repr(p.candidate.value),
+        rf.DIRECTION: p.direction,
+        rf.SPLIT_ID: best.split_id or "",
+        rf.DATASET_ID: best.tags.get(rf.DATASET_ID, ""),
+        rf.PROMOTION_REASON: p.reason[:4000],
+        rf.FORCED: str(p.forced).lower(),
+        rf.REPLACED_VERSION: (p.champion.version or "") if p.champion else "",
+        rf.PROMOTED_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for key, value in best.results().items():
+        tags[f"{rf.VERSION_METRIC}{key}"] = repr(float(value))
+    return tags
+
+
+def _register(client, name: str, source_uri: str, tags: dict, await_seconds: int):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = mlflow.register_model(source_uri, name, await_registration_for=await_seconds, tags=tags)
+    except MlflowException as exc:
+        raise RegistryError(f"could not register {source_uri} as {name}: {first_line(exc)}") from exc
+    deadline = time.monotonic() + await_seconds
+    while True:
+        mv = client.get_model_version(name, mv.version)
+        if mv.status == "READY":
+            return mv
+        if mv.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            try:
+                client.delete_model_version(name, mv.version)
+            except MlflowException:
+                pass
+            raise RegistryError(
+                f"version {mv.version} of {name} did not become READY (status {mv.status}); "
+                f"removed it, @{rf.CHAMPION} unchanged"
+            )
+        time.sleep(1)

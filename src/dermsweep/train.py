@@ -1,0 +1,34 @@
+"""The Hydra door: train one model (or, with -m, a sweep of them) from the configs in conf/.
+
+    python -m dermsweep.train data=synthetic trainer=smoke      (or the repository's train.py, or dermsweep-train)
+    python -m dermsweep.train -m +sweep=smoke
+
+All the work happens in dermsweep.training.task; this only hands Hydra's composed config over.
+"""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .paths import conf_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def main(cfg: DictConfig):
+    from .errors import DermsweepError  # imported late: `--help` and `--cfg` stay fast
+    from .training.task import run
+
+    try:
+        return run(cfg)
+    except DermsweepError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the trial as failed, with this message, and goes on
+        print(f"error: {exc}", file=sys.stderr)  # a user mistake: the message, not a traceback
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The classifier: a MobileNet backbone with a new head, taking raw RGB pixels and scaling them itself.
+
+Input: float32 RGB 0-255, shape (None, height, width, 3). Output: softmax probabilities (float32 even under mixed
+precision). A consumer needs no project code: resize the image to (height, width) and call the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from ..cache import ProcessCache
+from ..errors import ConfigError
+from .backbones import BACKBONES
+
+BACKBONE_LAYER = "backbone"
+# Pretrained backbone weights read in this process, by (backbone, alpha, source): a sweep builds a fresh model per
+# trial, and reading the HDF5 file again cost ~0.5 s of the trial's start; assigning them from memory ~0.06 s.
+_WEIGHTS: ProcessCache[list] = ProcessCache("backbone weights")
+
+
+def build(model_cfg, num_classes: int) -> keras.Model:
+    name = model_cfg.name
+    shape = (int(model_cfg.height), int(model_cfg.width), 3)
+    weights = model_cfg.weights
+    backbone = _backbone(name, shape, float(model_cfg.alpha), weights)
+    if weights is None:
+        # Random init: nothing to protect, so the whole network trains from the first phase, and BatchNorm
+        # statistics (initialised to mean 0, variance 1) settle within a few dozen steps instead of hundreds.
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+    else:
+        backbone.trainable = False
+
+    inputs = keras.Input(shape, name="image", dtype="float32")
+    # Both MobileNets expect [-1, 1] (keras.applications.mobilenet*.preprocess_input): baked in, so the model is
+    # self-contained.
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    # Pretrained: training=False keeps BatchNorm in inference mode, also while fine-tuning (the Keras transfer-
+    # learning rule: updating BN statistics on a small dataset wrecks the pretrained features). Random init has no
+    # statistics worth keeping: its BatchNorm must learn them, or activations collapse to a constant.
+    x = backbone(x, training=False) if weights is not None else backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(float(model_cfg.dropout), name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"{name}_a{model_cfg.alpha}")
+
+
+def _backbone(name: str, shape, alpha: float, weights) -> keras.Model:
+    ctor = BACKBONES.get(name).build
+    key = (name, alpha, weights, *_file_stamp(weights))
+    known = _WEIGHTS.peek(key) if weights is not None else None
+    if known is not None:
+        net = ctor(input_shape=shape, alpha=alpha, include_top=False, weights=None)
+        net.set_weights(known)  # conv weights do not depend on the input size
+        net.name = BACKBONE_LAYER
+        return net
+    try:
+        net = ctor(input_shape=shape, alpha=alpha, include_top=False, weights=weights)
+    except Exception as exc:  # keras raises ValueError, OSError, URL errors... translate the common ones
+        if weights == "imagenet":
+            raise ConfigError(
+                f"model.weights=imagenet: could not load ImageNet weights for {name} alpha={alpha} ({exc}). "
+                "Without internet, point model.weights at a local Keras weights file without top "
+                "(e.g. ../shared/weights/mobilenet_v1_0.25_224_no_top.weights.h5) or use model.weights=null."
+            ) from exc
+        if weights is not None:
+            raise ConfigError(
+                f"model.weights={weights!r}: this file does not fit {name} with alpha={alpha} ({exc}). "
+                "Use the weights file made for this backbone and width, or model.weights=null."
+            ) from exc
+        raise ConfigError(f"model: cannot build {name} alpha={alpha} input {shape[:2]}: {exc}") from exc
+    if weights is not None:
+        _WEIGHTS.get(key, net.get_weights)  # one backbone's weights at a time: bounded memory
+    net.name = BACKBONE_LAYER
+    return net
+
+
+def _file_stamp(weights) -> tuple:
+    """Size and mtime of a weights file, so an edited file is read again; () for null or 'imagenet'."""
+    if weights is None or weights == "imagenet":
+        return ()
+    try:
+        stat = Path(str(weights)).stat()
+        return stat.st_size, stat.st_mtime_ns
+    except OSError:
+        return ()
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    return model.get_layer(BACKBONE_LAYER)
+
+
+def set_finetune_depth(model: keras.Model, frozen_fraction: float) -> int:
+    """Unfreeze the backbone above the first `frozen_fraction` of its layers. Returns how many stay frozen."""
+    backbone = backbone_of(model)
+    backbone.trainable = True
+    layers = backbone.layers
+    n_frozen = round(frozen_fraction * len(layers))
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= n_frozen
+    return n_frozen
+
+
+def weights_label(weights) -> str:
+    """How the backbone was initialised, for tracking: imagenet, random, or the weights file's name."""
+    if weights is None:
+        return "random"
+    if weights == "imagenet":
+        return "imagenet"
+    return f"file:{Path(str(weights)).name}"

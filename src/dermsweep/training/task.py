@@ -1,0 +1,333 @@
+"""The Hydra task: one complete, tracked training run. `dermsweep.train` (and the repo's train.py) calls `run(cfg)`.
+
+Order matters: everything that can fail on bad input (config, tracking store, data, weights) is checked before an
+MLflow run exists, so a mistake costs seconds and leaves no half-made run behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import Prepared, prepare
+from ..data.pipeline import eval_dataset, training_dataset
+from ..errors import TrackingError
+from ..evaluation import metrics as scoring
+from ..evaluation import plots
+from ..sweep import trial_link
+from ..timing import median_latency_ms
+from ..tracking import run_format as rf
+from ..tracking.artifacts import BackgroundArtifacts, flatten, log_json, log_splits
+from ..tracking.model_log import log_keras_model
+from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
+from . import config, hardware, provenance
+from .batch_predict import predict
+from .class_weights import class_weights
+from .fit import FitResult, fit
+from .model import build, weights_label
+
+log = logging.getLogger("dermsweep")
+
+
+def run(cfg: DictConfig) -> float | dict[str, float]:
+    started = time.perf_counter()
+    config.validate(cfg)
+    client = connect(str(cfg.tracking.uri))
+    uri = str(client.tracking_uri)
+    provenance.seed_everything(int(cfg.seed))
+    hw = hardware.configure(cfg.hardware)
+    split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
+    height, width = int(cfg.model.height), int(cfg.model.width)
+    data = prepare(cfg.data, height, width, split_seed, cfg.get("cache_dir"))
+    with hw.scope():
+        model = build(cfg.model, len(data.class_names))
+    experiment_id = ensure_experiment(client, str(cfg.experiment), cfg.tracking.get("artifact_root"))
+    link = trial_link.current()
+    parent_id = trial_link.parent_run_id()
+    objectives = config.objectives(cfg)
+    objective, direction = objectives[0]
+
+    batch = int(cfg.trainer.batch_size) * hw.replicas
+    steps = int(cfg.trainer.steps_per_epoch or math.ceil(len(data.x["train"]) / batch))
+    train_ds = training_dataset(
+        data.x["train"], data.y["train"], len(data.class_names), batch, cfg.augment, int(cfg.seed), repeat=True
+    )
+    val_ds = eval_dataset(data.x["val"], batch)
+    checkpoint = local_checkpoint_dir() / "checkpoints" / "best.weights.h5"
+
+    commit = provenance.git_state()["git.commit"]
+    tags = {
+        rf.ROLE: "trial" if parent_id else "single",
+        rf.OBJECTIVE_METRIC: objective,
+        rf.OBJECTIVE_DIRECTION: direction,
+        rf.SPLIT_ID: data.split.split_id,
+        rf.DATASET_ID: data.dataset_id,
+        rf.STATUS: "running",
+        rf.CHECKPOINT: str(checkpoint),
+        **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
+        **(link.run_tags if link else {}),
+    }
+    name = run_name(cfg, link)
+    # Started and ended explicitly (not `with`): if the store dies mid-run, ending the run must not replace the
+    # error that says where the checkpoint is with a second connection error.
+    active = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=name,
+        parent_run_id=parent_id,
+        tags=tags,
+        nested=mlflow.active_run() is not None,
+    )
+    run_id = active.info.run_id
+    figures = BackgroundArtifacts(run_id)
+    try:
+        if link is not None:
+            link.set_run_id(run_id)
+        _log_setup(cfg, data, model, hw, steps)
+
+        def on_epoch(epoch: int, phase: str, figures: dict[str, float]) -> None:
+            mlflow.log_metrics(epoch_metrics(figures), step=epoch)
+            log.info(_progress_line(epoch, phase, figures, started))
+            if link is not None:
+                link.report(epoch, figures[objective])  # raises optuna.TrialPruned when the pruner says so
+
+        result = fit(
+            model,
+            train_ds,
+            steps,
+            val_ds,
+            data.y["val"],
+            cfg,
+            class_weights(cfg.class_weight, data.y["train"], len(data.class_names)),
+            checkpoint,
+            on_epoch,
+            hw.scope,
+        )
+        final = _evaluate_and_log(cfg, data, model, result, batch, figures)
+        values = _objective_values(objectives, final, model)
+        if _should_log_model(cfg, link, [values[m] for m, _ in objectives]):
+            _log_model(cfg, data, model)
+        figures.wait()
+        mlflow.set_tags({rf.STATUS: "finished", rf.DESCRIPTION: _description(name, final, result)})
+    except BaseException as exc:
+        figures.abandon()
+        _record_failure(exc, run_id, checkpoint)
+        raise
+    mlflow.end_run("FINISHED")
+    log.info(_summary(run_id, name, final, time.perf_counter() - started, uri, experiment_id))
+    if len(objectives) == 1:
+        return values[objective]
+    return values
+
+
+def run_name(cfg, link=None) -> str:
+    if cfg.run_name:
+        return str(cfg.run_name)
+    m = cfg.model
+    parts = [
+        m.name.replace("mobilenet_", ""),
+        f"a{m.alpha:g}",
+        f"{m.height}x{m.width}",
+        f"ff{m.frozen_fraction:.2g}",
+        cfg.augment.name,
+        cfg.schedule.name,
+        f"cw-{cfg.class_weight.name}",
+    ]
+    prefix = f"trial-{link.number}-" if link is not None else ""
+    return prefix + "-".join(str(p) for p in parts)
+
+
+def epoch_metrics(figures: dict[str, float]) -> dict[str, float]:
+    """One epoch's figures under their MLflow names: val_x -> val/x, the training ones (loss, accuracy, lr...)
+    -> train/x. Non-finite values are left out (MLflow refuses NaN)."""
+    out = {}
+    for key, value in figures.items():
+        if not math.isfinite(value):
+            continue
+        section, name = (rf.VAL, key.removeprefix("val_")) if key.startswith("val_") else (rf.TRAIN, key)
+        out[rf.metric(section, name)] = value
+    return out
+
+
+def _log_setup(cfg, data: Prepared, model, hw, steps: int) -> None:
+    params = flatten(cfg)
+    params.update(
+        {
+            "data.split_id": data.split.split_id,
+            "data.dataset_id": data.dataset_id,
+            "data.class_names": ",".join(data.class_names),
+            **{f"data.n_{k}": str(v) for k, v in data.split.sizes().items()},
+            "data.skipped": str(len(data.problems)),
+            "model.weights_source": weights_label(cfg.model.weights),
+            "model.params": str(model.count_params()),
+            "trainer.steps_per_epoch_used": str(steps),
+            **provenance.git_state(),
+            **hw.describe(),
+        }
+    )
+    mlflow.log_params(params)
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), rf.CONFIG)
+    parts = {"train": data.split.train, "validation": data.split.val, "test": data.split.test}
+    split_table = pd.concat([t.assign(split=p) for p, t in parts.items()])[["image_id", "label", "group", "split"]]
+    mlflow.log_text(split_table.to_csv(index=False), rf.SPLIT_TABLE)
+    log_splits(
+        {p: t[["image_id", "label", "group"]] for p, t in parts.items()},
+        data.catalog.source,
+        data.split.split_id,
+        str(cfg.data.get("root") or data.catalog.source),
+    )
+    mlflow.log_metric(rf.metric(rf.RUN, "data_skipped"), len(data.problems))
+    if data.problems:
+        mlflow.log_text("\n".join(data.problems) + "\n", rf.DATA_PROBLEMS)
+        log.warning("skipped %d problem row(s)/file(s): see %s in the run", len(data.problems), rf.DATA_PROBLEMS)
+
+
+def _evaluate_and_log(
+    cfg, data: Prepared, model, result: FitResult, batch: int, figures: BackgroundArtifacts
+) -> dict[str, dict[str, float]]:
+    """Best weights are restored: score validation, then test (once, only reported, never used for a choice)."""
+    final = {}
+    k = len(data.class_names)
+    # Queued first: drawn on the figure thread while this thread predicts and scores.
+    figures.figure(lambda: plots.plot_curves(result.history, result.frozen_epochs_run), rf.TRAINING_CURVES)
+    for part, section in (("val", rf.FINAL_VAL), ("test", rf.TEST)):
+        probs = predict(model, eval_dataset(data.x[part], batch))
+        y = data.y[part]
+        final[part] = scoring.scores(y, probs)
+        mlflow.log_metrics({rf.metric(section, m): v for m, v in final[part].items() if math.isfinite(v)})
+        report = scoring.report(y, probs, data.class_names)
+        log_json(report, rf.evaluation_artifact(part, "classification_report.json"))
+        counts, normalised = scoring.confusion(y, probs, k)
+        log_json(
+            {"class_names": data.class_names, "counts": counts.tolist(), "row_normalised": normalised.tolist()},
+            rf.evaluation_artifact(part, "confusion_matrix.json"),
+        )
+        figures.figure(
+            lambda c=counts, n=normalised, p=part: plots.plot_confusion(c, n, data.class_names, p),
+            rf.evaluation_artifact(part, "confusion_matrix.png"),
+        )
+        if part == "test":
+            mlflow.log_metrics(
+                {
+                    rf.metric(rf.TEST_CLASS, f"{stat.replace('-score', '')}_{name}"): report[name][stat]
+                    for name in data.class_names
+                    for stat in ("precision", "recall", "f1-score")
+                }
+            )
+    mlflow.log_metrics(
+        {
+            rf.metric(rf.RUN, "best_epoch"): result.best_epoch,
+            rf.metric(rf.RUN, "train_seconds"): result.seconds,
+            rf.metric(rf.RUN, "frozen_layers"): result.frozen_layers,
+        }
+    )
+    return final
+
+
+def _objective_values(objectives, final, model) -> dict[str, float]:
+    values = {}
+    for metric, _ in objectives:
+        if metric.startswith("val_"):
+            values[metric] = final["val"][metric.removeprefix("val_")]
+        elif metric == "params":
+            values[metric] = float(model.count_params())
+        elif metric == "latency_ms":
+            x = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
+            values[metric] = median_latency_ms(lambda batch: model(batch, training=False), x)
+        if not metric.startswith("val_"):
+            mlflow.log_metric(rf.final_metric(metric), values[metric])
+    return values
+
+
+def _should_log_model(cfg, link, values: list[float]) -> bool:
+    mode = config.log_model_mode(cfg)
+    if mode != "improving" or link is None:
+        return mode != "never"
+    if link.improves(values):
+        return True
+    mlflow.set_tag(rf.MODEL_NOTE, "not logged: did not beat the sweep's best so far (tracking.log_model=improving)")
+    return False
+
+
+def _log_model(cfg, data: Prepared, model) -> None:
+    from ..data.sources.ham10000 import FULL_NAMES
+
+    info = {
+        "class_names": data.class_names,
+        "full_names": {c: FULL_NAMES.get(c, c) for c in data.class_names},
+        "input_height": int(cfg.model.height),
+        "input_width": int(cfg.model.width),
+        "input": "float32 RGB pixels 0-255, shape (N, height, width, 3); the model scales them itself",
+        "resize": "PIL bilinear (dermsweep.data.images.load_rgb)",
+        "backbone": cfg.model.name,
+        "alpha": float(cfg.model.alpha),
+        "weights": weights_label(cfg.model.weights),
+        "split_id": data.split.split_id,
+        "dataset_id": data.dataset_id,
+    }
+    log_keras_model(model, data.x["val"][:1].astype(np.float32), info)
+
+
+def _record_failure(exc: BaseException, run_id: str, checkpoint) -> None:
+    """Mark the run pruned (KILLED) or failed (FAILED) with the reason, then let the exception go on."""
+    import optuna
+
+    try:
+        if isinstance(exc, optuna.TrialPruned):
+            mlflow.set_tag(rf.STATUS, "pruned")
+            mlflow.end_run("KILLED")
+            return
+        reason = f"{exc.__class__.__name__}: {exc}"[:5000]
+        mlflow.set_tags({rf.STATUS: "failed", rf.FAILURE_REASON: reason})
+        mlflow.end_run("FAILED")
+    except Exception as tracking_exc:  # the store itself is gone: say where the work is
+        # Forget the run locally: ending it would need the store that just failed.
+        stack = mlflow.tracking.fluent._active_run_stack.get()
+        if stack and stack[-1].info.run_id == run_id:
+            stack.pop()
+        where = (
+            f"the best weights so far are at {checkpoint}"
+            if Path(checkpoint).exists()
+            else "no checkpoint had been written yet"
+        )
+        raise TrackingError(
+            f"lost the MLflow tracking store during run {run_id} ({tracking_exc.__class__.__name__}: "
+            f"{str(tracking_exc)[:300]}); {where}"
+        ) from exc
+
+
+def _progress_line(epoch: int, phase: str, f: dict[str, float], started: float) -> str:
+    return (
+        f"epoch {epoch:>3} [{phase:<8}] loss {f.get('loss', math.nan):.4f} acc {f.get('accuracy', math.nan):.3f} | "
+        f"val loss {f['val_loss']:.4f} bal_acc {f['val_balanced_accuracy']:.3f} f1 {f['val_macro_f1']:.3f} "
+        f"auc {f['val_macro_auc']:.3f} | lr {f['lr']:.2e} | {time.perf_counter() - started:.0f}s"
+    )
+
+
+def _scores_line(s: dict[str, float]) -> str:
+    return (
+        f"balanced accuracy {s['balanced_accuracy']:.3f}, macro F1 {s['macro_f1']:.3f}, "
+        f"AUC {s['macro_auc']:.3f}, accuracy {s['accuracy']:.3f}"
+    )
+
+
+def _description(name: str, final, result: FitResult) -> str:
+    return (
+        f"{name}: validation {_scores_line(final['val'])}; test {_scores_line(final['test'])}; "
+        f"best epoch {result.best_epoch}, {result.seconds:.0f} s of training"
+    )
+
+
+def _summary(run_id, name, final, seconds, uri, experiment_id) -> str:
+    return (
+        f"\nrun {run_id} ({name}) finished in {seconds:.0f}s\n"
+        f"  validation: {_scores_line(final['val'])}\n"
+        f"  test:       {_scores_line(final['test'])}\n"
+        f"  open it:    {ui_hint(uri, experiment_id, run_id)}"
+    )
