@@ -100,6 +100,7 @@ def _model(cfg) -> None:
     _in(cfg, "model.width", 32, 1024, integer=True)
     _in(cfg, "model.dropout", 0, 0.9)
     _in(cfg, "model.frozen_fraction", 0, 1)
+    boolean("model.train_batchnorm", m.train_batchnorm)
     weights = m.weights
     if weights == "imagenet":
         alphas = BACKBONES.get(m.name).imagenet_alphas

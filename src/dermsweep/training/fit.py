@@ -185,7 +185,9 @@ def _run_phases(
             if best.epoch:
                 best.restore()  # fine-tune from the best frozen-phase head, not the last
             if cfg.model.weights is not None:  # a random-init backbone is already fully trainable
-                result.frozen_layers = set_finetune_depth(model, float(cfg.model.frozen_fraction))
+                result.frozen_layers = set_finetune_depth(
+                    model, float(cfg.model.frozen_fraction), bool(cfg.model.train_batchnorm)
+                )
         mode = "max" if best.direction == "maximize" else "min"
         schedule = schedules.for_phase(
             cfg.schedule, float(phase_cfg.lr), steps_per_epoch, int(phase_cfg.epochs), objective, mode

@@ -38,8 +38,8 @@ def build(model_cfg, num_classes: int) -> keras.Model:
     # Both MobileNets expect [-1, 1] (keras.applications.mobilenet*.preprocess_input): baked in, so the model is
     # self-contained.
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
-    # Pretrained: training=False keeps BatchNorm in inference mode, also while fine-tuning (the Keras transfer-
-    # learning rule: updating BN statistics on a small dataset wrecks the pretrained features). Random init has no
+    # Pretrained: BatchNorm stays in inference mode, also while fine-tuning (set_finetune_depth keeps those layers
+    # frozen): updating its statistics on a small dataset wrecks the pretrained features. Random init has no
     # statistics worth keeping: its BatchNorm must learn them, or activations collapse to a constant.
     x = backbone(x, training=False) if weights is not None else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -93,14 +93,22 @@ def backbone_of(model: keras.Model) -> keras.Model:
     return model.get_layer(BACKBONE_LAYER)
 
 
-def set_finetune_depth(model: keras.Model, frozen_fraction: float) -> int:
-    """Unfreeze the backbone above the first `frozen_fraction` of its layers. Returns how many stay frozen."""
+def set_finetune_depth(model: keras.Model, frozen_fraction: float, train_batchnorm: bool = False) -> int:
+    """Unfreeze the backbone above the first `frozen_fraction` of its layers. Returns how many stay frozen.
+
+    BatchNormalization layers stay frozen unless `train_batchnorm`. In Keras 3 the `training=False` given to the
+    nested backbone does not hold once the backbone is trainable: its BatchNorm layers then normalise with the
+    batch's statistics and overwrite ImageNet's moving averages (tests/test_model.py shows both). A frozen
+    BatchNorm layer always runs in inference mode, the Keras transfer-learning rule; `train_batchnorm` lets them
+    adapt to dermoscopy instead (model.train_batchnorm: measured, not assumed).
+    """
     backbone = backbone_of(model)
     backbone.trainable = True
     layers = backbone.layers
     n_frozen = round(frozen_fraction * len(layers))
     for i, layer in enumerate(layers):
-        layer.trainable = i >= n_frozen
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= n_frozen and (train_batchnorm or not is_batchnorm)
     return n_frozen
 
 

@@ -10,6 +10,7 @@ Grammar (same semantics as facebookresearch/hydra's hydra-optuna-sweeper):
     tag(log, int, interval(8, 512)) -> IntDistribution(8, 512, log=True)  (dermsweep addition: tag "int")
     a plain value                   -> fixed: passed to every job unchanged
 """
+
 from __future__ import annotations
 
 import importlib
@@ -278,8 +279,12 @@ class OptunaSweeperImpl:
             sampler, dropped_s = optuna_storage.instantiate_filtered(self.sampler_spec, **extra)
         for what, dropped in (("sampler", dropped_s), ("pruner", dropped_p)):
             if dropped:
-                log.warning("hydra.sweeper.%s: %s does not take %s: ignored", what,
-                            (self.sampler_spec if what == "sampler" else self.pruner_spec)["_target_"], dropped)
+                log.warning(
+                    "hydra.sweeper.%s: %s does not take %s: ignored",
+                    what,
+                    (self.sampler_spec if what == "sampler" else self.pruner_spec)["_target_"],
+                    dropped,
+                )
         study = optuna.create_study(
             study_name=self.study_name,
             storage=study_storage,
@@ -303,7 +308,7 @@ class OptunaSweeperImpl:
     # -- counting and claiming slots (several sweep processes may share one study)
     @staticmethod
     def _void(study: optuna.Study) -> set:
-        return {int(k[len(VOID_PREFIX):]) for k in study.user_attrs if k.startswith(VOID_PREFIX)}
+        return {int(k[len(VOID_PREFIX) :]) for k in study.user_attrs if k.startswith(VOID_PREFIX)}
 
     def _counted(self, study: optuna.Study) -> List[optuna.trial.FrozenTrial]:
         void = self._void(study)
@@ -337,8 +342,11 @@ class OptunaSweeperImpl:
 
             session = storage.scoped_session()
             try:
-                rows = session.query(models.TrialHeartbeatModel.trial_id).filter(
-                    models.TrialHeartbeatModel.trial_id.in_(list(running))).all()
+                rows = (
+                    session.query(models.TrialHeartbeatModel.trial_id)
+                    .filter(models.TrialHeartbeatModel.trial_id.in_(list(running)))
+                    .all()
+                )
             finally:
                 storage.scoped_session.remove()
             return sorted(running[r[0]] for r in rows)
@@ -435,8 +443,14 @@ class OptunaSweeperImpl:
         self._preflight(space, fixed)
         study = self._open_study()
         custom = self._custom_space()
-        log.info("Study %s (%s), storage %s, n_trials=%d, n_jobs=%d", study.study_name,
-                 "/".join(self.directions), _safe_url(self.storage_url), self.n_trials, self.n_jobs)
+        log.info(
+            "Study %s (%s), storage %s, n_trials=%d, n_jobs=%d",
+            study.study_name,
+            "/".join(self.directions),
+            _safe_url(self.storage_url),
+            self.n_trials,
+            self.n_jobs,
+        )
         log.info("Search space: %s", {k: repr(v) for k, v in space.items()})
         if fixed:
             log.info("Fixed: %s", fixed)
@@ -445,7 +459,10 @@ class OptunaSweeperImpl:
         try:
             uri, experiment, artifact_root = parent_run.tracking_settings(self.config)
             parent = parent_run.SweepParent.open(
-                uri, experiment, artifact_root, study.study_name,
+                uri,
+                experiment,
+                artifact_root,
+                study.study_name,
                 tags=parent_run.sweep_tags(_safe_url(self.storage_url), self.directions, self.n_trials),
             )
             parent_run.write_parent_file(self.sweep_dir, parent.run_id)
@@ -471,8 +488,9 @@ class OptunaSweeperImpl:
         self._write_results(study)
         return None
 
-    def _loop(self, study: optuna.Study, space: Dict[str, BaseDistribution], fixed: Dict[str, str],
-              custom: Any, parent: Any) -> None:
+    def _loop(
+        self, study: optuna.Study, space: Dict[str, BaseDistribution], fixed: Dict[str, str], custom: Any, parent: Any
+    ) -> None:
         storage_url = self.storage_url if self.storage_url not in ("memory", ":memory:", "") else None
         parent_id = parent.run_id if parent is not None else None
         hb_enabled = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
@@ -522,9 +540,16 @@ class OptunaSweeperImpl:
             if parent is not None:
                 parent.log_progress(study)
 
-    def _job_overrides(self, study: optuna.Study, t: optuna.Trial, space: Dict[str, BaseDistribution],
-                       fixed: Dict[str, str], custom: Any, storage_url: Optional[str],
-                       parent_id: Optional[str]) -> Tuple[str, ...]:
+    def _job_overrides(
+        self,
+        study: optuna.Study,
+        t: optuna.Trial,
+        space: Dict[str, BaseDistribution],
+        fixed: Dict[str, str],
+        custom: Any,
+        storage_url: Optional[str],
+        parent_id: Optional[str],
+    ) -> Tuple[str, ...]:
         for name, dist in space.items():
             t._suggest(name, dist)
         if custom is not None:
@@ -545,9 +570,11 @@ class OptunaSweeperImpl:
             result["best_params"] = study.best_params
             result["best_value"] = study.best_value
         elif complete:
-            result["solutions"] = [{"number": t.number, "params": t.params, "values": t.values}
-                                   for t in study.best_trials]
+            result["solutions"] = [
+                {"number": t.number, "params": t.params, "values": t.values} for t in study.best_trials
+            ]
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(json.loads(json.dumps(result, default=str))),
-                       self.sweep_dir / "optimization_results.yaml")
+        OmegaConf.save(
+            OmegaConf.create(json.loads(json.dumps(result, default=str))), self.sweep_dir / "optimization_results.yaml"
+        )
         log.info("Results: %s", result)

@@ -1,4 +1,5 @@
 """Structured config of the sweeper, stored as ``hydra/sweeper: optuna`` in Hydra's ConfigStore."""
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 

@@ -1,5 +1,6 @@
 """The Sweeper class Hydra instantiates. Thin on purpose: optuna and mlflow are imported in ``setup`` only, so
 Hydra's plugin scan (every ``python train.py ...``) stays fast."""
+
 from typing import Any, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
