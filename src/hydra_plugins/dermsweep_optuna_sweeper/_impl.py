@@ -9,6 +9,7 @@ Grammar (same semantics as facebookresearch/hydra's hydra-optuna-sweeper):
     tag(log, interval(1e-5, 1e-2))  -> FloatDistribution(1e-5, 1e-2, log=True)
     tag(log, int, interval(8, 512)) -> IntDistribution(8, 512, log=True)  (dermsweep addition: tag "int")
     a plain value                   -> fixed: passed to every job unchanged
+    ~key, ~key=value                -> a delete override, passed to every job unchanged
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, MutableMapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -45,7 +46,9 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from dermsweep import trial as trial_link
+from . import _samplers
+from ._links import parent_run, trial_link
+from .config import DEFAULT_VALIDATE
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,10 @@ def parse_search_space(
     fixed: Dict[str, str] = {}
     for override in parser.parse_overrides(lines):
         key = override.get_key_element()
+        if override.is_delete():  # "~key" or "~key=value": kept as written (key "~key")
+            space.pop(key[1:], None)
+            fixed[key] = str(override.input_line)
+            continue
         dist = create_distribution_from_override(override)
         space.pop(key, None)
         fixed.pop(key, None)
@@ -122,12 +129,37 @@ def parse_search_space(
     return space, fixed
 
 
+def override_line(key: str, value: str) -> str:
+    """The override for a fixed entry of parse_search_space (a delete override is stored as written)."""
+    return value if key.startswith("~") else f"{key}={value}"
+
+
+def distributions_from_search_space(search_space: Mapping[str, Any]) -> Dict[str, BaseDistribution]:
+    """hydra-optuna-sweeper's deprecated ``search_space`` form: {key: {type, low, high, step, log, choices}}."""
+    out: Dict[str, BaseDistribution] = {}
+    for key, spec in search_space.items():
+        spec = dict(spec)
+        kind = str(getattr(spec.get("type"), "name", spec.get("type")))
+        log_scale, step = bool(spec.get("log", False)), spec.get("step")
+        if kind == "categorical":
+            out[str(key)] = CategoricalDistribution(list(spec["choices"]))
+        elif kind == "int":
+            out[str(key)] = IntDistribution(int(spec["low"]), int(spec["high"]), log=log_scale,
+                                             step=1 if log_scale or step is None else int(step))
+        elif kind == "float":
+            out[str(key)] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=log_scale,
+                                               step=None if log_scale or step is None else float(step))
+        else:
+            raise NotImplementedError(f"hydra.sweeper.search_space.{key}: type {kind!r} is not int|float|categorical")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- helpers
 def _directions(direction: Any) -> List[str]:
-    if isinstance(direction, str):
-        dirs = [direction]
+    if isinstance(direction, str) or hasattr(direction, "name"):
+        dirs = [str(getattr(direction, "name", direction))]
     else:
-        dirs = [str(d) for d in direction]
+        dirs = [str(getattr(d, "name", d)) for d in direction]
     for d in dirs:
         if d.lower() not in ("maximize", "minimize"):
             raise ValueError(f"hydra.sweeper.direction: {d!r} is not maximize|minimize")
@@ -219,17 +251,25 @@ class OptunaSweeperImpl:
         max_retry: Optional[int] = 2,
         plots: bool = True,
         validate: Optional[str] = None,
+        max_failure_rate: float = 1.0,
+        search_space: Optional[MutableMapping[str, Any]] = None,
     ) -> None:
         self.plots = bool(plots)
         self.validate = validate
         self.sampler_spec = _to_container(sampler)
         self.pruner_spec = _to_container(pruner)
-        self.directions = _directions(_to_container(direction))
+        # None: resolved in setup() from the task config (objective.direction), else upstream's "minimize"
+        self.directions: List[str] = [] if direction is None else _directions(_to_container(direction))
         self.study_name = study_name
         self.storage_url = storage
         self.n_trials = int(n_trials)
         self.n_jobs = max(1, int(n_jobs))
+        self.max_failure_rate = float(max_failure_rate)
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be between 0 and 1")
+        self.params_given = params is not None
         self.params = _to_container(params) or {}
+        self.search_space = _to_container(search_space)
         self.custom_search_space = custom_search_space
         self.metrics = list(_to_container(metrics) or []) or None
         self.heartbeat_interval = heartbeat_interval
@@ -244,13 +284,22 @@ class OptunaSweeperImpl:
             config=config, hydra_context=hydra_context, task_function=task_function
         )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not self.directions:
+            wanted = OmegaConf.select(config, "objective.direction", default=None)
+            if isinstance(wanted, str) or OmegaConf.is_list(wanted):
+                self.directions = _directions(_to_container(wanted))
+                log.info("hydra.sweeper.direction not set: %s (objective.direction)", "/".join(self.directions))
+            else:
+                self.directions = ["minimize"]
+                log.info("hydra.sweeper.direction not set: minimize (as hydra-optuna-sweeper)")
         if not self.study_name:
-            experiment = OmegaConf.select(config, "experiment", default=None) or "dermsweep"
+            experiment = (OmegaConf.select(config, "experiment", default=None)
+                          or OmegaConf.select(config, "hydra.job.name", default=None) or "dermsweep")
             choice = OmegaConf.select(config, "hydra.runtime.choices.sweep", default=None)
             self.study_name = f"{experiment}-{choice}" if choice else f"{experiment}-sweep"
 
     # -- study
-    def _open_study(self) -> optuna.Study:
+    def _open_study(self, sampler_spec: Dict[str, Any], sampler_extra: Dict[str, Any]) -> optuna.Study:
         rdb_kwargs: Dict[str, Any] = {}
         url = self.storage_url
         if url and not url.startswith("journal:") and url not in ("memory", ":memory:") and self.heartbeat_interval:
@@ -271,10 +320,10 @@ class OptunaSweeperImpl:
                 offset = len(existing.get_trials(deepcopy=False))
             except KeyError:
                 pass
-            extra = {}
-            if isinstance(self.sampler_spec, dict) and self.sampler_spec.get("seed") is not None:
-                extra["seed"] = int(self.sampler_spec["seed"]) + offset
-            sampler, dropped_s = trial_link.instantiate_filtered(self.sampler_spec, **extra)
+            extra = dict(sampler_extra)
+            if sampler_spec.get("seed") is not None:
+                extra["seed"] = int(sampler_spec["seed"]) + offset
+            sampler, dropped_s = trial_link.instantiate_filtered(sampler_spec, **extra)
         for what, dropped in (("sampler", dropped_s), ("pruner", dropped_p)):
             if dropped:
                 log.warning("hydra.sweeper.%s: %s does not take %s: ignored", what,
@@ -380,28 +429,52 @@ class OptunaSweeperImpl:
             raise ValueError(f"the task returned a non-finite objective: {out}")
         return out
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> TrialState:
+    @staticmethod
+    def _tell_study(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
+        try:
+            study.tell(trial, skip_if_finished=True, **kwargs)
+        except RuntimeError as exc:
+            # GridSampler stops the study when its grid is done, which Optuna refuses outside study.optimize();
+            # the trial's result is stored before that (as upstream, which ignores it too)
+            if "Study.stop" not in str(exc):
+                raise
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> Tuple[TrialState, str]:
+        """Record the job's outcome; (state, failure reason or "")."""
         if ret.status == JobStatus.COMPLETED:
             try:
                 values = self._values(ret._return_value)
             except (TypeError, ValueError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             else:
-                study.tell(trial, values=values, skip_if_finished=True)
-                return TrialState.COMPLETE
+                self._tell_study(study, trial, values=values)
+                return TrialState.COMPLETE, ""
         else:
             exc = ret._return_value
             if isinstance(exc, optuna.TrialPruned) or type(exc).__name__ == "TrialPruned":
-                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                return TrialState.PRUNED
+                self._tell_study(study, trial, state=TrialState.PRUNED)
+                return TrialState.PRUNED, ""
             reason = f"{type(exc).__name__}: {exc}"
         log.warning("trial %d failed: %s", trial.number, reason)
         try:
             trial.set_user_attr("dermsweep.failure_reason", reason[:5000])
         except Exception:  # noqa: BLE001  (already finished by a stale check)
             pass
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        return TrialState.FAIL
+        self._tell_study(study, trial, state=TrialState.FAIL)
+        return TrialState.FAIL, reason
+
+    def _check_failure_rate(self, results: List[Tuple[JobReturn, TrialState, str]]) -> None:
+        """hydra-optuna-sweeper's max_failure_rate: after each batch, more failed trials than max_failure_rate of
+        the batch stops the sweep by raising the first failed job's own exception."""
+        failed = [(ret, reason) for ret, state, reason in results if state == TrialState.FAIL]
+        if not failed or len(failed) / len(results) <= self.max_failure_rate:
+            return
+        log.error("Failed %d times out of %d with max_failure_rate=%s: stopping the sweep",
+                  len(failed), len(results), self.max_failure_rate)
+        for ret, reason in failed:
+            if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
+                ret.return_value  # noqa: B018  (JobReturn raises the job's exception, with its traceback)
+        raise ValueError(f"trial failed ({failed[0][1]}) and max_failure_rate={self.max_failure_rate}")
 
     # -- the loop
     def _custom_space(self) -> Any:
@@ -415,9 +488,12 @@ class OptunaSweeperImpl:
         (one param at a time), so a bad value fails the sweep at once instead of failing every trial."""
         if not self.validate:
             return
+        if self.validate == DEFAULT_VALIDATE and not all(k in self.config for k in ("data", "model", "trainer")):
+            log.info("pre-flight %s skipped: not dermsweep's training config (no data/model/trainer)", self.validate)
+            return
         module, _, name = self.validate.rpartition(".")
         check = getattr(importlib.import_module(module), name)
-        base = [f"{k}={v}" for k, v in fixed.items()]
+        base = [override_line(k, v) for k, v in fixed.items()]
         variants: List[List[str]] = [base]
         for key, dist in space.items():
             if isinstance(dist, CategoricalDistribution):
@@ -429,15 +505,32 @@ class OptunaSweeperImpl:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
             check(cfg)
 
-    def sweep(self, arguments: List[str]) -> Any:
-        from dermsweep import parent_run
-
+    def _space(self, arguments: List[str]) -> Tuple[Dict[str, BaseDistribution], Dict[str, str]]:
+        """The search space and fixed overrides from params (or the deprecated search_space) and the command line."""
         space, fixed = parse_search_space(self.params, arguments, self.hydra_context.config_loader)
-        self._preflight(space, fixed)
-        study = self._open_study()
+        if self.search_space:
+            if self.params_given:
+                warnings.warn("Both hydra.sweeper.params and hydra.sweeper.search_space are configured: "
+                              "hydra.sweeper.params defines the search space.", UserWarning)
+            else:
+                warnings.warn("hydra.sweeper.search_space is deprecated (hydra-optuna-sweeper 1.2): "
+                              "use hydra.sweeper.params", UserWarning)
+                base = distributions_from_search_space(self.search_space)
+                space = {**{k: v for k, v in base.items() if k not in fixed and f"~{k}" not in fixed}, **space}
+        return space, fixed
+
+    def sweep(self, arguments: List[str]) -> Any:
+        space, fixed = self._space(arguments)
+        sampler_spec, sampler_extra, grid_size = _samplers.prepare(self.sampler_spec, space)
+        if grid_size is not None and grid_size < self.n_trials:
+            log.info("n_trials %d -> %d: the size of GridSampler's grid", self.n_trials, grid_size)
+            self.n_trials = grid_size
         custom = self._custom_space()
-        log.info("Study %s (%s), storage %s, n_trials=%d, n_jobs=%d", study.study_name,
-                 "/".join(self.directions), _safe_url(self.storage_url), self.n_trials, self.n_jobs)
+        self._preflight(space, fixed)
+        study = self._open_study(sampler_spec, sampler_extra)
+        log.info("Study %s (%s), storage %s, sampler %s, n_trials=%d, n_jobs=%d", study.study_name,
+                 "/".join(self.directions), _safe_url(self.storage_url), type(study.sampler).__name__,
+                 self.n_trials, self.n_jobs)
         log.info("Search space: %s", {k: repr(v) for k, v in space.items()})
         if fixed:
             log.info("Fixed: %s", fixed)
@@ -519,11 +612,14 @@ class OptunaSweeperImpl:
                         log.warning("trial %d left as is: %s", t.number, exc)
                 raise
             self.job_idx += len(returns)
+            results = []
             for t, ret in zip(trials, returns):
-                state = self._tell(study, t, ret)
+                state, reason = self._tell(study, t, ret)
+                results.append((ret, state, reason))
                 log.info("trial %d: %s", t.number, state.name)
             if parent is not None:
                 parent.log_progress(study)
+            self._check_failure_rate(results)
 
     def _job_overrides(self, study: optuna.Study, t: optuna.Trial, space: Dict[str, BaseDistribution],
                        fixed: Dict[str, str], custom: Any, storage_url: Optional[str],
@@ -533,11 +629,12 @@ class OptunaSweeperImpl:
         if custom is not None:
             custom(self.config, t)
         for name, value in fixed.items():
-            t.set_user_attr(name, value)
+            if not name.startswith("~"):
+                t.set_user_attr(name, value)
         env = trial_link.job_env(study.study_name, storage_url, t._trial_id, t.number, parent_id)
         return (
             tuple(f"{n}={v}" for n, v in t.params.items())
-            + tuple(f"{n}={v}" for n, v in fixed.items())
+            + tuple(override_line(n, v) for n, v in fixed.items())
             + env_overrides(env)
         )
 
