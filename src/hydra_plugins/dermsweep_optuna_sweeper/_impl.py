@@ -37,6 +37,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from optuna.distributions import (
     BaseDistribution,
     CategoricalChoiceType,
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 VOID_PREFIX = "dermsweep.void."
+# Top-level keys of dermsweep's training config that its pre-flight (dermsweep.config.validate) reads
+DERMSWEEP_TOP_KEYS = ("data", "model", "augment", "schedule", "class_weight", "trainer", "objective", "tracking")
 
 
 def _quote(value: str) -> str:
@@ -164,6 +167,15 @@ def _directions(direction: Any) -> List[str]:
         if d.lower() not in ("maximize", "minimize"):
             raise ValueError(f"hydra.sweeper.direction: {d!r} is not maximize|minimize")
     return [d.lower() for d in dirs]
+
+
+def default_directions(config: Any) -> Tuple[List[str], str]:
+    """Directions when hydra.sweeper.direction is null: the task config's objective.direction (dermsweep's
+    train.py has one), else hydra-optuna-sweeper's default, minimize. (directions, where they came from)"""
+    wanted = OmegaConf.select(config, "objective.direction", default=None)
+    if isinstance(wanted, str) or OmegaConf.is_list(wanted):
+        return _directions(_to_container(wanted)), "objective.direction"
+    return ["minimize"], "hydra-optuna-sweeper's default"
 
 
 def _to_container(x: Any) -> Any:
@@ -285,13 +297,8 @@ class OptunaSweeperImpl:
         )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         if not self.directions:
-            wanted = OmegaConf.select(config, "objective.direction", default=None)
-            if isinstance(wanted, str) or OmegaConf.is_list(wanted):
-                self.directions = _directions(_to_container(wanted))
-                log.info("hydra.sweeper.direction not set: %s (objective.direction)", "/".join(self.directions))
-            else:
-                self.directions = ["minimize"]
-                log.info("hydra.sweeper.direction not set: minimize (as hydra-optuna-sweeper)")
+            self.directions, why = default_directions(config)
+            log.info("hydra.sweeper.direction not set: %s (%s)", "/".join(self.directions), why)
         if not self.study_name:
             experiment = (OmegaConf.select(config, "experiment", default=None)
                           or OmegaConf.select(config, "hydra.job.name", default=None) or "dermsweep")
@@ -488,8 +495,11 @@ class OptunaSweeperImpl:
         (one param at a time), so a bad value fails the sweep at once instead of failing every trial."""
         if not self.validate:
             return
-        if self.validate == DEFAULT_VALIDATE and not all(k in self.config for k in ("data", "model", "trainer")):
-            log.info("pre-flight %s skipped: not dermsweep's training config (no data/model/trainer)", self.validate)
+        default = self.validate == DEFAULT_VALIDATE
+        lacking = [k for k in DERMSWEEP_TOP_KEYS if k not in self.config] if default else []
+        if lacking:  # another app's config (e.g. hydra-optuna-sweeper's examples): the default check is not for it
+            log.info("pre-flight %s skipped: not dermsweep's training config (no %s)", self.validate,
+                     ", ".join(lacking))
             return
         module, _, name = self.validate.rpartition(".")
         check = getattr(importlib.import_module(module), name)
@@ -501,9 +511,15 @@ class OptunaSweeperImpl:
             else:
                 values = [dist.low, dist.high]
             variants += [base + [f"{key}={v}"] for v in values]
-        for overrides in variants:
+        for i, overrides in enumerate(variants):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-            check(cfg)
+            try:
+                check(cfg)
+            except (ConfigAttributeError, ConfigKeyError) as exc:
+                if not (default and i == 0):
+                    raise
+                log.info("pre-flight %s skipped: not dermsweep's training config (%s)", self.validate, exc)
+                return
 
     def _space(self, arguments: List[str]) -> Tuple[Dict[str, BaseDistribution], Dict[str, str]]:
         """The search space and fixed overrides from params (or the deprecated search_space) and the command line."""

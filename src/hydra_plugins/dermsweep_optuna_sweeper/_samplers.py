@@ -3,12 +3,10 @@ the sweeper adds (GridSampler's grid, nested ``_target_`` objects) where upstrea
 from __future__ import annotations
 
 import importlib.util
-import logging
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-log = logging.getLogger(__name__)
 
 MOTPE = "optuna.samplers.MOTPESampler"
 MOTPE_REMOVED = (
