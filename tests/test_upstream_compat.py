@@ -39,7 +39,13 @@ def mlflow_db(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def ws(tmp_path, mlflow_db) -> Path:
+    """The test's working directory. The copied store's Default experiment (where another app's parent run goes)
+    keeps its artifacts here: the template recorded an absolute folder under pytest's working directory."""
+    import sqlite3
+
     shutil.copy(mlflow_db, tmp_path / "mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        con.execute("UPDATE experiments SET artifact_location = ?", ((tmp_path / "mlartifacts").as_uri(),))
     return tmp_path
 
 
@@ -353,6 +359,7 @@ def test_sphere_example_unchanged(ws):
     assert out["best_value"] == pytest.approx(out["best_params"]["x"] ** 2 + out["best_params"]["y"] ** 2)
     assert log_of(proc).count("trial ") >= 20 and "trial 19: COMPLETE" in log_of(proc)
     assert "sampler TPESampler, n_trials=20" in log_of(proc)
+    assert list((ws / "mlartifacts").glob("*/artifacts/study/summary.json"))  # the MLflow parent run's summary
     print(f"sphere: best {out['best_params']} value {out['best_value']}")
 
 
