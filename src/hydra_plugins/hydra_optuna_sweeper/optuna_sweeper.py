@@ -4,7 +4,6 @@ A subclass rather than a name binding: Hydra instantiates a sweeper only by the 
 class under, so the class must live here with this name.
 """
 import logging
-from typing import Any
 
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -23,4 +22,4 @@ class OptunaSweeper(DermsweepOptunaSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
 
-__all__: Any = ["OptunaSweeper"]
+__all__ = ["OptunaSweeper"]
