@@ -10,7 +10,7 @@ SWEEP ?= smoke
 PORT ?= 8765
 PYTEST_ARGS ?=
 
-.PHONY: install test demo train sweep ui promote runs export predict web bench clean help
+.PHONY: install lint format test demo train sweep ui promote runs export predict web bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv/ and install dermsweep with its test tools (GPU=1 for CUDA TensorFlow)
+
+lint: $(STAMP)  ## ruff (lint + format check), mypy, and the architecture's import contracts (lint-imports)
+	$(VENV)/bin/ruff check src tests bench train.py
+	$(VENV)/bin/ruff format --check src tests bench train.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests bench train.py
+	$(VENV)/bin/ruff format src tests bench train.py
 
 # Two workers, whole files each (a file's fixtures are built once): most tests wait on subprocesses and I/O.
 TEST_WORKERS ?= 2

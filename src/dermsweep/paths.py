@@ -1,5 +1,6 @@
-"""Where dermsweep's configuration lives: `conf/` (with `conf/sweep` -> `sweeps/`) beside the source in a checkout,
-or inside the package in an installed wheel, so `python -m dermsweep.train` and `dermsweep demo` work from either."""
+"""Where dermsweep's configuration lives: inside the package (`dermsweep/conf`, sweep definitions in
+`dermsweep/conf/sweep`), so an installed package runs `python -m dermsweep.train` and `dermsweep demo` by itself. A
+checkout shows the same folders as `conf/` and `sweeps/` at its root (symbolic links)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,10 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def conf_dir() -> Path:
-    for candidate in (PACKAGE / "conf", PACKAGE.parents[1] / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise ConfigError(
-        f"dermsweep's configuration was not found (looked for conf/config.yaml in {PACKAGE} and "
-        f"{PACKAGE.parents[1]}); reinstall dermsweep"
-    )
+    conf = PACKAGE / "conf"
+    if not (conf / "config.yaml").is_file():
+        raise ConfigError(f"dermsweep's configuration is missing ({conf}/config.yaml); reinstall dermsweep")
+    return conf
 
 
 def sweep_file(name: str) -> Path:

@@ -9,6 +9,7 @@ Grammar (same semantics as facebookresearch/hydra's hydra-optuna-sweeper):
     tag(log, interval(1e-5, 1e-2))  -> FloatDistribution(1e-5, 1e-2, log=True)
     tag(log, int, interval(8, 512)) -> IntDistribution(8, 512, log=True)  (dermsweep addition: tag "int")
     a plain value                   -> fixed: passed to every job unchanged
+    ~key, ~key=value                -> a delete override, passed to every job unchanged
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import math
 import threading
 import time
 import warnings
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, MutableMapping, Optional, Sequence, Tuple
+from typing import Any, cast
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -37,6 +39,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from optuna.distributions import (
     BaseDistribution,
     CategoricalChoiceType,
@@ -46,13 +49,16 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from dermsweep.sweep import parent_run, trial_link
-from dermsweep.sweep import storage as optuna_storage
+from . import _samplers
+from ._links import optuna_storage, parent_run, trial_link
+from .config import DEFAULT_VALIDATE
 
 log = logging.getLogger(__name__)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 VOID_PREFIX = trial_link.VOID_PREFIX
+# Top-level keys of dermsweep's training config that its pre-flight (dermsweep.training.config.validate) reads
+DERMSWEEP_TOP_KEYS = ("data", "model", "augment", "schedule", "class_weight", "trainer", "objective", "tracking")
 
 
 def _quote(value: str) -> str:
@@ -61,7 +67,7 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def env_overrides(env: Dict[str, str]) -> Tuple[str, ...]:
+def env_overrides(env: dict[str, str]) -> tuple[str, ...]:
     # ++ : add or replace (the user's config may already have hydra.job.env_set entries)
     return tuple(f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())
 
@@ -76,7 +82,7 @@ def create_distribution_from_override(override: Override) -> Any:
     if override.is_choice_sweep():
         if not isinstance(value, ChoiceSweep):  # glob(...) needs the config's keys: not a search space
             raise NotImplementedError(f"{override.input_line} is not supported by the Optuna sweeper")
-        choices: List[CategoricalChoiceType] = []
+        choices: list[CategoricalChoiceType] = []
         for x in override.sweep_iterator(transformer=Transformer.encode):
             assert isinstance(x, (str, int, float, bool, type(None)))
             choices.append(x)
@@ -86,7 +92,8 @@ def create_distribution_from_override(override: Override) -> Any:
         assert isinstance(value, RangeSweep)
         assert value.start is not None and value.stop is not None
         if value.shuffle:
-            return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+            shuffled: list[Any] = list(override.sweep_iterator(transformer=Transformer.encode))
+            return CategoricalDistribution(shuffled)
         if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
             return FloatDistribution(value.start, value.stop, step=value.step)
         return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
@@ -104,16 +111,20 @@ def create_distribution_from_override(override: Override) -> Any:
 
 
 def parse_search_space(
-    params: Optional[MutableMapping[str, Any]], arguments: Sequence[str], config_loader: Any = None
-) -> Tuple[Dict[str, BaseDistribution], Dict[str, str]]:
+    params: MutableMapping[str, Any] | None, arguments: Sequence[str], config_loader: Any = None
+) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
     """(search space, fixed overrides) from the sweeper's ``params`` and the command line (which wins)."""
     lines = [f"{k}={v}" for k, v in (params or {}).items()]
     lines.extend(arguments)
     parser = OverridesParser.create(config_loader=config_loader)
-    space: Dict[str, BaseDistribution] = {}
-    fixed: Dict[str, str] = {}
+    space: dict[str, BaseDistribution] = {}
+    fixed: dict[str, str] = {}
     for override in parser.parse_overrides(lines):
         key = override.get_key_element()
+        if override.is_delete():  # "~key" or "~key=value": kept as written (key "~key")
+            space.pop(key[1:], None)
+            fixed[key] = str(override.input_line)
+            continue
         dist = create_distribution_from_override(override)
         space.pop(key, None)
         fixed.pop(key, None)
@@ -124,16 +135,55 @@ def parse_search_space(
     return space, fixed
 
 
+def override_line(key: str, value: str) -> str:
+    """The override for a fixed entry of parse_search_space (a delete override is stored as written)."""
+    return value if key.startswith("~") else f"{key}={value}"
+
+
+def distributions_from_search_space(search_space: Mapping[str, Any]) -> dict[str, BaseDistribution]:
+    """hydra-optuna-sweeper's deprecated ``search_space`` form: {key: {type, low, high, step, log, choices}}."""
+    out: dict[str, BaseDistribution] = {}
+    for key, spec in search_space.items():
+        spec = dict(spec)
+        kind = str(getattr(spec.get("type"), "name", spec.get("type")))
+        log_scale, step = bool(spec.get("log", False)), spec.get("step")
+        if kind == "categorical":
+            out[str(key)] = CategoricalDistribution(list(spec["choices"]))
+        elif kind == "int":
+            out[str(key)] = IntDistribution(
+                int(spec["low"]), int(spec["high"]), log=log_scale, step=1 if log_scale or step is None else int(step)
+            )
+        elif kind == "float":
+            out[str(key)] = FloatDistribution(
+                float(spec["low"]),
+                float(spec["high"]),
+                log=log_scale,
+                step=None if log_scale or step is None else float(step),
+            )
+        else:
+            raise NotImplementedError(f"hydra.sweeper.search_space.{key}: type {kind!r} is not int|float|categorical")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- helpers
-def _directions(direction: Any) -> List[str]:
-    if isinstance(direction, str):
-        dirs = [direction]
+def _directions(direction: Any) -> list[str]:
+    if isinstance(direction, str) or hasattr(direction, "name"):
+        dirs = [str(getattr(direction, "name", direction))]
     else:
-        dirs = [str(d) for d in direction]
+        dirs = [str(getattr(d, "name", d)) for d in direction]
     for d in dirs:
         if d.lower() not in ("maximize", "minimize"):
             raise ValueError(f"hydra.sweeper.direction: {d!r} is not maximize|minimize")
     return [d.lower() for d in dirs]
+
+
+def default_directions(config: Any) -> tuple[list[str], str]:
+    """Directions when hydra.sweeper.direction is null: the task config's objective.direction (dermsweep's
+    train.py has one), else hydra-optuna-sweeper's default, minimize. (directions, where they came from)"""
+    wanted = OmegaConf.select(config, "objective.direction", default=None)
+    if isinstance(wanted, str) or OmegaConf.is_list(wanted):
+        return _directions(_to_container(wanted)), "objective.direction"
+    return ["minimize"], "hydra-optuna-sweeper's default"
 
 
 def _to_container(x: Any) -> Any:
@@ -142,7 +192,7 @@ def _to_container(x: Any) -> Any:
     return x
 
 
-def _safe_url(url: Optional[str]) -> str:
+def _safe_url(url: str | None) -> str:
     """Storage URL without a password, for tags and logs."""
     if not url:
         return "memory"
@@ -157,14 +207,14 @@ class _Heartbeat:
     """Records Optuna heartbeats for the trials of a batch while the launcher runs them (ask/tell has no
     built-in heartbeat, unlike study.optimize)."""
 
-    def __init__(self, storage: Any, trial_ids: List[int]) -> None:
+    def __init__(self, storage: Any, trial_ids: list[int]) -> None:
         self.storage = storage
         self.trial_ids = trial_ids
         self.enabled = optuna.storages._heartbeat.is_heartbeat_enabled(storage)
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         if self.enabled:
             self._thread = threading.Thread(target=self._loop, daemon=True, name="optuna-heartbeat")
             self._thread.start()
@@ -176,7 +226,7 @@ class _Heartbeat:
             for tid in self.trial_ids:
                 try:
                     self.storage.record_heartbeat(tid)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     log.debug("heartbeat of trial %s: %s", tid, exc)
             if self._stop.wait(interval):
                 return
@@ -191,7 +241,7 @@ class _StaleTrialCallback:
     """Called (via optuna.storages.fail_stale_trials) for each RUNNING trial whose worker died: voids it for the
     n_trials count and re-enqueues its parameters (RetryFailedTrialCallback)."""
 
-    def __init__(self, max_retry: Optional[int]) -> None:
+    def __init__(self, max_retry: int | None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
@@ -209,29 +259,37 @@ class OptunaSweeperImpl:
         sampler: Any,
         pruner: Any,
         direction: Any,
-        study_name: Optional[str],
-        storage: Optional[str],
+        study_name: str | None,
+        storage: str | None,
         n_trials: int,
         n_jobs: int,
-        params: Optional[MutableMapping[str, Any]] = None,
-        custom_search_space: Optional[str] = None,
-        metrics: Optional[List[str]] = None,
+        params: MutableMapping[str, Any] | None = None,
+        custom_search_space: str | None = None,
+        metrics: list[str] | None = None,
         heartbeat_interval: int = 30,
-        grace_period: Optional[int] = 120,
-        max_retry: Optional[int] = 2,
+        grace_period: int | None = 120,
+        max_retry: int | None = 2,
         plots: bool = True,
-        validate: Optional[str] = None,
+        validate: str | None = None,
+        max_failure_rate: float = 1.0,
+        search_space: MutableMapping[str, Any] | None = None,
     ) -> None:
         self.plots = bool(plots)
         self.validate = validate
         self.sampler_spec = _to_container(sampler)
         self.pruner_spec = _to_container(pruner)
-        self.directions = _directions(_to_container(direction))
+        # None: resolved in setup() from the task config (objective.direction), else upstream's "minimize"
+        self.directions: list[str] = [] if direction is None else _directions(_to_container(direction))
         self.study_name = study_name
         self.storage_url = storage
         self.n_trials = int(n_trials)
         self.n_jobs = max(1, int(n_jobs))
+        self.max_failure_rate = float(max_failure_rate)
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be between 0 and 1")
+        self.params_given = params is not None
         self.params = _to_container(params) or {}
+        self.search_space = _to_container(search_space)
         self.custom_search_space = custom_search_space
         self.metrics = list(_to_container(metrics) or []) or None
         self.heartbeat_interval = heartbeat_interval
@@ -246,14 +304,21 @@ class OptunaSweeperImpl:
             config=config, hydra_context=hydra_context, task_function=task_function
         )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not self.directions:
+            self.directions, why = default_directions(config)
+            log.info("hydra.sweeper.direction not set: %s (%s)", "/".join(self.directions), why)
         if not self.study_name:
-            experiment = OmegaConf.select(config, "experiment", default=None) or "dermsweep"
+            experiment = (
+                OmegaConf.select(config, "experiment", default=None)
+                or OmegaConf.select(config, "hydra.job.name", default=None)
+                or "dermsweep"
+            )
             choice = OmegaConf.select(config, "hydra.runtime.choices.sweep", default=None)
             self.study_name = f"{experiment}-{choice}" if choice else f"{experiment}-sweep"
 
     # -- study
-    def _open_study(self) -> optuna.Study:
-        rdb_kwargs: Dict[str, Any] = {}
+    def _open_study(self, sampler_spec: dict[str, Any], sampler_extra: dict[str, Any]) -> optuna.Study:
+        rdb_kwargs: dict[str, Any] = {}
         url = self.storage_url
         if url and not url.startswith("journal:") and url not in ("memory", ":memory:") and self.heartbeat_interval:
             rdb_kwargs = dict(
@@ -273,10 +338,10 @@ class OptunaSweeperImpl:
                 offset = len(existing.get_trials(deepcopy=False))
             except KeyError:
                 pass
-            extra = {}
-            if isinstance(self.sampler_spec, dict) and self.sampler_spec.get("seed") is not None:
-                extra["seed"] = int(self.sampler_spec["seed"]) + offset
-            sampler, dropped_s = optuna_storage.instantiate_filtered(self.sampler_spec, **extra)
+            extra = dict(sampler_extra)
+            if sampler_spec.get("seed") is not None:
+                extra["seed"] = int(sampler_spec["seed"]) + offset
+            sampler, dropped_s = optuna_storage.instantiate_filtered(sampler_spec, **extra)
         for what, dropped in (("sampler", dropped_s), ("pruner", dropped_p)):
             if dropped:
                 log.warning(
@@ -290,7 +355,7 @@ class OptunaSweeperImpl:
             storage=study_storage,
             sampler=sampler,
             pruner=pruner or optuna.pruners.NopPruner(),
-            directions=self.directions,
+            directions=cast(list[Any], self.directions),
             load_if_exists=True,
         )
         got = [d.name.lower() for d in study.directions]
@@ -300,9 +365,8 @@ class OptunaSweeperImpl:
                 f"{self.directions}: use another hydra.sweeper.study_name"
             )
         study.set_user_attr(trial_link.PRUNER_ATTR, json.dumps(self.pruner_spec))
-        if self.metrics and not study.metric_names:
-            if len(self.metrics) == len(self.directions):
-                study.set_metric_names(self.metrics)
+        if self.metrics and not study.metric_names and len(self.metrics) == len(self.directions):
+            study.set_metric_names(self.metrics)
         return study
 
     # -- counting and claiming slots (several sweep processes may share one study)
@@ -310,12 +374,12 @@ class OptunaSweeperImpl:
     def _void(study: optuna.Study) -> set:
         return {int(k[len(VOID_PREFIX) :]) for k in study.user_attrs if k.startswith(VOID_PREFIX)}
 
-    def _counted(self, study: optuna.Study) -> List[optuna.trial.FrozenTrial]:
+    def _counted(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         void = self._void(study)
         return [t for t in study.get_trials(deepcopy=False, states=COUNTED) if t.number not in void]
 
     @staticmethod
-    def _order(t: optuna.trial.FrozenTrial) -> Tuple[float, int]:
+    def _order(t: optuna.trial.FrozenTrial) -> tuple[float, int]:
         return (t.datetime_start.timestamp() if t.datetime_start else float("inf"), t.number)
 
     def _claim(self, study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -330,11 +394,11 @@ class OptunaSweeperImpl:
         return ahead < self.n_trials
 
     @staticmethod
-    def _running_with_heartbeat(study: optuna.Study, counted: List[optuna.trial.FrozenTrial]) -> List[int]:
+    def _running_with_heartbeat(study: optuna.Study, counted: list[optuna.trial.FrozenTrial]) -> list[int]:
         """RUNNING trials that have a heartbeat record, i.e. that will either finish or go stale (a RUNNING
         trial without any heartbeat never goes stale in Optuna: not worth waiting for)."""
         running = {t._trial_id: t.number for t in counted if t.state == TrialState.RUNNING}
-        storage = study._storage
+        storage: Any = study._storage  # an RDBStorage when heartbeats are on
         if not running or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
             return []
         try:
@@ -350,7 +414,7 @@ class OptunaSweeperImpl:
             finally:
                 storage.scoped_session.remove()
             return sorted(running[r[0]] for r in rows)
-        except Exception as exc:  # noqa: BLE001  (private Optuna API changed: do not wait)
+        except Exception as exc:
             log.debug("heartbeat query failed: %s", exc)
             return []
 
@@ -367,7 +431,7 @@ class OptunaSweeperImpl:
             study.enqueue_trial(queued)
 
     # -- values
-    def _values(self, ret: Any) -> List[float]:
+    def _values(self, ret: Any) -> list[float]:
         n = len(self.directions)
         if isinstance(ret, MutableMapping) or OmegaConf.is_dict(ret):
             ret = dict(ret)
@@ -389,28 +453,56 @@ class OptunaSweeperImpl:
             raise ValueError(f"the task returned a non-finite objective: {out}")
         return out
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> TrialState:
+    @staticmethod
+    def _tell_study(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
+        try:
+            study.tell(trial, skip_if_finished=True, **kwargs)
+        except RuntimeError as exc:
+            # GridSampler stops the study when its grid is done, which Optuna refuses outside study.optimize();
+            # the trial's result is stored before that (as upstream, which ignores it too)
+            if "Study.stop" not in str(exc):
+                raise
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> tuple[TrialState, str]:
+        """Record the job's outcome; (state, failure reason or "")."""
         if ret.status == JobStatus.COMPLETED:
             try:
                 values = self._values(ret._return_value)
             except (TypeError, ValueError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             else:
-                study.tell(trial, values=values, skip_if_finished=True)
-                return TrialState.COMPLETE
+                self._tell_study(study, trial, values=values)
+                return TrialState.COMPLETE, ""
         else:
-            exc = ret._return_value
-            if isinstance(exc, optuna.TrialPruned) or type(exc).__name__ == "TrialPruned":
-                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                return TrialState.PRUNED
-            reason = f"{type(exc).__name__}: {exc}"
+            error = ret._return_value
+            if isinstance(error, optuna.TrialPruned) or type(error).__name__ == "TrialPruned":
+                self._tell_study(study, trial, state=TrialState.PRUNED)
+                return TrialState.PRUNED, ""
+            reason = f"{type(error).__name__}: {error}"
         log.warning("trial %d failed: %s", trial.number, reason)
         try:
             trial.set_user_attr("dermsweep.failure_reason", reason[:5000])
-        except Exception:  # noqa: BLE001  (already finished by a stale check)
+        except Exception:
             pass
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        return TrialState.FAIL
+        self._tell_study(study, trial, state=TrialState.FAIL)
+        return TrialState.FAIL, reason
+
+    def _check_failure_rate(self, results: list[tuple[JobReturn, TrialState, str]]) -> None:
+        """hydra-optuna-sweeper's max_failure_rate: after each batch, more failed trials than max_failure_rate of
+        the batch stops the sweep by raising the first failed job's own exception."""
+        failed = [(ret, reason) for ret, state, reason in results if state == TrialState.FAIL]
+        if not failed or len(failed) / len(results) <= self.max_failure_rate:
+            return
+        log.error(
+            "Failed %d times out of %d with max_failure_rate=%s: stopping the sweep",
+            len(failed),
+            len(results),
+            self.max_failure_rate,
+        )
+        for ret, _reason in failed:
+            if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
+                ret.return_value  # noqa: B018  (JobReturn raises the job's exception, with its traceback)
+        raise ValueError(f"trial failed ({failed[0][1]}) and max_failure_rate={self.max_failure_rate}")
 
     # -- the loop
     def _custom_space(self) -> Any:
@@ -419,35 +511,75 @@ class OptunaSweeperImpl:
         module, _, name = self.custom_search_space.rpartition(".")
         return getattr(importlib.import_module(module), name)
 
-    def _preflight(self, space: Dict[str, BaseDistribution], fixed: Dict[str, str]) -> None:
+    def _preflight(self, space: dict[str, BaseDistribution], fixed: dict[str, str]) -> None:
         """Compose and validate the config for the fixed overrides and for each end of every searched range
         (one param at a time), so a bad value fails the sweep at once instead of failing every trial."""
         if not self.validate:
             return
+        default = self.validate == DEFAULT_VALIDATE
+        lacking = [k for k in DERMSWEEP_TOP_KEYS if k not in self.config] if default else []
+        if lacking:  # another app's config (e.g. hydra-optuna-sweeper's examples): the default check is not for it
+            log.info(
+                "pre-flight %s skipped: not dermsweep's training config (no %s)", self.validate, ", ".join(lacking)
+            )
+            return
         module, _, name = self.validate.rpartition(".")
         check = getattr(importlib.import_module(module), name)
-        base = [f"{k}={v}" for k, v in fixed.items()]
-        variants: List[List[str]] = [base]
+        base = [override_line(k, v) for k, v in fixed.items()]
+        variants: list[list[str]] = [base]
         for key, dist in space.items():
             if isinstance(dist, CategoricalDistribution):
                 values = list(dist.choices)
             else:
+                assert isinstance(dist, FloatDistribution | IntDistribution)
                 values = [dist.low, dist.high]
             variants += [base + [f"{key}={v}"] for v in values]
-        for overrides in variants:
+        for i, overrides in enumerate(variants):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-            check(cfg)
+            try:
+                check(cfg)
+            except (ConfigAttributeError, ConfigKeyError) as exc:
+                if not (default and i == 0):
+                    raise
+                log.info("pre-flight %s skipped: not dermsweep's training config (%s)", self.validate, exc)
+                return
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def _space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+        """The search space and fixed overrides from params (or the deprecated search_space) and the command line."""
         space, fixed = parse_search_space(self.params, arguments, self.hydra_context.config_loader)
-        self._preflight(space, fixed)
-        study = self._open_study()
+        if self.search_space:
+            if self.params_given:
+                warnings.warn(
+                    "Both hydra.sweeper.params and hydra.sweeper.search_space are configured: "
+                    "hydra.sweeper.params defines the search space.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                warnings.warn(
+                    "hydra.sweeper.search_space is deprecated (hydra-optuna-sweeper 1.2): use hydra.sweeper.params",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                base = distributions_from_search_space(self.search_space)
+                space = {**{k: v for k, v in base.items() if k not in fixed and f"~{k}" not in fixed}, **space}
+        return space, fixed
+
+    def sweep(self, arguments: list[str]) -> Any:
+        space, fixed = self._space(arguments)
+        sampler_spec, sampler_extra, grid_size = _samplers.prepare(self.sampler_spec, space)
+        if grid_size is not None and grid_size < self.n_trials:
+            log.info("n_trials %d -> %d: the size of GridSampler's grid", self.n_trials, grid_size)
+            self.n_trials = grid_size
         custom = self._custom_space()
+        self._preflight(space, fixed)
+        study = self._open_study(sampler_spec, sampler_extra)
         log.info(
-            "Study %s (%s), storage %s, n_trials=%d, n_jobs=%d",
+            "Study %s (%s), storage %s, sampler %s, n_trials=%d, n_jobs=%d",
             study.study_name,
             "/".join(self.directions),
             _safe_url(self.storage_url),
+            type(study.sampler).__name__,
             self.n_trials,
             self.n_jobs,
         )
@@ -467,7 +599,7 @@ class OptunaSweeperImpl:
             )
             parent_run.write_parent_file(self.sweep_dir, parent.run_id)
             study.set_user_attr("mlflow_parent_run_id", parent.run_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("no MLflow parent run for the sweep: %s", exc)
 
         trial_link.register_local_study(study)
@@ -489,7 +621,7 @@ class OptunaSweeperImpl:
         return None
 
     def _loop(
-        self, study: optuna.Study, space: Dict[str, BaseDistribution], fixed: Dict[str, str], custom: Any, parent: Any
+        self, study: optuna.Study, space: dict[str, BaseDistribution], fixed: dict[str, str], custom: Any, parent: Any
     ) -> None:
         storage_url = self.storage_url if self.storage_url not in ("memory", ":memory:", "") else None
         parent_id = parent.run_id if parent is not None else None
@@ -509,11 +641,11 @@ class OptunaSweeperImpl:
                     time.sleep(min(5.0, float(self.heartbeat_interval)))
                     continue
                 break
-            trials: List[optuna.Trial] = []
+            trials: list[optuna.Trial] = []
             for _ in range(min(self.n_jobs, to_go)):
                 t = study.ask()
                 if hb_enabled:  # at once: a RUNNING trial without any heartbeat would never go stale
-                    study._storage.record_heartbeat(t._trial_id)
+                    cast(Any, study._storage).record_heartbeat(t._trial_id)
                 if self._claim(study, t):
                     trials.append(t)
                 else:
@@ -530,42 +662,46 @@ class OptunaSweeperImpl:
                 for t in trials:
                     try:
                         self._release(study, t, reason="interrupted")
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         log.warning("trial %d left as is: %s", t.number, exc)
                 raise
             self.job_idx += len(returns)
-            for t, ret in zip(trials, returns):
-                state = self._tell(study, t, ret)
+            results = []
+            for t, ret in zip(trials, returns, strict=False):
+                state, reason = self._tell(study, t, ret)
+                results.append((ret, state, reason))
                 log.info("trial %d: %s", t.number, state.name)
             if parent is not None:
                 parent.log_progress(study)
+            self._check_failure_rate(results)
 
     def _job_overrides(
         self,
         study: optuna.Study,
         t: optuna.Trial,
-        space: Dict[str, BaseDistribution],
-        fixed: Dict[str, str],
+        space: dict[str, BaseDistribution],
+        fixed: dict[str, str],
         custom: Any,
-        storage_url: Optional[str],
-        parent_id: Optional[str],
-    ) -> Tuple[str, ...]:
+        storage_url: str | None,
+        parent_id: str | None,
+    ) -> tuple[str, ...]:
         for name, dist in space.items():
             t._suggest(name, dist)
         if custom is not None:
             custom(self.config, t)
         for name, value in fixed.items():
-            t.set_user_attr(name, value)
+            if not name.startswith("~"):
+                t.set_user_attr(name, value)
         env = trial_link.job_env(study.study_name, storage_url, t._trial_id, t.number, parent_id)
         return (
             tuple(f"{n}={v}" for n, v in t.params.items())
-            + tuple(f"{n}={v}" for n, v in fixed.items())
+            + tuple(override_line(n, v) for n, v in fixed.items())
             + env_overrides(env)
         )
 
     def _write_results(self, study: optuna.Study) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        result: Dict[str, Any] = {"name": "optuna", "study_name": study.study_name}
+        result: dict[str, Any] = {"name": "optuna", "study_name": study.study_name}
         if complete and len(self.directions) == 1:
             result["best_params"] = study.best_params
             result["best_value"] = study.best_value
