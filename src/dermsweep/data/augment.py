@@ -38,10 +38,14 @@ class Augmenter:
     def __init__(self, cfg, seed: int):
         # tf.data already runs several batches at once; OpenCV's own threads on top would only fight over the cores.
         cv2.setNumThreads(1)
+        k = float(cfg.get("strength", 1.0))
         self.hflip, self.vflip = bool(cfg.horizontal_flip), bool(cfg.vertical_flip)
-        self.rotation = math.radians(float(cfg.rotation))
-        self.width_shift, self.height_shift = float(cfg.width_shift), float(cfg.height_shift)
-        self.zoom = float(cfg.zoom)
+        self.rotation = math.radians(min(180.0, k * float(cfg.rotation)))
+        self.width_shift, self.height_shift = (
+            min(0.5, k * float(cfg.width_shift)),
+            min(0.5, k * float(cfg.height_shift)),
+        )
+        self.zoom = min(0.9, k * float(cfg.zoom))
         self.border = BORDERS[str(cfg.fill_mode)]
         self.seed = seed
         self.geometric = (
@@ -53,10 +57,11 @@ class Augmenter:
             or self.zoom > 0
         )
         photometric = []
-        if cfg.brightness > 0:
-            photometric.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 4))
-        if cfg.contrast > 0:
-            photometric.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 5))
+        brightness, contrast = min(1.0, k * float(cfg.brightness)), min(1.0, k * float(cfg.contrast))
+        if brightness > 0:
+            photometric.append(keras.layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed + 4))
+        if contrast > 0:
+            photometric.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed + 5))
         self.photometric = photometric
 
     def _uniform(self, n, bound: float, offset: int):

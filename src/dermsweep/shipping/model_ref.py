@@ -221,6 +221,8 @@ def load(uri: str, client=None):
 def load_keras_file(path: Path):
     import keras
 
+    from .. import keras_layers  # noqa: F401 - registers the layers shipped models are made of
+
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as exc:

@@ -24,10 +24,12 @@ import mlflow
 import numpy as np
 from mlflow.pyfunc.model import PythonModel
 
-try:  # the same decode-and-resize and the same answer as everywhere else
+try:  # the same decode-and-resize, the same answer and the same model layers as everywhere else
+    from dermsweep import keras_layers
     from dermsweep.data.images import BadImage, load_rgb
     from dermsweep.shipping.diagnoses import answer
 except ImportError:  # travelling as code_paths without the dermsweep package
+    import keras_layers  # type: ignore[no-redef]  # noqa: F401
     from diagnoses import answer  # type: ignore[no-redef]
     from images import BadImage, load_rgb  # type: ignore[no-redef]
 

@@ -27,7 +27,19 @@ def log_keras_model(model: Any, example: np.ndarray, info: dict) -> None:
     signature = infer_signature(example, probs)
     # Explicit requirements: inferring them imports the model in a subprocess (~15 s per run on 2 cores).
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", "numpy", "pillow"]
+    # The shipped model's own layers travel inside the MLflow model (pickled by value), so MLflow loads it
+    # without dermsweep installed.
+    import cloudpickle
+
+    from .. import keras_layers
+
+    cloudpickle.register_pickle_by_value(keras_layers)
     mlflow.tensorflow.log_model(
-        model, name=run_format.MODEL, signature=signature, metadata=info, pip_requirements=requirements
+        model,
+        name=run_format.MODEL,
+        signature=signature,
+        metadata=info,
+        pip_requirements=requirements,
+        custom_objects=keras_layers.custom_objects(),
     )
     log_json(info, run_format.MODEL_INFO)

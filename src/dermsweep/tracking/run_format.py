@@ -63,6 +63,7 @@ SPLIT_TABLE = "data/split.csv"
 DATA_PROBLEMS = "data/problems.txt"
 MODEL_INFO = "model_info.json"
 TRAINING_CURVES = "training_curves.png"
+GAINS_REPORT = "evaluation/gains.json"
 EXPORT_DIR = "export"
 STUDY_DIR = "study"
 
@@ -73,15 +74,16 @@ def evaluation_artifact(part: str, name: str) -> str:
 
 
 # ---------------------------------------------------------------- metrics
-TRAIN, VAL, FINAL_VAL, TEST, TEST_CLASS, RUN, SWEEP_SECTION = (
-    "train",
-    "val",
-    "final_val",
-    "test",
-    "test_class",
-    "run",
-    "sweep",
-)
+TRAIN = "train"  # per epoch: loss, accuracy, top2_accuracy, lr
+VAL = "val"  # per epoch, the plain classifier on validation (early stopping, pruning)
+FINAL_VAL = "final_val"  # the shipped model on validation: what runs are ranked and promoted by
+TEST = "test"  # the shipped model on test: scored once, only reported
+TEST_CLASS = "test_class"  # per-class test precision / recall / f1
+RUN = "run"  # bookkeeping: best epoch, seconds, frozen layers, model cost objectives
+SWEEP_SECTION = "sweep"  # a sweep's parent run
+GAINS = "gains"  # the shipped model's evaluation-time steps, each on its own (plain, views, adjusted)
+CALIBRATION = "calibration"  # temperature, prior adjustment, calibration error before and after
+OPERATING_POINT = "operating_point"  # the decision threshold and its sensitivity / specificity
 
 
 def metric(section: str, name: str) -> str:

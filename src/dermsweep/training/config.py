@@ -21,6 +21,7 @@ from ..evaluation.metrics import METRICS
 from ..objectives import DIRECTIONS
 from .backbones import BACKBONES
 from .class_weights import CLASS_WEIGHTS
+from .gains import VIEW_SETS
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 
@@ -68,6 +69,7 @@ def validate(cfg: DictConfig) -> None:
     if not str(cfg.tracking.uri or "").strip():
         fail("tracking.uri", cfg.tracking.uri, "must be a tracking URI such as sqlite:///mlruns/mlflow.db")
     log_model_mode(cfg)
+    _inference(cfg)
     for key in ("mixed_precision", "multi_gpu"):
         one_of(f"hardware.{key}", cfg.hardware[key], SWITCHES)
 
@@ -131,9 +133,21 @@ def _augment(cfg) -> None:
     _in(cfg, "augment.zoom", 0, 0.9)
     _in(cfg, "augment.brightness", 0, 1)
     _in(cfg, "augment.contrast", 0, 1)
+    _in(cfg, "augment.strength", 0, 3)
     one_of("augment.fill_mode", cfg.augment.fill_mode, BORDERS)
     for key in ("horizontal_flip", "vertical_flip"):
         boolean(f"augment.{key}", cfg.augment[key])
+
+
+def _inference(cfg) -> None:
+    one_of("inference.views", cfg.inference.views, ("auto", *VIEW_SETS))
+    boolean("inference.calibrate", cfg.inference.calibrate)
+    boolean("inference.prior_adjustment", cfg.inference.prior_adjustment)
+    point = cfg.inference.operating_point
+    if point is not None:
+        if not isinstance(point.get("class_name"), str) or not point.class_name:
+            fail("inference.operating_point.class_name", point.get("class_name"), "must name a class, e.g. mel")
+        _in(cfg, "inference.operating_point.sensitivity", 0, 1, lo_open=True)
 
 
 def _trainer(cfg) -> None:

@@ -1,7 +1,8 @@
 """The classifier: a MobileNet backbone with a new head, taking raw RGB pixels and scaling them itself.
 
-Input: float32 RGB 0-255, shape (None, height, width, 3). Output: softmax probabilities (float32 even under mixed
-precision). A consumer needs no project code: resize the image to (height, width) and call the model.
+Input: float32 RGB 0-255, shape (None, any height, any width, 3): a run trains it at model.height x model.width.
+Output: softmax probabilities (float32 even under mixed precision), from a `logits` layer the shipped model reuses.
+What a run logs is the shipped model around it (training/shipped.py), with the input size fixed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ..errors import ConfigError
 from .backbones import BACKBONES
 
 BACKBONE_LAYER = "backbone"
+CLASSIFIER = "classifier"
+LOGITS_LAYER = "logits"
 # Pretrained backbone weights read in this process, by (backbone, alpha, source): a sweep builds a fresh model per
 # trial, and reading the HDF5 file again cost ~0.5 s of the trial's start; assigning them from memory ~0.06 s.
 _WEIGHTS: ProcessCache[list] = ProcessCache("backbone weights")
@@ -22,7 +25,9 @@ _WEIGHTS: ProcessCache[list] = ProcessCache("backbone weights")
 
 def build(model_cfg, num_classes: int) -> keras.Model:
     name = model_cfg.name
-    shape = (int(model_cfg.height), int(model_cfg.width), 3)
+    # Any input size: the run trains at model.height x model.width, and the shipped model also feeds it quarter-
+    # turned views (height and width swapped) for test-time augmentation (training/shipped.py).
+    shape = (None, None, 3)
     weights = model_cfg.weights
     backbone = _backbone(name, shape, float(model_cfg.alpha), weights)
     if weights is None:
@@ -44,8 +49,15 @@ def build(model_cfg, num_classes: int) -> keras.Model:
     x = backbone(x, training=False) if weights is not None else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(float(model_cfg.dropout), name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=f"{name}_a{model_cfg.alpha}")
+    logits = keras.layers.Dense(num_classes, dtype="float32", name=LOGITS_LAYER)(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, outputs, name=CLASSIFIER)
+
+
+def logits_of(classifier: keras.Model) -> keras.Model:
+    """The classifier without its softmax (same layers, same weights): what test-time views average and the
+    shipped model calibrates."""
+    return keras.Model(classifier.inputs, classifier.get_layer(LOGITS_LAYER).output, name=f"{classifier.name}_logits")
 
 
 def _backbone(name: str, shape, alpha: float, weights) -> keras.Model:
@@ -71,7 +83,7 @@ def _backbone(name: str, shape, alpha: float, weights) -> keras.Model:
                 f"model.weights={weights!r}: this file does not fit {name} with alpha={alpha} ({exc}). "
                 "Use the weights file made for this backbone and width, or model.weights=null."
             ) from exc
-        raise ConfigError(f"model: cannot build {name} alpha={alpha} input {shape[:2]}: {exc}") from exc
+        raise ConfigError(f"model: cannot build {name} alpha={alpha}: {exc}") from exc
     if weights is not None:
         _WEIGHTS.get(key, net.get_weights)  # one backbone's weights at a time: bounded memory
     net.name = BACKBONE_LAYER

@@ -28,10 +28,10 @@ from ..tracking.artifacts import BackgroundArtifacts, flatten, log_json, log_spl
 from ..tracking.model_log import log_keras_model
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
 from . import config, hardware, provenance
-from .batch_predict import predict
 from .class_weights import class_weights
 from .fit import FitResult, fit
 from .model import build, weights_label
+from .ship import Shipping, log_gains, ship
 
 log = logging.getLogger("dermsweep")
 
@@ -109,10 +109,12 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
             on_epoch,
             hw.scope,
         )
-        final = _evaluate_and_log(cfg, data, model, result, batch, figures)
-        values = _objective_values(objectives, final, model)
+        shipping = ship(cfg, data, model, batch, objective)
+        final = _evaluate_and_log(data, shipping, result, figures)
+        log_gains(data, shipping, figures)
+        values = _objective_values(objectives, final, shipping.model)
         if _should_log_model(cfg, link, [values[m] for m, _ in objectives]):
-            _log_model(cfg, data, model)
+            _log_model(cfg, data, shipping)
         figures.wait()
         mlflow.set_tags({rf.STATUS: "finished", rf.DESCRIPTION: _description(name, final, result)})
     except BaseException as exc:
@@ -189,15 +191,15 @@ def _log_setup(cfg, data: Prepared, model, hw, steps: int) -> None:
 
 
 def _evaluate_and_log(
-    cfg, data: Prepared, model, result: FitResult, batch: int, figures: BackgroundArtifacts
+    data: Prepared, shipping: Shipping, result: FitResult, figures: BackgroundArtifacts
 ) -> dict[str, dict[str, float]]:
-    """Best weights are restored: score validation, then test (once, only reported, never used for a choice)."""
+    """The shipped model on validation, then test (once, only reported, never used for a choice)."""
     final = {}
     k = len(data.class_names)
-    # Queued first: drawn on the figure thread while this thread predicts and scores.
+    # Queued first: drawn on the figure thread while this thread scores.
     figures.figure(lambda: plots.plot_curves(result.history, result.frozen_epochs_run), rf.TRAINING_CURVES)
     for part, section in (("val", rf.FINAL_VAL), ("test", rf.TEST)):
-        probs = predict(model, eval_dataset(data.x[part], batch))
+        probs = shipping.probabilities[part]
         y = data.y[part]
         final[part] = scoring.scores(y, probs)
         mlflow.log_metrics({rf.metric(section, m): v for m, v in final[part].items() if math.isfinite(v)})
@@ -225,6 +227,7 @@ def _evaluate_and_log(
             rf.metric(rf.RUN, "best_epoch"): result.best_epoch,
             rf.metric(rf.RUN, "train_seconds"): result.seconds,
             rf.metric(rf.RUN, "frozen_layers"): result.frozen_layers,
+            rf.metric(rf.RUN, "shipping_seconds"): shipping.seconds,
         }
     )
     return final
@@ -255,7 +258,7 @@ def _should_log_model(cfg, link, values: list[float]) -> bool:
     return False
 
 
-def _log_model(cfg, data: Prepared, model) -> None:
+def _log_model(cfg, data: Prepared, shipping: Shipping) -> None:
     from ..data.sources.ham10000 import FULL_NAMES
 
     info = {
@@ -270,8 +273,9 @@ def _log_model(cfg, data: Prepared, model) -> None:
         "weights": weights_label(cfg.model.weights),
         "split_id": data.split.split_id,
         "dataset_id": data.dataset_id,
+        **shipping.gains.to_meta(),
     }
-    log_keras_model(model, data.x["val"][:1].astype(np.float32), info)
+    log_keras_model(shipping.model, data.x["val"][:1].astype(np.float32), info)
 
 
 def _record_failure(exc: BaseException, run_id: str, checkpoint) -> None:

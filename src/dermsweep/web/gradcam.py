@@ -32,21 +32,30 @@ class GradCAM:
         import keras
 
         self.model = model
-        names = [layer.name for layer in model.layers]
+        # A shipped model wraps its classifier(s) in test-time views and calibration: the map is the first
+        # classifier's on the image as given; the probabilities stay the shipped model's.
+        nested = [
+            layer
+            for layer in model.layers
+            if isinstance(layer, keras.Model) and BACKBONE_LAYER in [inner.name for inner in layer.layers]
+        ]
+        self.shipped = bool(nested) and BACKBONE_LAYER not in [layer.name for layer in model.layers]
+        classifier = nested[0] if self.shipped else model
+        names = [layer.name for layer in classifier.layers]
         if BACKBONE_LAYER in names:
-            self.backbone = model.get_layer(BACKBONE_LAYER)
+            self.backbone = classifier.get_layer(BACKBONE_LAYER)
             inner = [layer.name for layer in self.backbone.layers]
             self.layer = next((n for n in LAST_CONV if n in inner), None) or _last_4d(self.backbone)
             self.inner = keras.Model(
                 self.backbone.inputs, [self.backbone.get_layer(self.layer).output, self.backbone.output]
             )
             i = names.index(BACKBONE_LAYER)
-            self.before = list(model.layers[1:i])
-            self.after = model.layers[i + 1 :]
+            self.before = list(classifier.layers[1:i])
+            self.after = classifier.layers[i + 1 :]
         else:
             self.backbone = None
-            self.layer = _last_4d(model)
-            self.inner = keras.Model(model.inputs, [model.get_layer(self.layer).output, model.output])
+            self.layer = _last_4d(classifier)
+            self.inner = keras.Model(classifier.inputs, [classifier.get_layer(self.layer).output, classifier.output])
 
     def __call__(self, x: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """x: (1, H, W, 3) float32 0-255 -> (heat-map (h, w) in [0, 1] on the conv grid, probabilities (k,))."""
@@ -67,9 +76,13 @@ class GradCAM:
                 conv, z = self.inner(x, training=False)
                 tape.watch(conv)
             probs = z
+            if class_index is None and self.shipped:  # the class the shipped model predicts
+                class_index = int(np.argmax(self.model(x, training=False)[0]))
             k = int(np.argmax(probs[0])) if class_index is None else int(class_index)
             score = probs[:, k]
         grads = tape.gradient(score, conv)
+        if self.shipped:
+            probs = self.model(x, training=False)
         if grads is None:
             raise ValueError(f"no gradient from the output to layer {self.layer}")
         weights = tf.reduce_mean(grads, axis=(1, 2))  # (1, C)
