@@ -30,6 +30,38 @@ def console(stderr: bool = False):
     return Console(file=stream, highlight=False, width=width)
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on made visible: control characters (ESC, CR, BEL...),
+    bidirectional overrides and other invisible format characters as \\xNN / \\uNNNN, bytes that were not UTF-8
+    in a file name (surrogate escapes) as \\xNN. Print it as rich `Text` (not a markup string) to show it literally."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's escape for an undecodable byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def literal(text: str):
+    """rich Text for `text` shown as is: no markup ([b], [/b], [link=...]), no emoji codes, no control characters."""
+    from rich.text import Text
+
+    return Text(printable(text))
+
+
+def literal_lines(lines):
+    """Several lines, each shown literally (see `literal`), as one rich Text."""
+    from rich.text import Text
+
+    return Text("\n".join(printable(line) for line in lines))
+
+
 def client(args: Any):
     """The MLflow client for --tracking-uri / $MLFLOW_TRACKING_URI / the default store, which must exist."""
     from ..tracking.store import connect

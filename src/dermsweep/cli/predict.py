@@ -7,7 +7,7 @@ from typing import Any
 
 from ..quiet import import_tensorflow
 from ..shipping.model_ref import DEFAULT_MODEL_URI
-from .console import EXIT_OK, EXIT_PARTIAL, client, console, print_json
+from .console import EXIT_OK, EXIT_PARTIAL, client, console, literal, literal_lines, print_json
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -39,7 +39,8 @@ def run(args) -> int:
         print_json({"model": predictor.source, "predictions": [r.to_json() for r in results]})
     else:
         con, err = console(), console(stderr=True)
-        t = Table(title=f"predictions of {predictor.source}", title_justify="left", show_lines=True)
+        # File names and model paths are shown literally: `lesion [bcc].jpg` is not rich markup, ESC is not sent raw
+        t = Table(title=literal(f"predictions of {predictor.source}"), title_justify="left", show_lines=True)
         t.add_column("image")
         t.add_column(f"diagnosis (top {args.top_k})")
         t.add_column("probability", justify="right")
@@ -47,12 +48,12 @@ def run(args) -> int:
             if r.error:
                 continue
             t.add_row(
-                Path(r.path).name,
-                "\n".join(f"{x['label']:5s}  {x['name']}" for x in r.top),
+                literal(Path(r.path).name),
+                literal_lines(f"{x['label']:5s}  {x['name']}" for x in r.top),
                 "\n".join(f"{x['probability']:.1%}" for x in r.top),
             )
         if len(failed) < len(results):
             con.print(t)
         for r in failed:
-            err.print(f"error: {r.error}")
+            err.print(literal(f"error: {r.error}"))
     return EXIT_PARTIAL if failed else EXIT_OK

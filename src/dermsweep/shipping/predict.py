@@ -99,19 +99,22 @@ class Predictor:
         return np.asarray(self.fn(x), dtype=np.float64)
 
     def predict_files(self, paths: list[str | Path], top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
+        """One Prediction per path, in order; a bad file gets an `error` and the others are still classified.
+        Files are decoded one batch at a time, so memory does not grow with the number of files."""
         results = [Prediction(str(p)) for p in paths]
-        good, pixels = [], []
-        for i, p in enumerate(paths):
-            try:
-                pixels.append(load_rgb(p, self.height, self.width))
-                good.append(i)
-            except BadImage as exc:
-                results[i].error = str(exc)
         k = max(1, min(top_k, len(self.class_names)))
-        for start in range(0, len(good), batch_size):
-            idx = good[start : start + batch_size]
-            probs = self.predict_arrays(np.stack(pixels[start : start + batch_size]))
-            for i, p in zip(idx, probs, strict=True):
+        for start in range(0, len(paths), batch_size):
+            good, pixels = [], []
+            for i in range(start, min(start + batch_size, len(paths))):
+                try:
+                    pixels.append(load_rgb(paths[i], self.height, self.width))
+                    good.append(i)
+                except BadImage as exc:
+                    results[i].error = str(exc)
+            if not pixels:
+                continue
+            probs = self.predict_arrays(np.stack(pixels))
+            for i, p in zip(good, probs, strict=True):
                 results[i].top = ranked(p, self.class_names, self.full_names, k)
                 results[i].probabilities = {c: float(v) for c, v in zip(self.class_names, p, strict=True)}
         return results

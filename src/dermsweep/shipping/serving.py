@@ -12,6 +12,11 @@ Input: a DataFrame (or list / dict) with column `image`: base64 text (a `data:im
 or raw bytes. Output: one row per image with `label` (class code), `name` (full diagnosis), `probability` (of the
 label), `probabilities` ({class: probability} for every class) and `error` (null, or why that image was rejected:
 the other images in the request are still classified).
+
+Limits (docs/shipping.md): at most MAX_IMAGES images per request (more is a 400 asking to split it), decoded and
+predicted CHUNK at a time so memory does not grow with the request; each image follows the decoder's rules
+(images.py: size and pixel caps before decoding, EXIF orientation, alpha over white, 16-bit and float levels). A bad
+image is an `error` in its row, never a failed request, and no answer carries a stack trace.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import json
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from mlflow.pyfunc.model import PythonModel
 
 try:  # the same decode-and-resize, the same answer and the same model layers as everywhere else
@@ -35,6 +42,8 @@ except ImportError:  # travelling as code_paths without the dermsweep package
 
 COLUMN = "image"
 FIELDS = ["label", "name", "probability", "probabilities", "error"]
+MAX_IMAGES = 64  # images per request
+CHUNK = 16  # images decoded and predicted together
 
 
 def decode_payload(item) -> bytes:
@@ -87,23 +96,44 @@ class SkinLesionClassifier(PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        rows: list[dict | None] = []
+        try:
+            items = _items(model_input)
+        except ValueError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        if len(items) > MAX_IMAGES:
+            raise MlflowException.invalid_parameter_value(
+                f"{len(items)} images in one request; the limit is {MAX_IMAGES}: send them in several requests"
+            )
+        rows: list[dict] = []
+        for start in range(0, len(items), CHUNK):
+            rows += self._chunk(items[start : start + CHUNK])
+        # object dtype keeps None as JSON null (not NaN) for rejected images
+        return pd.DataFrame(rows, columns=FIELDS, dtype=object)
+
+    def _chunk(self, items: list) -> list[dict]:
+        """One row per item: decoded one at a time (a large image is freed before the next), predicted together."""
+        rows: list[dict] = []
         pixels, ok = [], []
-        for i, item in enumerate(_items(model_input)):
+        for i, item in enumerate(items):
             try:
                 pixels.append(load_rgb(decode_payload(item), self.height, self.width))
                 ok.append(i)
-                rows.append(None)
+                rows.append({})
             except BadImage as exc:
                 rows.append(dict.fromkeys(FIELDS) | {"error": str(exc).replace("<bytes>: ", "")})
+            except MemoryError:
+                rows.append(dict.fromkeys(FIELDS) | {"error": "not enough memory to decode this image"})
+            except Exception as exc:  # one image never fails the others, whatever its decoder raised
+                rows.append(dict.fromkeys(FIELDS) | {"error": f"cannot decode this image ({type(exc).__name__})"})
         if pixels:
-            batch = np.stack(pixels).astype(np.float32)
-            probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
+            try:
+                probs = np.asarray(self.model.predict_on_batch(np.stack(pixels).astype(np.float32)), np.float64)
+            except Exception as exc:  # no stack trace (install paths) in the answer; the server's log has it
+                raise MlflowException(f"the model failed ({type(exc).__name__})", INTERNAL_ERROR) from None
             for i, p in zip(ok, probs, strict=True):
                 found = answer(p, self.class_names, self.full_names)
                 rows[i] = {key: found.get(key) for key in FIELDS}
-        # object dtype keeps None as JSON null (not NaN) for rejected images
-        return pd.DataFrame(rows, columns=FIELDS, dtype=object)
+        return rows
 
 
 # Models from code: MLflow executes this file when loading the model and takes the model set here.

@@ -88,11 +88,8 @@ def build_browser_onnx(model, height: int, width: int, out_path: str | Path) -> 
 
 
 def decode_full_size(data: bytes) -> np.ndarray:
-    """The image at its own size as uint8 RGB, as the browser hands it to the model (PIL convert("RGB"))."""
-    import io
+    """The image at its own size as uint8 RGB, as the browser hands it to the model: the decoder's rules (upright by
+    EXIF, transparent pixels over white, 16-bit to 8-bit) without the resize. Raises BadImage."""
+    from ..data.images import decode_rgb
 
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.asarray(decode_rgb(data), dtype=np.uint8)

@@ -8,14 +8,23 @@
     POST /api/gradcam      body = the image file's bytes -> Grad-CAM overlay PNG (data URL) and heat-map grid
 
 Standard library only (ThreadingHTTPServer); the model is called under a lock (one TensorFlow call at a time).
+
+Every request is treated as hostile (docs/web.md, "Limits"): a Host that is not this machine's is refused (DNS
+rebinding), a POST from another origin is refused (any page the user visits could send one), a body needs a
+Content-Length of at most MAX_UPLOAD, a silent client is dropped after SOCKET_TIMEOUT, at most MAX_CONNECTIONS
+connections get a thread (more get 503), at most DECODERS images are decoded at once (each can take a few hundred MB),
+images go through the decoder's rules (data/images.py: pixel cap before decoding...), and every bad path is a 4xx.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import mimetypes
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +38,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ..data.images import BadImage, load_rgb
+from ..data.images import MAX_PIXELS, BadImage, load_rgb
 from ..errors import DermsweepError
 from ..shipping.diagnoses import answer
 from ..shipping.model_ref import load
@@ -44,7 +53,15 @@ HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 ORT_VERSION = "1.30.0"
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-MAX_UPLOAD = 25 * 1024 * 1024
+MAX_UPLOAD = 25 * 1024 * 1024  # request body, bytes
+SOCKET_TIMEOUT = 10.0  # seconds a client may stay silent (reading a request, sending an upload) before it is dropped
+BODY_DEADLINE = 60.0  # seconds for a whole upload: a client that trickles bytes is dropped too
+MAX_CONNECTIONS = 16  # connections served at once (one thread each); more are answered 503 at once
+DECODERS = 2  # images decoded at once; the rest wait (bounds memory: one decode of a large photo is ~300 MB)
+MAX_PATH = 1024  # characters of a URL path
+LOOPBACK = ("localhost", "localhost.")
+# Request lines and headers are logged with control characters escaped: a URL cannot send ESC sequences to the terminal
+LOG_SAFE = str.maketrans({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))})
 TYPES = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
@@ -115,6 +132,7 @@ class WebModel:
         self.uri = uri
         self.model, self.ref = load(uri, client)
         self.lock = threading.Lock()
+        self.decoding = threading.BoundedSemaphore(DECODERS)
         meta = self.ref.meta
         self.class_names = list(meta["class_names"])
         self.height, self.width = int(meta["input_height"]), int(meta["input_width"])
@@ -147,8 +165,9 @@ class WebModel:
             say(f"{self.onnx_error}; the page will classify on the server")
 
     def pixels(self, data: bytes) -> np.ndarray:
-        """The training preprocessing (load_rgb). Raises BadImage."""
-        return load_rgb(data, self.height, self.width)
+        """The training preprocessing (load_rgb), DECODERS at a time. Raises BadImage."""
+        with self.decoding:
+            return load_rgb(data, self.height, self.width)
 
     def predict(self, data: bytes) -> dict:
         x = self.pixels(data)
@@ -181,6 +200,8 @@ class WebModel:
             input_width=self.width,
             class_names=self.class_names,
             full_names=self.predictor.full_names,
+            max_pixels=MAX_PIXELS,
+            max_upload=MAX_UPLOAD,
             onnx={"url": "model.onnx", "input": "pixels", "output": self.onnx_output, "error": self.onnx_error}
             if self.onnx_path or self.onnx_error
             else None,
@@ -229,15 +250,25 @@ def describe(ref, client) -> dict:
 
 
 # ---------------------------------------------------------------- HTTP
+class Refused(Exception):
+    """A request answered with an error status before its body was read."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "dermsweep-web"
+    timeout = SOCKET_TIMEOUT  # StreamRequestHandler applies it to the socket: every read and write
     app: WebModel
     dist: Path | None
     quiet = False
+    server: WebServer
 
     def log_message(self, fmt, *args):
         if not self.quiet:
-            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+            sys.stderr.write(f"{self.address_string()} {(fmt % args).translate(LOG_SAFE)}\n")
 
     def _send(self, status: int, body: bytes, ctype: str, cache: bool = False) -> None:
         self.send_response(status)
@@ -245,6 +276,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -255,21 +288,120 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._json({"error": message}, status)
 
-    def _file(self, path: Path, cache: bool = False) -> None:
-        if not path.is_file():
-            return self._error(HTTPStatus.NOT_FOUND, f"not found: {self.path}")
+    def _file(self, path: Path | None, cache: bool = False) -> None:
+        try:
+            if path is None or not path.is_file():
+                return self._error(HTTPStatus.NOT_FOUND, "not found")
+            body = path.read_bytes()
+        except (OSError, ValueError):  # unreadable, name too long, NUL byte...: not found, never a traceback
+            return self._error(HTTPStatus.NOT_FOUND, "not found")
         ctype = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        self._send(200, path.read_bytes(), ctype, cache)
+        self._send(200, body, ctype, cache)
 
     @staticmethod
     def _inside(root: Path, rel: str) -> Path | None:
-        target = (root / rel).resolve()
-        return target if target.is_relative_to(root.resolve()) else None
+        """root/rel if it stays inside root after resolving links; None for anything odd (.., NUL, loops...)."""
+        if "\x00" in rel or len(rel) > MAX_PATH:
+            return None
+        try:
+            target = (root / rel).resolve()
+            return target if target.is_relative_to(root.resolve()) else None
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+            return None
+
+    def _guarded(self, handle) -> None:
+        """Run a method's handler: a refusal is its status, an unexpected error a 500 with no details."""
+        try:
+            self._check_host()
+            handle()
+        except Refused as exc:
+            self.close_connection = True  # the body, if any, is not read: the connection cannot be reused
+            self._last_word(exc.status, str(exc))
+        except TimeoutError:
+            raise  # BaseHTTPRequestHandler logs it and closes the connection
+        except OSError:  # the client went away
+            self.close_connection = True
+        except Exception as exc:
+            self.log_error("internal error on %s: %s", self.path[:200], first_line(exc))
+            self.close_connection = True
+            self._last_word(HTTPStatus.INTERNAL_SERVER_ERROR, "server error (see the dermsweep web log)")
+
+    def _last_word(self, status: int, message: str) -> None:
+        """An error answer on a connection that is closing; a client already gone is no error of ours."""
+        try:
+            self._error(status, message)
+        except OSError:
+            pass
+
+    def _check_host(self) -> None:
+        """The Host header names this machine (an IP address, localhost or the name we listen on): a web page
+        that rebinds its own DNS name to 127.0.0.1 cannot reach the API."""
+        host = (self.headers.get("Host") or "").strip()
+        name = _hostname(host)
+        if not name:
+            raise Refused(HTTPStatus.BAD_REQUEST, "missing or malformed Host header")
+        if not (name in LOOPBACK or _is_ip(name) or name in self.server.names):
+            raise Refused(
+                HTTPStatus.FORBIDDEN,
+                f"Host {host[:100]!r} is not this server: open it as http://127.0.0.1 or http://localhost "
+                "(or start it with --host NAME)",
+            )
+
+    def _check_origin(self) -> None:
+        """A POST comes from this app's own page (or from a tool that sends no Origin, like curl)."""
+        origin = self.headers.get("Origin")
+        host = (self.headers.get("Host") or "").strip().lower()
+        if origin is not None and origin.strip().lower() != f"http://{host}":
+            raise Refused(HTTPStatus.FORBIDDEN, f"cross-origin request refused (Origin {origin[:100]!r})")
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site.strip().lower() not in ("same-origin", "none"):
+            raise Refused(HTTPStatus.FORBIDDEN, f"cross-site request refused (Sec-Fetch-Site {site[:40]!r})")
+
+    def _length(self) -> int:
+        """The body's length: one Content-Length, a plain non-negative number, at most MAX_UPLOAD."""
+        if self.headers.get("Transfer-Encoding"):
+            raise Refused(HTTPStatus.LENGTH_REQUIRED, "send the file with a Content-Length (no chunked uploads)")
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            raise Refused(HTTPStatus.LENGTH_REQUIRED, "missing Content-Length")
+        text = values.pop()
+        if values or not re.fullmatch(r"[0-9]{1,15}", text):
+            raise Refused(HTTPStatus.BAD_REQUEST, "bad Content-Length (one non-negative whole number of bytes)")
+        length = int(text)
+        if length > MAX_UPLOAD:
+            raise Refused(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"file too large ({length / 1e6:.1f} MB; limit {MAX_UPLOAD / 1e6:.0f} MB)",
+            )
+        return length
+
+    def _body(self, length: int) -> bytes:
+        """Read exactly `length` bytes within BODY_DEADLINE (each read also within SOCKET_TIMEOUT)."""
+        deadline = time.monotonic() + BODY_DEADLINE
+        chunks, left = [], length
+        while left:
+            if time.monotonic() > deadline:
+                raise Refused(HTTPStatus.REQUEST_TIMEOUT, f"upload took longer than {BODY_DEADLINE:.0f} s")
+            try:
+                chunk = self.rfile.read1(min(left, 1 << 16))  # one socket read: a trickle cannot outlast the deadline
+            except TimeoutError as exc:
+                raise Refused(HTTPStatus.REQUEST_TIMEOUT, f"no data for {SOCKET_TIMEOUT:.0f} s") from exc
+            if not chunk:
+                raise Refused(HTTPStatus.BAD_REQUEST, f"upload ended early ({length - left} of {length} bytes)")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
 
     def do_HEAD(self):
         self.do_GET()
 
     def do_GET(self):
+        self._guarded(self._get)
+
+    def do_POST(self):
+        self._guarded(self._post)
+
+    def _get(self) -> None:
         path = urlparse(self.path).path
         if path in ("/", "/index.html"):
             return self._file(STATIC / "index.html")
@@ -280,49 +412,104 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(HTTPStatus.NOT_FOUND, self.app.onnx_error or "no browser model")
             return self._file(self.app.onnx_path)
         if path.startswith("/static/"):
-            target = self._inside(STATIC, path[len("/static/") :])
-            return self._file(target) if target else self._error(HTTPStatus.NOT_FOUND, "not found")
+            return self._file(self._inside(STATIC, path[len("/static/") :]))
         if path.startswith("/vendor/"):
             if self.dist is None:
                 return self._error(HTTPStatus.NOT_FOUND, "onnxruntime-web is not installed (npm)")
-            target = self._inside(self.dist, path[len("/vendor/") :])
-            return self._file(target, cache=True) if target else self._error(HTTPStatus.NOT_FOUND, "not found")
+            return self._file(self._inside(self.dist, path[len("/vendor/") :]), cache=True)
         if path == "/favicon.ico":
             return self._send(204, b"", "image/x-icon")
-        return self._error(HTTPStatus.NOT_FOUND, f"not found: {path}")
+        return self._error(HTTPStatus.NOT_FOUND, "not found")
 
-    def do_POST(self):
+    def _post(self) -> None:
         path = urlparse(self.path).path
         if path not in ("/api/predict", "/api/gradcam"):
-            return self._error(HTTPStatus.NOT_FOUND, f"not found: {path}")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-        if length > MAX_UPLOAD:
-            return self._error(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"file too large ({length / 1e6:.1f} MB; limit {MAX_UPLOAD / 1e6:.0f} MB)",
-            )
-        data = self.rfile.read(length) if length else b""
+            raise Refused(HTTPStatus.NOT_FOUND, "not found")
+        self._check_origin()
+        data = self._body(self._length())
         try:
             out = self.app.predict(data) if path == "/api/predict" else self.app.gradcam(data)
         except BadImage as exc:
             return self._error(
                 HTTPStatus.BAD_REQUEST, "cannot read this file as an image: " + str(exc).replace("<bytes>: ", "")
             )
-        except Exception as exc:
-            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"server error: {first_line(exc)}")
         self._json(out)
 
 
+def _hostname(host: str) -> str:
+    """The name part of a Host header ('[::1]:8765' -> '::1', 'LocalHost:80' -> 'localhost'); '' if malformed."""
+    if host.startswith("["):
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not re.fullmatch(r":[0-9]{1,5}", rest)):
+            return ""
+    else:
+        name, _, port = host.partition(":")
+        if port and not re.fullmatch(r"[0-9]{1,5}", port):
+            return ""
+    name = name.lower()
+    return name if re.fullmatch(r"[a-z0-9.:_-]{1,253}", name) else ""
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+class WebServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most `max_connections` handler threads: one more connection is answered 503."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+        host = str(address[0]).lower()
+        # Host names this server answers to besides IP addresses and localhost: the one it listens on, this machine's
+        self.names = {n for n in (host, socket.gethostname().lower()) if n and not _is_ip(n)}
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            return self._busy(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _busy(self, request) -> None:
+        body = json.dumps({"error": "server busy (too many connections): try again"}).encode()
+        head = (
+            "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            request.settimeout(1.0)
+            request.sendall(head.encode() + body)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+
+
 def make_server(
-    app: WebModel, host: str = "127.0.0.1", port: int = 8765, dist: Path | None = None, quiet: bool = False
-) -> ThreadingHTTPServer:
+    app: WebModel,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    dist: Path | None = None,
+    quiet: bool = False,
+    max_connections: int = MAX_CONNECTIONS,
+) -> WebServer:
     handler = type("BoundHandler", (Handler,), {"app": app, "dist": dist, "quiet": quiet})
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
-    return httpd
+    return WebServer((host, port), handler, max_connections)
 
 
 def serve(

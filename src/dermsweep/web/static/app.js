@@ -1,12 +1,14 @@
 // dermsweep web: classify in the browser with onnxruntime-web (WASM); fall back to the app's server.
 // The ONNX model takes the decoded image at its own size and resizes it exactly as training did (PIL bilinear,
 // baked into the graph), so this page only decodes pixels: no canvas resampling.
+// The decoding rules are the server's (dermsweep/data/images.py, docs/web.md "What you can send"): the photo upright
+// by its EXIF orientation, transparent pixels over white, at most info.max_pixels pixels.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const state = { info: null, mode: null, session: null, reason: "", file: null, busy: false };
 window.dermsweep = state;  // read by the end-to-end test
-const MAX_PIXELS = 4096 * 4096;
+const SHRINK_ABOVE = 4096 * 4096;  // pixels: larger photos are pre-shrunk on the canvas to bound the tab's memory
 
 function pct(v) { return v == null ? "n/a" : (100 * v).toFixed(1) + " %"; }
 function fmt(v) { return v == null ? "n/a" : Number(v).toFixed(3); }
@@ -84,19 +86,28 @@ async function init() {
 async function decodePixels(file) {
   let bitmap;
   try {
-    bitmap = await createImageBitmap(file, { premultiplyAlpha: "none", colorSpaceConversion: "none" });
+    bitmap = await createImageBitmap(file, {
+      premultiplyAlpha: "none", colorSpaceConversion: "none", imageOrientation: "from-image" });
   } catch (e) {
     throw new Error(`"${file.name}" is not an image this browser can read (choose a JPEG or PNG photo).`);
   }
   let w = bitmap.width, h = bitmap.height, note = "";
-  if (w * h > MAX_PIXELS) {  // very large photos: shrink first (approximate; the model then resizes exactly)
-    const s = Math.sqrt(MAX_PIXELS / (w * h));
+  const limit = state.info.max_pixels;
+  if (limit && w * h > limit) {  // the server's rule: refused, with the same reason
+    bitmap.close && bitmap.close();
+    throw new Error(`"${file.name}" is too large (${w}x${h} = ${(w * h / 1e6).toFixed(0)} megapixels; `
+      + `the limit is ${(limit / 1e6).toFixed(0)} megapixels): resize it and try again.`);
+  }
+  if (w * h > SHRINK_ABOVE) {  // very large photos: shrink first (approximate; the model then resizes exactly)
+    const s = Math.sqrt(SHRINK_ABOVE / (w * h));
     w = Math.max(1, Math.floor(w * s)); h = Math.max(1, Math.floor(h * s));
     note = " (very large image: pre-shrunk in the browser, preprocessing approximate)";
   }
   const canvas = document.createElement("canvas");
   canvas.width = w; canvas.height = h;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.fillStyle = "#ffffff";  // transparent pixels over white, as the server's decoder does
+  ctx.fillRect(0, 0, w, h);
   ctx.drawImage(bitmap, 0, 0, w, h);
   bitmap.close && bitmap.close();
   const rgba = ctx.getImageData(0, 0, w, h).data;
