@@ -17,6 +17,8 @@ from ..data.catalog import Catalog
 from ..data.images import BadImage, load_rgb
 from ..data.pixels import decode
 from ..data.sources import SOURCES
+from ..data.sources.folder import EXTENSIONS
+from ..data.split import subset
 from ..errors import DataError
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
@@ -28,15 +30,23 @@ class Labelled:
     y: np.ndarray  # class indices in the model's class order
     source: str  # where these images came from, for reports
     skipped: list[str] = field(default_factory=list)  # bad files and rows, with reasons
+    image_ids: list[str] = field(default_factory=list)  # one per row of x: what a dataset digest is made of
+    layout: str = ""  # ham10000 | isic2018 | folder
 
 
 def layout_of(root: Path) -> str:
     """Which source reads `root`: ham10000 (metadata CSV), isic2018 (ground-truth CSV) or folder."""
     if (root / "HAM10000_metadata.csv").is_file():
         return "ham10000"
-    if any(root.glob("*GroundTruth*.csv")):
+    if ground_truth_csvs(root):
         return "isic2018"
     return "folder"
+
+
+def ground_truth_csvs(root: Path) -> list[Path]:
+    """ISIC ground-truth CSVs in `root`, else one folder down: the ISIC archive's ground truth unzips to its own
+    folder (ISIC2018_Task3_Test_GroundTruth/ISIC2018_Task3_Test_GroundTruth.csv) beside the images' folder."""
+    return sorted(root.glob("*GroundTruth*.csv")) or sorted(root.glob("*/*GroundTruth*.csv"))
 
 
 def source_config(root: str | Path, layout: str | None = None) -> dict:
@@ -47,14 +57,47 @@ def source_config(root: str | Path, layout: str | None = None) -> dict:
     if layout == "ham10000":
         node.update(metadata="HAM10000_metadata.csv", image_glob="*/*.jpg")
     elif layout == "isic2018":
-        node.update(labels=None, image_glob="**/*.jpg")
+        found = ground_truth_csvs(root)
+        if len(found) > 1:
+            raise DataError(
+                f"{root}: several ground-truth CSVs ({', '.join(str(p.relative_to(root)) for p in found)}); "
+                "point at a folder that holds one, beside its images"
+            )
+        node.update(labels=str(found[0].relative_to(root)) if found else None, image_glob="**/*.jpg")
+    elif not _has_class_folders(root):
+        folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if folders:
+            raise DataError(
+                f"{root}: no images: its sub-folders ({', '.join(folders[:8])}{', ...' if len(folders) > 8 else ''}) "
+                f"hold no {' / '.join(EXTENSIONS)} files"
+            )
+        raise DataError(
+            f"{root}: unknown layout: no HAM10000_metadata.csv, no ISIC ground-truth CSV (*GroundTruth*.csv) and "
+            "no sub-folders of images (one per class, e.g. mel/*.jpg and nv/*.jpg)"
+        )
     return node
 
 
+def _has_class_folders(root: Path) -> bool:
+    return any(
+        p.suffix.lower() in EXTENSIONS
+        for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith(".")
+        for p in d.iterdir()
+        if p.is_file()
+    )
+
+
 def read_dataset(
-    root: str | Path, class_names: list[str], height: int, width: int, layout: str | None = None
+    root: str | Path,
+    class_names: list[str],
+    height: int,
+    width: int,
+    layout: str | None = None,
+    max_images: int | None = None,
 ) -> Labelled:
-    """Every usable image of the dataset at `root`, labelled in `class_names` order (the model's)."""
+    """Every usable image of the dataset at `root`, labelled in `class_names` order (the model's); with
+    `max_images`, a fixed stratified subset of at most that many (a quick look; every class keeps some images)."""
     path = Path(root).expanduser()
     if not path.is_dir():
         raise DataError(
@@ -69,13 +112,19 @@ def read_dataset(
     unknown = sorted(labels - set(class_names))
     if unknown:
         raise DataError(f"{root}: classes {unknown} are not classes of this model ({', '.join(class_names)})")
-    decoded = decode(catalog, catalog.table, height, width, None)
+    table = subset(catalog.table, max_images, seed=0) if max_images else catalog.table
+    decoded = decode(catalog, table, height, width, None)
     if not len(decoded.table):
         raise DataError(f"{root}: no readable images ({len(decoded.bad)} unusable)")
     index = {name: i for i, name in enumerate(class_names)}
     y = decoded.table["label"].map(index).to_numpy(dtype=np.int64)
     return Labelled(
-        decoded.pixels, y, f"{root} ({cfg.source} layout, {len(y)} images)", list(catalog.problems) + list(decoded.bad)
+        decoded.pixels,
+        y,
+        f"{root} ({cfg.source} layout, {len(y)} images)",
+        list(catalog.problems) + list(decoded.bad),
+        [str(i) for i in decoded.table["image_id"]],
+        str(cfg.source),
     )
 
 

@@ -40,10 +40,17 @@ def log_splits(tables: dict[str, pd.DataFrame], name: str, split_id: str, source
     """Each split as an MLflow dataset input (the run page's Datasets column and lineage): name, the split id as
     its digest, the data source. `tables` maps a context (train, validation, test) to its rows."""
     for context, table in tables.items():
-        with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = from_pandas(table, source=source, name=f"{name}-{context}", digest=split_id)
-        mlflow.log_input(dataset, context=context)
+        log_dataset(table, f"{name}-{context}", split_id, source, context)
+
+
+def log_dataset(table: pd.DataFrame, name: str, digest: str, source: str, context: str):
+    """One table of labelled images as an MLflow dataset input of the active run; returns the dataset (metrics can
+    name it)."""
+    with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = from_pandas(table, source=source, name=name, digest=digest)
+    mlflow.log_input(dataset, context=context)
+    return dataset
 
 
 class BackgroundArtifacts:

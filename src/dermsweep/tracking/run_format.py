@@ -3,7 +3,8 @@ place for the code that writes runs (training, sweeps, promotion, export) and th
 
 Metric names carry a section before "/" so MLflow's charts group them: `train/...` and `val/...` per epoch,
 `final_val/...` (the restored best weights on validation), `test/...` (scored once, never used for a choice),
-`test_class/...` (per-class test figures), `run/...` (bookkeeping) and `sweep/...` (a sweep's parent run).
+`test_class/...` (per-class test figures), `run/...` (bookkeeping), `sweep/...` (a sweep's parent run), and
+`eval/...` / `eval_class/...` (an evaluation run: a shipped model scored on a labelled set, `dermsweep evaluate`).
 Runs recorded before this layout used `_` instead of `/` (`final_val_balanced_accuracy`); readers accept both.
 """
 
@@ -34,6 +35,14 @@ BEST_TRIAL_NUMBER = "dermsweep.best_trial_number"
 BEST_RUN_ID = "dermsweep.best_run_id"
 MEMBERS = "dermsweep.members"  # an ensemble's member run ids, comma-separated
 EVALUATED_MODEL = "dermsweep.evaluated_model"  # an evaluation run's model reference
+# An evaluation run's other tags: which model version and training run it scored, which data, which decision.
+EVALUATED_MODEL_NAME = "dermsweep.evaluated_model_name"  # registered name (registry references only)
+EVALUATED_VERSION = "dermsweep.evaluated_version"  # registered version (registry references only)
+EVALUATED_RUN_ID = "dermsweep.evaluated_run_id"  # the run that trained the model
+EVALUATED_MODEL_ID = "dermsweep.evaluated_model_id"  # its LoggedModel id
+EVAL_DATA_PATH = "dermsweep.eval_data_path"
+EVAL_DATA_LAYOUT = "dermsweep.eval_data_layout"  # ham10000 | isic2018 | folder
+EVAL_DECISION = "dermsweep.eval_decision"  # operating_point | argmax: how mel sensitivity/specificity were read
 GIT_COMMIT = "mlflow.source.git.commit"
 PARENT_RUN_ID = "mlflow.parentRunId"
 DESCRIPTION = "mlflow.note.content"  # the run page's description
@@ -64,12 +73,19 @@ DATA_PROBLEMS = "data/problems.txt"
 MODEL_INFO = "model_info.json"
 TRAINING_CURVES = "training_curves.png"
 GAINS_REPORT = "evaluation/gains.json"
+# Files under evaluation_artifact(part, ...); an evaluation run writes them under part EVAL.
+CLASSIFICATION_REPORT = "classification_report.json"
+CONFUSION_JSON = "confusion_matrix.json"
+CONFUSION_PNG = "confusion_matrix.png"
+RELIABILITY_JSON = "reliability.json"
+RELIABILITY_PNG = "reliability.png"
+EVALUATION_REPORT = "report.json"  # an evaluation run's whole report (what `dermsweep evaluate --json` prints)
 EXPORT_DIR = "export"
 STUDY_DIR = "study"
 
 
 def evaluation_artifact(part: str, name: str) -> str:
-    """evaluation/<val|test|...>/<name>: classification_report.json, confusion_matrix.json/.png, ..."""
+    """evaluation/<val|test|eval>/<name>: classification_report.json, confusion_matrix.json/.png, ..."""
     return f"evaluation/{part}/{name}"
 
 
@@ -84,6 +100,8 @@ SWEEP_SECTION = "sweep"  # a sweep's parent run
 GAINS = "gains"  # the shipped model's evaluation-time steps, each on its own (plain, views, adjusted)
 CALIBRATION = "calibration"  # temperature, prior adjustment, calibration error before and after
 OPERATING_POINT = "operating_point"  # the decision threshold and its sensitivity / specificity
+# An evaluation run's sections: eval/balanced_accuracy, eval/ece, eval/mel_sensitivity, eval_class/recall_mel ...
+EVAL, EVAL_CLASS = "eval", "eval_class"
 
 
 def metric(section: str, name: str) -> str:

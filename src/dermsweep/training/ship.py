@@ -92,5 +92,5 @@ def log_gains(data: Prepared, shipping: Shipping, figures: BackgroundArtifacts) 
         lambda: plot_reliability(
             {"before calibration": (y_val, val_steps["views"]), "after": (y_val, val_steps["adjusted"])}, "validation"
         ),
-        rf.evaluation_artifact("val", "reliability.png"),
+        rf.evaluation_artifact("val", rf.RELIABILITY_PNG),
     )

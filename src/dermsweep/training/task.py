@@ -204,15 +204,15 @@ def _evaluate_and_log(
         final[part] = scoring.scores(y, probs)
         mlflow.log_metrics({rf.metric(section, m): v for m, v in final[part].items() if math.isfinite(v)})
         report = scoring.report(y, probs, data.class_names)
-        log_json(report, rf.evaluation_artifact(part, "classification_report.json"))
+        log_json(report, rf.evaluation_artifact(part, rf.CLASSIFICATION_REPORT))
         counts, normalised = scoring.confusion(y, probs, k)
         log_json(
             {"class_names": data.class_names, "counts": counts.tolist(), "row_normalised": normalised.tolist()},
-            rf.evaluation_artifact(part, "confusion_matrix.json"),
+            rf.evaluation_artifact(part, rf.CONFUSION_JSON),
         )
         figures.figure(
             lambda c=counts, n=normalised, p=part: plots.plot_confusion(c, n, data.class_names, p),
-            rf.evaluation_artifact(part, "confusion_matrix.png"),
+            rf.evaluation_artifact(part, rf.CONFUSION_PNG),
         )
         if part == "test":
             mlflow.log_metrics(
