@@ -2,6 +2,7 @@
 
     dermsweep runs [--sweep ID|STUDY] [--metric val_macro_f1] [--json]
     dermsweep promote [--sweep ...] [--name skin-lesion-classifier] [--dry-run] [--force] [--json]
+    dermsweep ensemble [--sweep ...] [--size 5] [--method greedy|top] [--promote] [--json]
     dermsweep export [--model models:/skin-lesion-classifier@champion] [--out DIR] [--data-dir DIR] [--json]
     dermsweep evaluate DATA [--model URI] [--experiment dermsweep-evaluations] [--no-log] [--max-images N] [--json]
     dermsweep predict IMAGE... [--model URI | --tflite FILE] [--top-k 3] [--json]
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo, evaluate, export, predict, promote, runs, serve
+from . import demo, ensemble, evaluate, export, predict, promote, runs, serve
 from .console import EXIT_ERROR, quiet_libraries
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         if experiment:
             p.add_argument("--experiment", default="dermsweep", help="MLflow experiment (default dermsweep)")
 
-    for command in (runs, promote, export, evaluate, predict, demo):
+    for command in (runs, promote, ensemble, export, evaluate, predict, demo):
         command.add_parser(sub, common)
     serve.add_parsers(sub, common)
     return ap

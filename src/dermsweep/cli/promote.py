@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..quiet import import_tensorflow, redirected
+from ..shipping.promotion import MAX_PARAMS
 from ..tracking import run_format as rf
 from .console import EXIT_OK, EXIT_REFUSED, client, console, print_json
 
@@ -17,6 +18,12 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--metric", help="validation metric to rank and gate by (default: the objective)")
     p.add_argument("--force", action="store_true", help="promote even if not better or not comparable")
     p.add_argument("--dry-run", action="store_true", help="show the comparison, change nothing")
+    p.add_argument(
+        "--max-params",
+        type=int,
+        default=MAX_PARAMS,
+        help=f"only runs with at most this many parameters can become champion (default {MAX_PARAMS:,})",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=run)
 
@@ -41,7 +48,16 @@ def run(args) -> int:
     import_tensorflow()
     try:
         with redirected(1, 2):  # stdout stays clean for --json: library chatter goes to stderr
-            p = promote(client(args), args.experiment, args.name, args.sweep, args.metric, args.force, args.dry_run)
+            p = promote(
+                client(args),
+                args.experiment,
+                args.name,
+                args.sweep,
+                args.metric,
+                args.force,
+                args.dry_run,
+                max_params=args.max_params,
+            )
     except PromotionRefused as exc:
         if args.json:
             print_json(dict(exc.promotion.to_json() if exc.promotion else {}, error=str(exc)))

@@ -18,6 +18,9 @@ from ..tracking.store import first_line
 from .ranking import RegistryError, RunRow, best_candidate
 from .serving_model import ensure_serving_model
 
+# A champion runs on phones and in browsers: a single model or an ensemble, at most this many parameters.
+MAX_PARAMS = 4_000_000
+
 
 class PromotionRefused(DermsweepError):
     """The gate said no: the candidate is not better, or not comparable, than the current champion."""
@@ -104,14 +107,22 @@ def plan(
     sweep: str | None = None,
     metric: str | None = None,
     force: bool = False,
+    max_params: int | None = MAX_PARAMS,
 ) -> tuple[Promotion, RunRow]:
     """Decide without changing anything. decision is 'promote' or 'refused' (with the reason)."""
-    best, table = best_candidate(client, experiment, sweep, metric)
+    best, table = best_candidate(client, experiment, sweep, metric, max_params)
     sweep_ref = best.tags.get(rf.PARENT_RUN_ID) or best.tags.get(rf.STUDY_NAME)
     cand = Side(best.run_id, best.metric(table.metric), best.split_id, name=best.name, sweep=sweep_ref)
     champ = current_champion(client, name, table.metric)
     p = Promotion(name, table.metric, table.direction, cand, champ, forced=force)
     above = [r for r in table.rows[: table.rows.index(best)] if not r.has_model]
+    too_big = [r for r in table.rows[: table.rows.index(best)] if r.has_model and r not in above]
+    if too_big:
+        p.notes.append(
+            f"{len(too_big)} run(s) rank above it by {table.metric} but have more than {max_params:,} parameters "
+            f"(e.g. {too_big[0].name}, {too_big[0].params_count():,}): a champion must fit on a phone; "
+            "--max-params changes the limit"
+        )
     if above:
         p.notes.append(
             f"{len(above)} finished run(s) rank above it by {table.metric} but logged no model (e.g. {above[0].name}, "
@@ -160,9 +171,10 @@ def promote(
     force: bool = False,
     dry_run: bool = False,
     await_seconds: int = 300,
+    max_params: int | None = None,
 ) -> Promotion:
     """Plan, then (unless dry_run) register the serving model and move the aliases. Raises PromotionRefused."""
-    p, best = plan(client, experiment, name, sweep, metric, force)
+    p, best = plan(client, experiment, name, sweep, metric, force, MAX_PARAMS if max_params is None else max_params)
     if dry_run:
         p.notes.append("dry run: nothing changed")
         if p.decision == "promote":

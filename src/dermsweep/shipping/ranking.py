@@ -42,6 +42,13 @@ class RunRow:
         """The run's value of `name` (any spelling, current or legacy run format), None if absent or NaN."""
         return number(rf.read(self.metrics, name))
 
+    def params_count(self) -> int | None:
+        """The model's parameter count (param model.params), None if the run did not log it."""
+        try:
+            return int(float(self.params["model.params"]))
+        except (KeyError, ValueError):
+            return None
+
     def results(self) -> dict[str, float]:
         """Final validation and test figures under their current names (what tables and versions show)."""
         out = {}
@@ -170,18 +177,23 @@ def collect_runs(
 
 
 def best_candidate(
-    client, experiment: str, sweep: str | None = None, metric: str | None = None
+    client, experiment: str, sweep: str | None = None, metric: str | None = None, max_params: int | None = None
 ) -> tuple[RunRow, RunsTable]:
+    """The best finished run with a model and the metric, within `max_params` parameters when given."""
     table = collect_runs(client, experiment, sweep, metric, finished_only=True)
     eligible = [r for r in table.rows if r.has_model and r.metric(table.metric) is not None]
-    if not eligible:
+    within = [r for r in eligible if max_params is None or (r.params_count() or 0) <= max_params]
+    if not within:
         scope = f"sweep {sweep!r}" if sweep else f"experiment {experiment!r}"
+        over = len(eligible) - len(within)
         raise NoEligibleRun(
             f"no eligible run in {scope}: need tag {rf.STATUS}=finished, a logged model and metric "
             f"{table.metric} ({len(table.rows)} finished run(s), "
-            f"{sum(r.has_model for r in table.rows)} with a model)"
+            f"{sum(r.has_model for r in table.rows)} with a model"
+            + (f", {over} over the {max_params:,}-parameter limit" if over else "")
+            + ")"
         )
-    return eligible[0], table
+    return within[0], table
 
 
 def _runs_with_model(experiment_id: str) -> set[str]:

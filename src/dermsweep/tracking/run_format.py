@@ -73,6 +73,7 @@ DATA_PROBLEMS = "data/problems.txt"
 MODEL_INFO = "model_info.json"
 TRAINING_CURVES = "training_curves.png"
 GAINS_REPORT = "evaluation/gains.json"
+VIEW_LOGITS = "evaluation/view_logits.npz"  # each test-time view's logits on validation and test (for ensembles)
 # Files under evaluation_artifact(part, ...); an evaluation run writes them under part EVAL.
 CLASSIFICATION_REPORT = "classification_report.json"
 CONFUSION_JSON = "confusion_matrix.json"

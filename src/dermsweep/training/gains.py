@@ -91,7 +91,11 @@ def choose_gains(
         return scores(y, probs)[metric]
 
     gains = Gains()
-    candidates = VIEW_SETS if cfg.views == "auto" else (cfg.views,)
+    wanted = VIEW_SETS if cfg.views == "auto" else (cfg.views,)
+    # Only sets whose every view was scored (an ensemble of runs that logged flips cannot try the quarter turns).
+    candidates = [name for name in wanted if all(v in val_views for v in VIEWS[name])]
+    if not candidates:
+        raise ValueError(f"inference.views={cfg.views}: its views were not scored on validation")
     for name in candidates:
         gains.view_scores[name] = score(y_val, calibration.adjust(mean_logits(val_views, name)))
     # Best on validation; on a tie the cheaper view set (fewer classifier calls per image).

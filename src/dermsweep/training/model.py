@@ -56,8 +56,19 @@ def build(model_cfg, num_classes: int) -> keras.Model:
 
 def logits_of(classifier: keras.Model) -> keras.Model:
     """The classifier without its softmax (same layers, same weights): what test-time views average and the
-    shipped model calibrates."""
+    shipped model calibrates. A model that already ends in the logits layer is returned as it is."""
+    if classifier.layers[-1].name == LOGITS_LAYER:
+        return classifier
     return keras.Model(classifier.inputs, classifier.get_layer(LOGITS_LAYER).output, name=f"{classifier.name}_logits")
+
+
+def logits_inside(shipped: keras.Model) -> list[keras.Model]:
+    """The logits models a shipped model wraps (one per member), found by their last layer."""
+    return [
+        layer
+        for layer in shipped.layers
+        if isinstance(layer, keras.Model) and layer.layers and layer.layers[-1].name == LOGITS_LAYER
+    ]
 
 
 def _backbone(name: str, shape, alpha: float, weights) -> keras.Model:

@@ -1,11 +1,15 @@
-"""The run's last step before tracking: choose the evaluation-time gains on validation, build the shipped model,
-score it on validation and test, and record what each gain did (the figures a person compares runs by)."""
+"""The last step of a run (and of an ensemble): choose the evaluation-time gains on validation, build the shipped
+model, score it on validation and test, and record the scores, what each gain did, and each view's logits (so an
+ensemble can later be chosen from the runs without predicting again)."""
 
 from __future__ import annotations
 
 import math
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import mlflow
@@ -14,52 +18,105 @@ import numpy as np
 from ..data import Prepared
 from ..data.pipeline import eval_dataset
 from ..evaluation import metrics as scoring
+from ..evaluation import plots
 from ..evaluation.operating_point import sensitivity_specificity
 from ..evaluation.reliability import expected_calibration_error, plot_reliability, reliability_table
 from ..keras_layers import VIEWS
 from ..tracking import run_format as rf
 from ..tracking.artifacts import BackgroundArtifacts, log_json
 from .batch_predict import predict
-from .gains import Gains, check, choose_gains, per_view, probabilities, step_probabilities, views_needed, wrap
+from .gains import Gains, View, check, choose_gains, per_view, probabilities, step_probabilities, views_needed, wrap
 from .model import logits_of
 
 REPORTED = ("balanced_accuracy", "macro_f1", "macro_auc", "accuracy")
+PARTS = ("val", "test")
 
 
 @dataclass
 class Shipping:
     model: keras.Model  # the shipped model: fixed input size, gains inside
     gains: Gains
-    probabilities: dict[str, np.ndarray]  # "val" / "test" -> the shipped model's probabilities
-    steps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> step -> probabilities
+    views: dict[str, dict[View, np.ndarray]]  # split -> view -> logits (mean over members for an ensemble)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # split -> the shipped model's output
+    steps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> gain step -> probabilities
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.probabilities = {part: probabilities(self.gains, v) for part, v in self.views.items()}
+        self.steps = {part: step_probabilities(self.gains, v) for part, v in self.views.items()}
+
+
+def view_logits(classifier: keras.Model, batch: int):
+    """uint8 images -> the classifier's logits, through one traced prediction function."""
+    head = logits_of(classifier)
+    return lambda images: predict(head, eval_dataset(images, batch))
 
 
 def ship(cfg, data: Prepared, classifier: keras.Model, batch: int, objective: str) -> Shipping:
     started = time.perf_counter()
-    head = logits_of(classifier)
-
-    def logits(images: np.ndarray) -> np.ndarray:
-        return predict(head, eval_dataset(images, batch))
-
+    logits = view_logits(classifier, batch)
     val_views = per_view(logits, data.x["val"], views_needed(cfg.inference))
-    counts = np.bincount(data.y["train"], minlength=len(data.class_names)).astype(float)
-    gains = choose_gains(cfg.inference, data.y["val"], val_views, counts / counts.sum(), data.class_names, objective)
+    gains = choose_gains(
+        cfg.inference,
+        data.y["val"],
+        val_views,
+        priors(data.y["train"], len(data.class_names)),
+        data.class_names,
+        objective,
+    )
     test_views = per_view(logits, data.x["test"], VIEWS[gains.views])
     model = wrap([classifier], int(cfg.model.height), int(cfg.model.width), gains)
-    views = {"val": val_views, "test": test_views}
-    probs = {part: probabilities(gains, v) for part, v in views.items()}
-    check(model, data.x["val"][:8], probs["val"][:8])
-    steps = {part: step_probabilities(gains, v) for part, v in views.items()}
-    return Shipping(model, gains, probs, steps, time.perf_counter() - started)
+    shipping = Shipping(model, gains, {"val": val_views, "test": test_views})
+    check(model, data.x["val"][:8], shipping.probabilities["val"][:8])
+    shipping.seconds = time.perf_counter() - started
+    return shipping
 
 
-def log_gains(data: Prepared, shipping: Shipping, figures: BackgroundArtifacts) -> None:
+def priors(y_train: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.bincount(y_train, minlength=num_classes).astype(float)
+    return counts / counts.sum()
+
+
+def log_scores(
+    y: dict[str, np.ndarray], class_names: list[str], shipping: Shipping, figures: BackgroundArtifacts
+) -> dict[str, dict[str, float]]:
+    """The shipped model on validation, then test (once, only reported, never used for a choice): the metrics,
+    per-class test figures, reports and confusion matrices."""
+    final = {}
+    k = len(class_names)
+    for part, section in (("val", rf.FINAL_VAL), ("test", rf.TEST)):
+        probs = shipping.probabilities[part]
+        final[part] = scoring.scores(y[part], probs)
+        mlflow.log_metrics({rf.metric(section, m): v for m, v in final[part].items() if math.isfinite(v)})
+        report = scoring.report(y[part], probs, class_names)
+        log_json(report, rf.evaluation_artifact(part, rf.CLASSIFICATION_REPORT))
+        counts, normalised = scoring.confusion(y[part], probs, k)
+        log_json(
+            {"class_names": class_names, "counts": counts.tolist(), "row_normalised": normalised.tolist()},
+            rf.evaluation_artifact(part, rf.CONFUSION_JSON),
+        )
+        figures.figure(
+            lambda c=counts, n=normalised, p=part: plots.plot_confusion(c, n, class_names, p),
+            rf.evaluation_artifact(part, rf.CONFUSION_PNG),
+        )
+        if part == "test":
+            mlflow.log_metrics(
+                {
+                    rf.metric(rf.TEST_CLASS, f"{stat.replace('-score', '')}_{name}"): report[name][stat]
+                    for name in class_names
+                    for stat in ("precision", "recall", "f1-score")
+                }
+            )
+    return final
+
+
+def log_gains(
+    y: dict[str, np.ndarray], class_names: list[str], shipping: Shipping, figures: BackgroundArtifacts
+) -> None:
     """Each gain on its own (plain -> + views -> + calibration and prior), the calibration and the operating point."""
     gains = shipping.gains
-    names = data.class_names
     point = gains.operating_point
-    k = names.index(point.class_name) if point is not None else None
+    k = class_names.index(point.class_name) if point is not None else None
     report: dict = {"chosen": gains.to_meta(), "view_sets_val": gains.view_scores, "steps": {}}
     out: dict[str, float] = {
         rf.metric(rf.CALIBRATION, "temperature"): gains.temperature,
@@ -68,29 +125,67 @@ def log_gains(data: Prepared, shipping: Shipping, figures: BackgroundArtifacts) 
     for name, value in gains.view_scores.items():
         out[rf.metric(rf.GAINS, f"{name}_views_val_objective")] = value
     for part, steps in shipping.steps.items():
-        y = data.y[part]
+        labels = y[part]
         for step, probs in steps.items():
-            found = {m: scoring.scores(y, probs)[m] for m in REPORTED}
-            if k is not None and (y == k).any():
-                found[f"recall_{names[k]}"] = float(np.mean(probs[y == k].argmax(1) == k))
+            found = {m: scoring.scores(labels, probs)[m] for m in REPORTED}
+            if k is not None and (labels == k).any():
+                found[f"recall_{class_names[k]}"] = float(np.mean(probs[labels == k].argmax(1) == k))
             report["steps"].setdefault(step, {})[part] = found
             out.update({rf.metric(rf.GAINS, f"{step}_{part}_{m}"): v for m, v in found.items()})
-        out[rf.metric(rf.CALIBRATION, f"ece_{part}_before")] = expected_calibration_error(y, steps["views"])
-        out[rf.metric(rf.CALIBRATION, f"ece_{part}_after")] = expected_calibration_error(y, steps["adjusted"])
-        if point is not None and k is not None and (y == k).any():
-            sens, spec = sensitivity_specificity(y, shipping.probabilities[part], k, point.threshold)
+        out[rf.metric(rf.CALIBRATION, f"ece_{part}_before")] = expected_calibration_error(labels, steps["views"])
+        out[rf.metric(rf.CALIBRATION, f"ece_{part}_after")] = expected_calibration_error(labels, steps["adjusted"])
+        if point is not None and k is not None and (labels == k).any():
+            sens, spec = sensitivity_specificity(labels, shipping.probabilities[part], k, point.threshold)
             out[rf.metric(rf.OPERATING_POINT, f"{part}_sensitivity")] = sens
             out[rf.metric(rf.OPERATING_POINT, f"{part}_specificity")] = spec
     if point is not None:
         out[rf.metric(rf.OPERATING_POINT, "threshold")] = point.threshold
     mlflow.log_metrics({key: float(v) for key, v in out.items() if math.isfinite(v)})
-    y_val = data.y["val"]
     val_steps = shipping.steps["val"]
-    report["reliability_val"] = {step: reliability_table(y_val, val_steps[step]) for step in ("views", "adjusted")}
+    report["reliability_val"] = {s: reliability_table(y["val"], val_steps[s]) for s in ("views", "adjusted")}
     log_json(report, rf.GAINS_REPORT)
     figures.figure(
         lambda: plot_reliability(
-            {"before calibration": (y_val, val_steps["views"]), "after": (y_val, val_steps["adjusted"])}, "validation"
+            {"before calibration": (y["val"], val_steps["views"]), "after": (y["val"], val_steps["adjusted"])},
+            "validation",
         ),
         rf.evaluation_artifact("val", rf.RELIABILITY_PNG),
     )
+
+
+def log_view_logits(shipping: Shipping, y: dict[str, np.ndarray]) -> None:
+    """Every view's logits on validation and test, and the labels, as one .npz artifact: ensembles of runs are
+    chosen from these without predicting again."""
+    arrays: dict[str, np.ndarray] = {f"y_{part}": y[part] for part in y}
+    for part, views in shipping.views.items():
+        for (quarter_turns, mirror), logits in views.items():
+            arrays[f"{part}_{quarter_turns}_{int(mirror)}"] = logits.astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(rf.VIEW_LOGITS).name
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle
+        mlflow.log_artifact(str(path), str(Path(rf.VIEW_LOGITS).parent))
+
+
+@dataclass
+class LoggedViews:
+    """What log_view_logits wrote: per-view logits and the labels of each split."""
+
+    views: dict[str, dict[View, np.ndarray]]  # "val" / "test" -> view -> logits
+    labels: dict[str, np.ndarray]  # "val" / "test" -> class indices
+
+
+def read_view_logits(path: str) -> LoggedViews:
+    out = LoggedViews({"val": {}, "test": {}}, {})
+    with np.load(path) as data:
+        for key in data.files:
+            if key.startswith("y_"):
+                out.labels[key.removeprefix("y_")] = data[key]
+            else:
+                part, quarter_turns, mirror = key.split("_")
+                out.views[part][(int(quarter_turns), bool(int(mirror)))] = data[key]
+    return out
+
+
+def member_views(views: Sequence[dict[View, np.ndarray]], names: Sequence[View]) -> dict[View, np.ndarray]:
+    """Several members' per-view logits as one ensemble's: the mean over members, view by view."""
+    return {v: np.mean([m[v] for m in views], axis=0) for v in names}

@@ -19,19 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 from ..data import Prepared, prepare
 from ..data.pipeline import eval_dataset, training_dataset
 from ..errors import TrackingError
-from ..evaluation import metrics as scoring
 from ..evaluation import plots
 from ..sweep import trial_link
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
-from ..tracking.artifacts import BackgroundArtifacts, flatten, log_json, log_splits
+from ..tracking.artifacts import BackgroundArtifacts, flatten, log_splits
 from ..tracking.model_log import log_keras_model
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
 from . import config, hardware, provenance
 from .class_weights import class_weights
 from .fit import FitResult, fit
 from .model import build, weights_label
-from .ship import Shipping, log_gains, ship
+from .ship import Shipping, log_gains, log_scores, log_view_logits, ship
 
 log = logging.getLogger("dermsweep")
 
@@ -111,7 +110,6 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
         )
         shipping = ship(cfg, data, model, batch, objective)
         final = _evaluate_and_log(data, shipping, result, figures)
-        log_gains(data, shipping, figures)
         values = _objective_values(objectives, final, shipping.model)
         if _should_log_model(cfg, link, [values[m] for m, _ in objectives]):
             _log_model(cfg, data, shipping)
@@ -193,35 +191,12 @@ def _log_setup(cfg, data: Prepared, model, hw, steps: int) -> None:
 def _evaluate_and_log(
     data: Prepared, shipping: Shipping, result: FitResult, figures: BackgroundArtifacts
 ) -> dict[str, dict[str, float]]:
-    """The shipped model on validation, then test (once, only reported, never used for a choice)."""
-    final = {}
-    k = len(data.class_names)
+    """Curves, the shipped model's scores and gains, its view logits, and the run's bookkeeping."""
     # Queued first: drawn on the figure thread while this thread scores.
     figures.figure(lambda: plots.plot_curves(result.history, result.frozen_epochs_run), rf.TRAINING_CURVES)
-    for part, section in (("val", rf.FINAL_VAL), ("test", rf.TEST)):
-        probs = shipping.probabilities[part]
-        y = data.y[part]
-        final[part] = scoring.scores(y, probs)
-        mlflow.log_metrics({rf.metric(section, m): v for m, v in final[part].items() if math.isfinite(v)})
-        report = scoring.report(y, probs, data.class_names)
-        log_json(report, rf.evaluation_artifact(part, rf.CLASSIFICATION_REPORT))
-        counts, normalised = scoring.confusion(y, probs, k)
-        log_json(
-            {"class_names": data.class_names, "counts": counts.tolist(), "row_normalised": normalised.tolist()},
-            rf.evaluation_artifact(part, rf.CONFUSION_JSON),
-        )
-        figures.figure(
-            lambda c=counts, n=normalised, p=part: plots.plot_confusion(c, n, data.class_names, p),
-            rf.evaluation_artifact(part, rf.CONFUSION_PNG),
-        )
-        if part == "test":
-            mlflow.log_metrics(
-                {
-                    rf.metric(rf.TEST_CLASS, f"{stat.replace('-score', '')}_{name}"): report[name][stat]
-                    for name in data.class_names
-                    for stat in ("precision", "recall", "f1-score")
-                }
-            )
+    final = log_scores(data.y, data.class_names, shipping, figures)
+    log_gains(data.y, data.class_names, shipping, figures)
+    log_view_logits(shipping, {part: data.y[part] for part in ("val", "test")})
     mlflow.log_metrics(
         {
             rf.metric(rf.RUN, "best_epoch"): result.best_epoch,

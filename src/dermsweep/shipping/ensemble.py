@@ -1,0 +1,324 @@
+"""Ensembles of the best runs: one shipped Keras model averaging several trained classifiers' logits.
+
+Members are chosen on validation from the finished runs of an experiment or sweep that share the best run's split
+and input size: the plain top k, or greedy forward selection with replacement (Caruana et al. 2004: start from
+the best run, add whichever run, possibly again, most improves the ensemble's validation objective, stop when
+nothing does or at `size`). Each candidate's per-view logits come from the run itself (`evaluation/
+view_logits.npz`), so choosing costs no prediction. The ensemble then gets its own evaluation-time gains (views,
+temperature, prior adjustment, operating point, all on validation), is logged as a run of its own (role
+`ensemble`) with the same metrics on the same split, and goes through the same promotion gate as any run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import mlflow
+import numpy as np
+from omegaconf import OmegaConf
+
+from ..errors import DermsweepError
+from ..evaluation.metrics import scores
+from ..keras_layers import VIEWS
+from ..timing import median_latency_ms
+from ..tracking import run_format as rf
+from ..tracking.artifacts import BackgroundArtifacts, log_splits
+from ..tracking.model_log import log_keras_model
+from ..tracking.store import ensure_experiment, first_line
+from ..training.gains import View, check, choose_gains, per_view, probabilities, wrap
+from ..training.model import logits_inside
+from ..training.ship import (
+    Shipping,
+    log_gains,
+    log_scores,
+    log_view_logits,
+    member_views,
+    priors,
+    read_view_logits,
+    view_logits,
+)
+from .labelled_data import rebuild_run_data
+from .model_ref import load
+from .ranking import RunRow, collect_runs
+
+log = logging.getLogger(__name__)
+METHODS = ("greedy", "top")
+
+
+class EnsembleError(DermsweepError):
+    """No ensemble can be built from these runs as asked."""
+
+
+@dataclass
+class Candidate:
+    row: RunRow
+    val: dict[View, np.ndarray]  # per-view validation logits the run logged
+    test: dict[View, np.ndarray]
+    value: float  # the run's own validation objective
+    labels: dict[str, np.ndarray]  # "val" / "test" labels, in the order of the logits
+
+
+@dataclass
+class Ensemble:
+    members: list[Candidate]  # with repeats: greedy selection may add a run twice (a weight of 2)
+    run_id: str | None = None
+    values: dict[str, float] = field(default_factory=dict)  # val / test objective of the ensemble
+    best_single: float = float("nan")
+    params: int = 0
+    latency_ms: float = float("nan")
+    trace: list[dict] = field(default_factory=list)  # the greedy steps: run added, objective after
+
+    def member_ids(self) -> list[str]:
+        return [m.row.run_id for m in self.members]
+
+
+def build(
+    client,
+    experiment: str,
+    sweep: str | None = None,
+    size: int = 5,
+    method: str = "greedy",
+    candidates: int = 10,
+    metric: str | None = None,
+    inference=None,
+    register_experiment: str | None = None,
+    say: Callable[[str], None] = log.info,
+) -> Ensemble:
+    """Choose members on validation, wrap them with their gains, score, and log the ensemble as a run."""
+    if method not in METHODS:
+        raise EnsembleError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if size < 2:
+        raise EnsembleError(f"--size {size}: an ensemble needs at least 2 members")
+    table = collect_runs(client, experiment, sweep, metric, finished_only=True)
+    objective = rf.base_name(table.metric)
+    if not objective or table.direction != "maximize":
+        raise EnsembleError(f"ensembles are chosen by a metric to maximise; {table.metric} is {table.direction}d")
+    pool = _candidates(table.rows, table.metric, candidates, say)
+    inference = inference or OmegaConf.create(
+        {
+            "views": "auto",
+            "calibrate": True,
+            "prior_adjustment": True,
+            "operating_point": {"class_name": "mel", "sensitivity": 0.8},
+        }
+    )
+    first = pool[0].row
+    y = pool[0].labels
+    meta = load(f"runs:/{first.run_id}/{rf.MODEL}", client)[1].meta
+    class_names, height, width = list(meta["class_names"]), int(meta["input_height"]), int(meta["input_width"])
+    prepared, _ = rebuild_run_data(first.run_id, height, width)
+    train_priors = priors(prepared.y["train"], len(class_names))
+
+    def objective_of(members: list[Candidate]) -> float:
+        views = _shared_views(members, "val")
+        gains = choose_gains(
+            inference,
+            y["val"],
+            member_views([m.val for m in members], views),
+            train_priors,
+            class_names,
+            f"val_{objective}",
+        )
+        return scores(y["val"], probabilities(gains, member_views([m.val for m in members], views)))[objective]
+
+    ensemble = _select(pool, size, method, objective_of, say)
+    views = _shared_views(ensemble.members, "val")
+    val = member_views([m.val for m in ensemble.members], views)
+    gains = choose_gains(inference, y["val"], val, train_priors, class_names, f"val_{objective}")
+    test_views = VIEWS[gains.views]
+    test = member_views([_test_logits(m, test_views, prepared) for m in ensemble.members], test_views)
+    classifiers = _classifiers(ensemble.members)
+    model = wrap(classifiers, height, width, gains, name="ensemble")
+    shipping = Shipping(model, gains, {"val": val, "test": test})
+    check(model, prepared.x["val"][:4], shipping.probabilities["val"][:4])
+    ensemble.values = {part: scores(y[part], shipping.probabilities[part])[objective] for part in ("val", "test")}
+    ensemble.best_single = max(c.value for c in pool)
+    ensemble.params = int(model.count_params())
+    x1 = prepared.x["val"][:1].astype(np.float32)
+    ensemble.latency_ms = median_latency_ms(lambda x: model.predict_on_batch(x), x1, runs=20, warmup=3)
+    ensemble.run_id = _log(
+        client, register_experiment or experiment, ensemble, shipping, y, class_names, meta, table.metric, prepared, say
+    )
+    return ensemble
+
+
+def _candidates(rows: list[RunRow], metric: str, limit: int, say) -> list[Candidate]:
+    eligible = [r for r in rows if r.has_model and r.role in ("trial", "single") and r.metric(metric) is not None]
+    if len(eligible) < 2:
+        raise EnsembleError(f"an ensemble needs at least 2 finished runs with a model; found {len(eligible)}")
+    best = eligible[0]
+    size = (best.params.get("model.height"), best.params.get("model.width"))
+    pool: list[Candidate] = []
+    for row in eligible:
+        if len(pool) >= limit:
+            break
+        if row.split_id != best.split_id or (row.params.get("model.height"), row.params.get("model.width")) != size:
+            continue  # other data or input size: their logits are not comparable image by image
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=row.run_id, artifact_path=rf.VIEW_LOGITS)
+        except Exception as exc:
+            say(f"skipping {row.name} ({row.run_id[:8]}): no {rf.VIEW_LOGITS} ({first_line(exc)})")
+            continue
+        logged = read_view_logits(path)
+        labels = logged.labels
+        if pool and any(not np.array_equal(labels[p], pool[0].labels[p]) for p in labels):
+            say(f"skipping {row.name} ({row.run_id[:8]}): its labels differ from the best run's on the same split")
+            continue
+        value = row.metric(metric)
+        assert value is not None
+        pool.append(Candidate(row, logged.views["val"], logged.views["test"], value, labels))
+    if len(pool) < 2:
+        raise EnsembleError(
+            f"fewer than 2 runs share the best run's split {best.split_id} and input size "
+            f"{size[0]}x{size[1]} and logged their view logits"
+        )
+    say(f"{len(pool)} candidates, best single {pool[0].row.name}: {pool[0].value:.4f}")
+    return pool
+
+
+def _select(pool: list[Candidate], size: int, method: str, objective_of, say) -> Ensemble:
+    if method == "top":
+        members = pool[:size]
+        return Ensemble(members, trace=[{"run": m.row.run_id, "objective": None} for m in members])
+    members = [pool[0]]
+    current = objective_of(members)
+    trace = [{"run": pool[0].row.run_id, "objective": current}]
+    while len(members) < size:
+        scored = [(objective_of([*members, c]), -i, c) for i, c in enumerate(pool)]
+        value, _, chosen = max(scored, key=lambda t: (t[0], t[1]))
+        if value <= current:
+            break  # nothing improves the ensemble on validation: stop (Caruana's rule, without overfitting more)
+        members.append(chosen)
+        current = value
+        trace.append({"run": chosen.row.run_id, "objective": value})
+        say(f"+ {chosen.row.name}: validation objective {value:.4f}")
+    if len(members) < 2:
+        raise EnsembleError("no second run improves on the best run's validation objective: no ensemble to ship")
+    return Ensemble(members, trace=trace)
+
+
+def _shared_views(members: list[Candidate], part: str) -> tuple[View, ...]:
+    """The dihedral views every member logged for `part` (all of them when runs used inference.views=auto)."""
+    views = [v for v in VIEWS["dihedral"] if all(v in getattr(m, part) for m in members)]
+    return tuple(views)
+
+
+def _test_logits(member: Candidate, views: tuple[View, ...], prepared) -> dict[View, np.ndarray]:
+    """The member's test logits for `views`: from its run when it logged them, else predicted now."""
+    missing = [v for v in views if v not in member.test]
+    if missing:
+        classifier = _classifier(member.row.run_id)
+        member.test.update(per_view(view_logits(classifier, 64), prepared.x["test"], missing))
+    return {v: member.test[v] for v in views}
+
+
+def _classifier(run_id: str) -> keras.Model:
+    """The trained classifier (as its logits model) inside a run's shipped model."""
+    model, _ = load(f"runs:/{run_id}/{rf.MODEL}")
+    found = logits_inside(model)
+    if len(found) != 1:
+        raise EnsembleError(
+            f"run {run_id}'s model holds {len(found)} classifiers (an ensemble, or a model logged "
+            "before shipped models): choose members among single runs"
+        )
+    return found[0]
+
+
+def _classifiers(members: list[Candidate]) -> list[keras.Model]:
+    """One classifier per member entry (repeats share the loaded model: a weight, not a copy)."""
+    loaded: dict[str, keras.Model] = {}
+    out = []
+    for m in members:
+        if m.row.run_id not in loaded:
+            classifier = _classifier(m.row.run_id)
+            classifier.name = f"member_{len(loaded)}"
+            loaded[m.row.run_id] = classifier
+        out.append(loaded[m.row.run_id])
+    return out
+
+
+def _log(
+    client,
+    experiment: str,
+    ensemble: Ensemble,
+    shipping: Shipping,
+    y: dict[str, np.ndarray],
+    class_names: list[str],
+    meta: dict,
+    metric: str,
+    prepared,
+    say,
+) -> str:
+    first = ensemble.members[0].row
+    exp_id = ensure_experiment(client, experiment)
+    ids = ensemble.member_ids()
+    tags = {
+        rf.ROLE: "ensemble",
+        rf.STATUS: "running",
+        rf.MEMBERS: ",".join(ids),
+        rf.OBJECTIVE_METRIC: first.tags.get(rf.OBJECTIVE_METRIC, "val_balanced_accuracy"),
+        rf.OBJECTIVE_DIRECTION: "maximize",
+        rf.SPLIT_ID: first.split_id or "",
+        rf.DATASET_ID: first.tags.get(rf.DATASET_ID, ""),
+    }
+    if first.tags.get(rf.STUDY_NAME):
+        tags[rf.STUDY_NAME] = first.tags[rf.STUDY_NAME]
+    name = f"ensemble-{len(set(ids))}of{len(ids)}"
+    started = time.perf_counter()
+    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags) as run:
+        figures = BackgroundArtifacts(run.info.run_id)
+        mlflow.log_params(
+            {
+                "ensemble.members": ",".join(ids),
+                "ensemble.size": len(ids),
+                "model.params": ensemble.params,
+                "model.height": meta["input_height"],
+                "model.width": meta["input_width"],
+            }
+        )
+        log_splits(
+            {"train": prepared.split.train, "validation": prepared.split.val, "test": prepared.split.test},
+            prepared.catalog.source,
+            prepared.split.split_id,
+            str(prepared.catalog.source),
+        )
+        final = log_scores(y, class_names, shipping, figures)
+        log_gains(y, class_names, shipping, figures)
+        log_view_logits(shipping, y)
+        mlflow.log_metrics(
+            {
+                rf.metric(rf.RUN, "params"): ensemble.params,
+                rf.metric(rf.RUN, "latency_ms"): ensemble.latency_ms,
+                rf.metric(rf.RUN, "best_single_val"): ensemble.best_single,
+            }
+        )
+        info = {
+            k: meta[k]
+            for k in ("class_names", "full_names", "input_height", "input_width", "input", "resize")
+            if k in meta
+        }
+        info.update(
+            members=ids,
+            split_id=first.split_id,
+            dataset_id=first.tags.get(rf.DATASET_ID, ""),
+            **shipping.gains.to_meta(),
+        )
+        log_keras_model(shipping.model, prepared.x["val"][:1].astype(np.float32), info)
+        figures.wait()
+        val = final["val"]
+        mlflow.set_tags(
+            {
+                rf.STATUS: "finished",
+                rf.DESCRIPTION: (
+                    f"{name} of {', '.join(m.row.name for m in ensemble.members)}: validation balanced accuracy "
+                    f"{val['balanced_accuracy']:.3f} (best single {ensemble.best_single:.3f}), {ensemble.params:,} "
+                    f"parameters, {ensemble.latency_ms:.0f} ms per image"
+                ),
+            }
+        )
+    say(f"ensemble run {run.info.run_id} logged in {time.perf_counter() - started:.0f}s")
+    return str(run.info.run_id)
