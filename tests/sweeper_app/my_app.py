@@ -18,6 +18,12 @@ def _flat(d, prefix=""):
     return out
 
 
+def check(cfg: DictConfig) -> None:
+    """A pre-flight rule for hydra.sweeper.validate=my_app.check: only some combinations of x and y are valid."""
+    if cfg.x + cfg.y > 1.5:
+        raise ValueError(f"x + y must not exceed 1.5 (x={cfg.x}, y={cfg.y})")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
     import mlflow
@@ -53,7 +59,7 @@ def main(cfg: DictConfig):
                 value = -1000.0
             mlflow.log_metric(cfg.objective.metric, value, step=epoch)
             if link:
-                link.report(epoch, value)
+                link.report(epoch + cfg.first_step, value)
     except optuna.TrialPruned:
         mlflow.set_tag("dermsweep.status", "pruned")
         mlflow.end_run(status="KILLED")

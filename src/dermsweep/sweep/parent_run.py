@@ -28,6 +28,8 @@ from .trial_link import PARENT_RUN_FILE, VOID_PREFIX
 log = logging.getLogger(__name__)
 
 OPTUNA_SWEEPER_TARGET_PREFIX = "hydra_plugins.dermsweep_optuna_sweeper"
+# A trial's user attr naming where its enqueued (warm-start) configuration came from; the sweeper sets it.
+WARM_START_ATTR = rf.WARM_START
 
 
 def tracking_settings(config: Any) -> tuple[str | None, str, str | None]:
@@ -40,9 +42,15 @@ def tracking_settings(config: Any) -> tuple[str | None, str, str | None]:
     return uri, str(experiment), artifact_root
 
 
-def sweep_tags(storage: str, directions: list[str], n_trials: int) -> dict[str, str]:
-    """Tags of an Optuna sweep's parent run: where its study lives and what it asks for."""
-    return {rf.OPTUNA_STORAGE: storage, rf.DIRECTIONS: ",".join(directions), rf.N_TRIALS: str(n_trials)}
+def sweep_tags(storage: str, directions: list[str], n_trials: int | None, timeout: str = "none") -> dict[str, str]:
+    """Tags of an Optuna sweep's parent run: where its study lives and what it asks for (n_trials None: no trial
+    budget, a time budget only)."""
+    return {
+        rf.OPTUNA_STORAGE: storage,
+        rf.DIRECTIONS: ",".join(directions),
+        rf.N_TRIALS: "unlimited" if n_trials is None else str(n_trials),
+        rf.TIMEOUT: timeout,
+    }
 
 
 def _client(uri: str | None) -> Any:
@@ -124,22 +132,42 @@ class SweepParent:
 
     # -- progress and summary
     @_safe
-    def log_progress(self, study: Any) -> None:
+    def log_progress(self, study: Any, finished: list[int] | None = None) -> None:
+        """The counts (step = trials finished) and, for each trial number in ``finished`` (the trials this process
+        just told), a point of time to quality: the best first objective so far at that trial's end, step = seconds
+        of sweep time then, timestamp = the trial's end (so MLflow's wall-time axis places it too)."""
         stats = study_stats(study)
         step = stats["n_finished"]
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [
-            Metric(rf.metric(rf.SWEEP_SECTION, k), float(v), now, step) for k, v in stats.items() if v is not None
+            Metric(rf.metric(rf.SWEEP_SECTION, k), float(v), now, step)
+            for k, v in stats.items()
+            if isinstance(v, int | float)
         ]
+        wanted = set(finished or ())
+        for row in time_to_quality(study):
+            if row["number"] in wanted and row["best_so_far"] is not None:
+                metrics.append(
+                    Metric(
+                        rf.BEST_VALUE_BY_SECOND,
+                        float(row["best_so_far"]),
+                        int(row["ended_at"] * 1000),
+                        int(round(row["elapsed_s"])),
+                    )
+                )
         self.client.log_batch(self.run_id, metrics=metrics)
 
     @_safe
-    def finalize(self, study: Any, status: str = "FINISHED", plots: bool = True) -> None:
+    def finalize(
+        self, study: Any, status: str = "FINISHED", plots: bool = True, stop_reason: str | None = None
+    ) -> None:
         try:
+            if stop_reason:
+                self.client.set_tag(self.run_id, rf.STOP_REASON, stop_reason[:5000])
             self.log_progress(study)
-            self._log_study_artifacts(study, plots)
+            self._log_study_artifacts(study, plots, stop_reason)
         finally:
             self.client.set_terminated(self.run_id, status=status)
 
@@ -184,7 +212,7 @@ class SweepParent:
                 out.setdefault(int(num), r.info.run_id)
         return out
 
-    def _log_study_artifacts(self, study: Any, plots: bool = True) -> None:
+    def _log_study_artifacts(self, study: Any, plots: bool = True, stop_reason: str | None = None) -> None:
         import optuna
 
         multi = len(study.directions) > 1
@@ -202,6 +230,7 @@ class SweepParent:
             "directions": [d.name.lower() for d in study.directions],
             "metric_names": study.metric_names,
             **study_stats(study),
+            "stop_reason": stop_reason,
             "best_trials": [
                 {"number": t.number, "values": t.values, "params": t.params, "mlflow_run_id": run_id_of(t)}
                 for t in best
@@ -224,8 +253,17 @@ class SweepParent:
                 # surplus / interrupted / stale trials: shown as FAIL by Optuna, not counted by the sweep
                 df["void"] = [void.get(str(t.number), "") for t in trials]
             df.to_csv(folder / "trials.csv", index=False)
+            rows = time_to_quality(study)
+            write_time_to_quality_table(rows, folder / Path(rf.TIME_TO_QUALITY_TABLE).name)
             if plots:
                 write_plots(study, folder)
+                if rows:
+                    try:
+                        draw_time_to_quality(rows, study).savefig(
+                            folder / Path(rf.TIME_TO_QUALITY_FIGURE).name, dpi=100, bbox_inches="tight"
+                        )
+                    except Exception as exc:
+                        log.warning("plot time_to_quality skipped: %s", exc)
             self.client.log_artifacts(self.run_id, str(folder), artifact_path=rf.STUDY_DIR)
 
 
@@ -246,12 +284,200 @@ def study_stats(study: Any) -> dict[str, Any]:
         "n_running": counts[S.RUNNING],
         "n_finished": counts[S.COMPLETE] + counts[S.PRUNED] + counts[S.FAIL],
         "best_value": None,
+        "elapsed_minutes": round(sweep_seconds(study) / 60.0, 3),
     }
     if counts[S.COMPLETE] and len(study.directions) == 1:
         stats["best_value"] = study.best_value
     elif counts[S.COMPLETE]:
         stats["n_pareto"] = len(study.best_trials)
     return stats
+
+
+# ----------------------------------------------------------------------------------------------- sweep time
+def _void_reasons(study: Any) -> dict[int, str]:
+    return {int(k[len(VOID_PREFIX) :]): str(v) for k, v in study.user_attrs.items() if k.startswith(VOID_PREFIX)}
+
+
+def busy_intervals(study: Any) -> list[tuple[float, float]]:
+    """The sweep's clock: merged (start, end) spans, in epoch seconds, during which at least one finished trial of
+    the study ran. Gaps between invocations (before a resume) are left out, several workers' overlapping trials
+    count once, and trials still RUNNING are left out (a dead sweep's RUNNING trial would otherwise tick forever),
+    as are trials a dead sweep left behind (void "stale": they end when a later sweep noticed, not when they died)."""
+    void = _void_reasons(study)
+    spans = sorted(
+        (t.datetime_start.timestamp(), t.datetime_complete.timestamp())
+        for t in study.get_trials(deepcopy=False)
+        if t.datetime_start is not None and t.datetime_complete is not None and void.get(t.number) != "stale"
+    )
+    merged: list[tuple[float, float]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, max(start, end)))
+    return merged
+
+
+def sweep_seconds(study: Any, at: float | None = None, intervals: list[tuple[float, float]] | None = None) -> float:
+    """Seconds of sweep time (see busy_intervals) up to the moment ``at`` (epoch seconds; None = all of it)."""
+    spans = busy_intervals(study) if intervals is None else intervals
+    if at is None:
+        return sum(end - start for start, end in spans)
+    return sum(min(end, at) - start for start, end in spans if start < at)
+
+
+def time_to_quality(study: Any) -> list[dict[str, Any]]:
+    """One row per finished trial that counts (void ones left out), in the order they ended: its number, state,
+    sweep time at its end (elapsed_s; ended_at in epoch seconds), its first objective (a pruned trial: its last
+    reported value, at pruned_at_step; a failed one: none), and the best first objective of the COMPLETE trials
+    ended by then (best_so_far; multi-objective studies: the first objective)."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    void = _void_reasons(study)
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    spans = busy_intervals(study)
+    done = sorted(
+        (
+            t
+            for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
+            if t.number not in void and t.datetime_complete is not None
+        ),
+        key=lambda t: (t.datetime_complete, t.number),
+    )
+    rows: list[dict[str, Any]] = []
+    best: float | None = None
+    for t in done:
+        ended = t.datetime_complete.timestamp()
+        value: float | None = None
+        pruned_at: int | None = None
+        if t.state == S.COMPLETE and t.values:
+            value = float(t.values[0])
+            if best is None or (value > best if maximize else value < best):
+                best = value
+        elif t.state == S.PRUNED and t.intermediate_values:
+            pruned_at = t.last_step
+            value = float(t.intermediate_values[pruned_at])
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "ended_at": ended,
+                "elapsed_s": sweep_seconds(study, ended, spans),
+                "value": value,
+                "pruned_at_step": pruned_at,
+                "best_so_far": best,
+                "warm_start": t.user_attrs.get(rf.WARM_START, ""),
+            }
+        )
+    return rows
+
+
+def write_time_to_quality_table(rows: list[dict[str, Any]], path: Path) -> None:
+    """time_to_quality.csv: the rows of time_to_quality with elapsed minutes and the end as ISO time."""
+    import csv
+    import datetime
+
+    columns = ["number", "state", "elapsed_minutes", "value", "best_so_far", "pruned_at_step", "ended", "warm_start"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(
+                {
+                    **{k: r[k] for k in ("number", "state", "value", "best_so_far", "pruned_at_step", "warm_start")},
+                    "elapsed_minutes": round(r["elapsed_s"] / 60.0, 4),
+                    "ended": datetime.datetime.fromtimestamp(r["ended_at"]).isoformat(timespec="seconds"),
+                }
+            )
+
+
+def draw_time_to_quality(rows: list[dict[str, Any]], study: Any) -> Any:
+    """Best-so-far first objective (a step line) against sweep minutes, each complete trial's value as a dot,
+    pruned trials' last reported values as crosses, failed trials as ticks under the axis. A matplotlib Figure
+    made without pyplot."""
+    from matplotlib.figure import Figure
+
+    name = (study.metric_names or ["objective"])[0]
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    minutes = [r["elapsed_s"] / 60.0 for r in rows]
+    best = [(m, r["best_so_far"]) for m, r in zip(minutes, rows, strict=True) if r["best_so_far"] is not None]
+    if best:
+        xs, ys = zip(*best, strict=True)
+        ax.step(xs, ys, where="post", color="tab:blue", linewidth=2, label="best so far")
+    for state, style in (
+        ("COMPLETE", dict(marker="o", color="tab:blue", alpha=0.6, label="complete trial")),
+        ("PRUNED", dict(marker="x", color="tab:orange", label="pruned trial (last reported value)")),
+    ):
+        pts = [
+            (m, r["value"])
+            for m, r in zip(minutes, rows, strict=True)
+            if r["state"] == state and r["value"] is not None
+        ]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, **style)
+    failed = [m for m, r in zip(minutes, rows, strict=True) if r["state"] == "FAIL"]
+    if failed:
+        ax.scatter(
+            failed,
+            [0.0] * len(failed),
+            marker="|",
+            s=120,
+            color="tab:red",
+            label="failed trial",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+        )
+    direction = study.directions[0].name.lower()
+    ax.set_xlabel("sweep time (minutes; gaps between invocations left out)")
+    ax.set_ylabel(f"{name} ({direction})")
+    ax.set_title(f"{study.study_name}: time to quality ({len(rows)} trials)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- warm start
+def best_runs(
+    uri: str | None,
+    experiment: str,
+    metric: str,
+    direction: str,
+    top_k: int,
+    filter_string: str | None = None,
+) -> list[tuple[str, float, dict[str, str]]]:
+    """The ``top_k`` best FINISHED runs of an MLflow experiment by ``metric`` (any spelling rf.read accepts, e.g.
+    val_balanced_accuracy = final_val/balanced_accuracy, else the metric's exact name), sweep and multirun parent
+    runs left out: [(run id, value, params)], best first. Raises ValueError when the experiment does not exist."""
+    import math
+
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"experiment {experiment!r} not found in the tracking store {client.tracking_uri}")
+    wanted = "attributes.status = 'FINISHED'"
+    if filter_string:
+        wanted = f"{wanted} and {filter_string}"
+    found: list[tuple[str, float, dict[str, str]]] = []
+    page: str | None = None
+    while True:
+        runs = client.search_runs([exp.experiment_id], filter_string=wanted, max_results=1000, page_token=page)
+        for r in runs:
+            if r.data.tags.get(rf.ROLE) in ("sweep", "multirun"):
+                continue
+            value = rf.read(r.data.metrics, metric)
+            if value is None:
+                value = r.data.metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                continue
+            found.append((r.info.run_id, float(value), dict(r.data.params)))
+        page = runs.token
+        if not page:
+            break
+    found.sort(key=lambda x: x[1], reverse=direction == "maximize")
+    return found[: max(0, int(top_k))]
 
 
 def write_plots(study: Any, folder: Path) -> list[str]:

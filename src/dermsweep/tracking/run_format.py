@@ -31,8 +31,11 @@ OVERRIDES = "dermsweep.overrides"
 OPTUNA_STORAGE = "dermsweep.optuna_storage"
 DIRECTIONS = "dermsweep.directions"
 N_TRIALS = "dermsweep.n_trials"
+TIMEOUT = "dermsweep.timeout"  # an Optuna sweep's time budget (sweep time), e.g. "3h00m00s"; "none"
 BEST_TRIAL_NUMBER = "dermsweep.best_trial_number"
 BEST_RUN_ID = "dermsweep.best_run_id"
+STOP_REASON = "dermsweep.stop_reason"  # why an Optuna sweep stopped launching trials (n_trials, timeout, ...)
+WARM_START = "dermsweep.warm_start"  # a trial's user attr: where its enqueued configuration came from
 MEMBERS = "dermsweep.members"  # an ensemble's member run ids, comma-separated
 EVALUATED_MODEL = "dermsweep.evaluated_model"  # an evaluation run's model reference
 # An evaluation run's other tags: which model version and training run it scored, which data, which decision.
@@ -83,6 +86,8 @@ RELIABILITY_PNG = "reliability.png"
 EVALUATION_REPORT = "report.json"  # an evaluation run's whole report (what `dermsweep evaluate --json` prints)
 EXPORT_DIR = "export"
 STUDY_DIR = "study"
+TIME_TO_QUALITY_FIGURE = "study/time_to_quality.png"  # a sweep's best-so-far objective against sweep minutes
+TIME_TO_QUALITY_TABLE = "study/time_to_quality.csv"  # its data, one row per trial
 
 
 def evaluation_artifact(part: str, name: str) -> str:
@@ -107,6 +112,13 @@ EVAL, EVAL_CLASS = "eval", "eval_class"
 
 def metric(section: str, name: str) -> str:
     return f"{section}/{name}"
+
+
+# A sweep's parent run, besides its counts (sweep/best_value, n_complete, ... with step = trials finished):
+# the best first objective so far with step = seconds of sweep time (MLflow's chart then plots time to quality),
+# and the sweep time in minutes with step = trials finished.
+BEST_VALUE_BY_SECOND = metric(SWEEP_SECTION, "best_value_by_second")
+ELAPSED_MINUTES = metric(SWEEP_SECTION, "elapsed_minutes")
 
 
 def final_metric(objective: str) -> str:

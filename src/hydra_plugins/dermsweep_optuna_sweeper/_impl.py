@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 import warnings
@@ -49,7 +50,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from . import _samplers
+from . import _samplers, _warm_start
 from ._links import optuna_storage, parent_run, trial_link
 from .config import DEFAULT_VALIDATE
 
@@ -59,6 +60,83 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.R
 VOID_PREFIX = trial_link.VOID_PREFIX
 # Top-level keys of dermsweep's training config that its pre-flight (dermsweep.training.config.validate) reads
 DERMSWEEP_TOP_KEYS = ("data", "model", "augment", "schedule", "class_weight", "trainer", "objective", "tracking")
+# Study user attr: the warm start was enqueued (JSON: how many, from where), so a resume or a second worker does
+# not enqueue it again.
+WARM_STARTED_ATTR = "dermsweep.warm_start.enqueued"
+# Pruners whose "auto" setting Optuna resolves from the COMPLETE trials a process sees when it first prunes: the
+# sweeper resolves it once and pins the value in the study's pruner spec (class name -> key).
+AUTO_PRUNER_KEYS = {"HyperbandPruner": "max_resource", "SuccessiveHalvingPruner": "min_resource"}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|hours?|m|min|minutes?|s|sec|seconds?)", re.IGNORECASE)
+
+
+def parse_timeout(value: Any) -> float | None:
+    """hydra.sweeper.timeout in seconds: a number of seconds (Optuna's unit) or a string such as "90m", "3h",
+    "1h30m", "45s". null = no time budget."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"hydra.sweeper.timeout={value!r}: give seconds or a duration such as 90m, 3h, 1h30m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if not parts or _DURATION.sub("", text).strip():
+                raise ValueError(
+                    f"hydra.sweeper.timeout={value!r}: give seconds or a duration such as 90m, 3h, 1h30m"
+                ) from None
+            unit_s = {"h": 3600.0, "m": 60.0, "s": 1.0}
+            seconds = sum(float(n) * unit_s[u[0].lower()] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"hydra.sweeper.timeout={value!r}: must be more than 0 (null = no time budget)")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """3725 -> "1h02m05s"; 59.5 -> "59.5s"."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(round(seconds))
+    h, rest = divmod(whole, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def _auto_key(spec: Any) -> str | None:
+    """The key of a pruner spec left at Optuna's "auto" that the sweeper pins, else None."""
+    if not isinstance(spec, Mapping) or "_target_" not in spec:
+        return None
+    key = AUTO_PRUNER_KEYS.get(str(spec["_target_"]).rsplit(".", 1)[-1])
+    return key if key is not None and spec.get(key, "auto") == "auto" else None
+
+
+def with_pinned(spec: Any, stored: Any) -> Any:
+    """``spec`` with the value an earlier sweep of the study pinned for its "auto" key, when ``stored`` (the study's
+    pruner spec) is the same pruner with the same other settings; else ``spec`` itself."""
+    key = _auto_key(spec)
+    if key is None or not isinstance(stored, Mapping) or not isinstance(stored.get(key), int):
+        return spec
+    rest = {k: v for k, v in spec.items() if k != key}
+    if {k: v for k, v in stored.items() if k != key} != rest:
+        return spec
+    return {**rest, key: stored[key]}
+
+
+def resolve_auto(spec: Any, study: optuna.Study) -> int | None:
+    """The value Optuna's "auto" would take now, from the study's COMPLETE trials: HyperbandPruner's max_resource
+    = the largest last step + 1, SuccessiveHalvingPruner's min_resource = max(largest last step // 100, 1)."""
+    key = _auto_key(spec)
+    if key is None:
+        return None
+    steps = [
+        t.last_step for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.last_step is not None
+    ]
+    if not steps:
+        return None
+    return max(steps) + 1 if key == "max_resource" else max(max(steps) // 100, 1)
 
 
 def _quote(value: str) -> str:
@@ -273,6 +351,9 @@ class OptunaSweeperImpl:
         validate: str | None = None,
         max_failure_rate: float = 1.0,
         search_space: MutableMapping[str, Any] | None = None,
+        timeout: Any = None,
+        warm_start: Any = None,
+        warm_start_from: Any = None,
     ) -> None:
         self.plots = bool(plots)
         self.validate = validate
@@ -282,7 +363,13 @@ class OptunaSweeperImpl:
         self.directions: list[str] = [] if direction is None else _directions(_to_container(direction))
         self.study_name = study_name
         self.storage_url = storage
-        self.n_trials = int(n_trials)
+        self.n_trials: int | None = None if n_trials is None else int(n_trials)
+        self.timeout = parse_timeout(_to_container(timeout))
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("hydra.sweeper.n_trials=null needs a time budget (hydra.sweeper.timeout)")
+        self.warm_start = _to_container(warm_start)
+        self.warm_start_from = _warm_start.from_spec(_to_container(warm_start_from))
+        self.stop_reason = ""
         self.n_jobs = max(1, int(n_jobs))
         self.max_failure_rate = float(max_failure_rate)
         if not 0.0 <= self.max_failure_rate <= 1.0:
@@ -329,15 +416,22 @@ class OptunaSweeperImpl:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study_storage = optuna_storage.open_storage(url, **rdb_kwargs)
-            pruner, dropped_p = optuna_storage.instantiate_filtered(self.pruner_spec)
             # Probe the study first: a seeded sampler joining an existing study is offset by its trial count, so
-            # a resumed sweep or a second worker does not replay the same random start-up points.
+            # a resumed sweep or a second worker does not replay the same random start-up points; a pruner
+            # "auto" value an earlier sweep pinned is kept.
             offset = 0
             try:
                 existing = optuna.load_study(study_name=self.study_name, storage=study_storage)
                 offset = len(existing.get_trials(deepcopy=False))
+                stored = existing.user_attrs.get(trial_link.PRUNER_ATTR)
+                pinned = with_pinned(self.pruner_spec, json.loads(stored) if stored else None)
+                if pinned is not self.pruner_spec:
+                    key = _auto_key(self.pruner_spec)
+                    log.info("pruner: %s=%s, pinned by an earlier sweep of this study", key, pinned[key])
+                    self.pruner_spec = pinned
             except KeyError:
                 pass
+            pruner, dropped_p = optuna_storage.instantiate_filtered(self.pruner_spec)
             extra = dict(sampler_extra)
             if sampler_spec.get("seed") is not None:
                 extra["seed"] = int(sampler_spec["seed"]) + offset
@@ -389,9 +483,25 @@ class OptunaSweeperImpl:
         mine = next((t for t in counted if t.number == trial.number), None)
         if mine is None:
             return False
+        if self.n_trials is None:
+            return True
         key = self._order(mine)
         ahead = sum(1 for t in counted if self._order(t) < key)
         return ahead < self.n_trials
+
+    @staticmethod
+    def _duplicate_warm_start(study: optuna.Study, trial: optuna.Trial) -> bool:
+        """Two workers that opened a fresh study at the same moment may both have enqueued the warm start: a
+        warm-start trial whose label an earlier counted trial already carries is such a copy."""
+        frozen = study._storage.get_trial(trial._trial_id)
+        label = frozen.user_attrs.get(parent_run.WARM_START_ATTR)
+        if not label:
+            return False
+        void = OptunaSweeperImpl._void(study)
+        return any(
+            t.number < trial.number and t.number not in void and t.user_attrs.get(parent_run.WARM_START_ATTR) == label
+            for t in study.get_trials(deepcopy=False, states=COUNTED)
+        )
 
     @staticmethod
     def _running_with_heartbeat(study: optuna.Study, counted: list[optuna.trial.FrozenTrial]) -> list[int]:
@@ -418,17 +528,19 @@ class OptunaSweeperImpl:
             log.debug("heartbeat query failed: %s", exc)
             return []
 
-    def _release(self, study: optuna.Study, trial: optuna.Trial, reason: str = "surplus") -> None:
-        """Give back a trial that must not count: asked beyond n_trials ("surplus") or cut short by an
-        interrupted sweep ("interrupted"). It is voided (not counted, not shown as failed) and its parameters,
-        if any were chosen, go back to the queue so the next sweep runs them first."""
+    def _release(self, study: optuna.Study, trial: optuna.Trial, reason: str = "surplus", requeue: bool = True) -> None:
+        """Give back a trial that must not count: asked beyond n_trials ("surplus"), cut short by an
+        interrupted sweep ("interrupted") or a second copy of a warm-start trial ("duplicate", not requeued). It
+        is voided (not counted, not shown as failed) and its parameters, if any were chosen, go back to the queue
+        (with its warm-start label) so the next sweep runs them first."""
         frozen = study._storage.get_trial(trial._trial_id)
         queued = dict(frozen.system_attrs.get("fixed_params", {}))
         queued.update(frozen.params)
         study.set_user_attr(f"{VOID_PREFIX}{trial.number}", reason)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        if queued:
-            study.enqueue_trial(queued)
+        if queued and requeue:
+            label = frozen.user_attrs.get(parent_run.WARM_START_ATTR)
+            study.enqueue_trial(queued, user_attrs={parent_run.WARM_START_ATTR: label} if label else None)
 
     # -- values
     def _values(self, ret: Any) -> list[float]:
@@ -511,9 +623,15 @@ class OptunaSweeperImpl:
         module, _, name = self.custom_search_space.rpartition(".")
         return getattr(importlib.import_module(module), name)
 
-    def _preflight(self, space: dict[str, BaseDistribution], fixed: dict[str, str]) -> None:
-        """Compose and validate the config for the fixed overrides and for each end of every searched range
-        (one param at a time), so a bad value fails the sweep at once instead of failing every trial."""
+    def _preflight(
+        self,
+        space: dict[str, BaseDistribution],
+        fixed: dict[str, str],
+        warm: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> None:
+        """Compose and validate the config for the fixed overrides, for each end of every searched range (one param
+        at a time) and for each warm-start configuration of the sweep file, so a bad value fails the sweep at once
+        instead of failing every trial."""
         if not self.validate:
             return
         default = self.validate == DEFAULT_VALIDATE
@@ -534,7 +652,11 @@ class OptunaSweeperImpl:
                 assert isinstance(dist, FloatDistribution | IntDistribution)
                 values = [dist.low, dist.high]
             variants += [base + [f"{key}={v}"] for v in values]
-        for i, overrides in enumerate(variants):
+        labels = [""] * len(variants)
+        for label, entry in warm:
+            variants.append(base + [f"{k}={v}" for k, v in entry.items()])
+            labels.append(label)
+        for i, (overrides, label) in enumerate(zip(variants, labels, strict=True)):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
             try:
                 check(cfg)
@@ -543,6 +665,10 @@ class OptunaSweeperImpl:
                     raise
                 log.info("pre-flight %s skipped: not dermsweep's training config (%s)", self.validate, exc)
                 return
+            except Exception as exc:
+                if not label:
+                    raise
+                raise ValueError(f"hydra.sweeper.{label} ({' '.join(overrides[len(base) :])}): {exc}") from exc
 
     def _space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
         """The search space and fixed overrides from params (or the deprecated search_space) and the command line."""
@@ -568,24 +694,29 @@ class OptunaSweeperImpl:
     def sweep(self, arguments: list[str]) -> Any:
         space, fixed = self._space(arguments)
         sampler_spec, sampler_extra, grid_size = _samplers.prepare(self.sampler_spec, space)
-        if grid_size is not None and grid_size < self.n_trials:
-            log.info("n_trials %d -> %d: the size of GridSampler's grid", self.n_trials, grid_size)
+        if grid_size is not None and (self.n_trials is None or grid_size < self.n_trials):
+            log.info("n_trials %s -> %d: the size of GridSampler's grid", self.n_trials, grid_size)
             self.n_trials = grid_size
         custom = self._custom_space()
-        self._preflight(space, fixed)
+        warm = _warm_start.check_entries(
+            self.warm_start, space, fixed, log, define_by_run=bool(self.custom_search_space)
+        )
+        self._preflight(space, fixed, warm)
         study = self._open_study(sampler_spec, sampler_extra)
         log.info(
-            "Study %s (%s), storage %s, sampler %s, n_trials=%d, n_jobs=%d",
+            "Study %s (%s), storage %s, sampler %s, n_trials=%s, n_jobs=%d%s",
             study.study_name,
             "/".join(self.directions),
             _safe_url(self.storage_url),
             type(study.sampler).__name__,
             self.n_trials,
             self.n_jobs,
+            f", timeout={format_duration(self.timeout)} of sweep time" if self.timeout is not None else "",
         )
         log.info("Search space: %s", {k: repr(v) for k, v in space.items()})
         if fixed:
             log.info("Fixed: %s", fixed)
+        self._warm_start(study, space, warm)
 
         parent = None
         try:
@@ -595,7 +726,12 @@ class OptunaSweeperImpl:
                 experiment,
                 artifact_root,
                 study.study_name,
-                tags=parent_run.sweep_tags(_safe_url(self.storage_url), self.directions, self.n_trials),
+                tags=parent_run.sweep_tags(
+                    _safe_url(self.storage_url),
+                    self.directions,
+                    self.n_trials,
+                    "none" if self.timeout is None else format_duration(self.timeout),
+                ),
             )
             parent_run.write_parent_file(self.sweep_dir, parent.run_id)
             study.set_user_attr("mlflow_parent_run_id", parent.run_id)
@@ -612,13 +748,155 @@ class OptunaSweeperImpl:
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
+            self.stop_reason = "interrupted (Ctrl-C): running trials were given back, a re-run resumes them"
+            raise
+        except BaseException as exc:
+            if not self.stop_reason.startswith("max_failure_rate"):
+                self.stop_reason = f"error: {type(exc).__name__}: {exc}"
             raise
         finally:
             trial_link.unregister_local_study(study)
+            log.info("Sweep stopped: %s", self.stop_reason or status)
             if parent is not None:
-                parent.finalize(study, status=status, plots=self.plots)
+                parent.finalize(study, status=status, plots=self.plots, stop_reason=self.stop_reason or None)
         self._write_results(study)
         return None
+
+    # -- warm start
+    def _warm_start(
+        self, study: optuna.Study, space: dict[str, BaseDistribution], warm: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Enqueue the warm-start configurations (the sweep file's, then the best runs of warm_start_from), once
+        per study: the study's user attr WARM_STARTED_ATTR says it was done, so a resume does not enqueue again."""
+        if not warm and not self.warm_start_from:
+            return
+        done = study.user_attrs.get(WARM_STARTED_ATTR)
+        if done is not None:
+            log.info("warm start: this study was seeded before (%s), not again", done)
+            return
+        queue = list(warm)
+        if self.warm_start_from:
+            queue += self._entries_from_mlflow(space)
+        seen: set[str] = set()
+        unique: list[tuple[str, dict[str, Any]]] = []
+        for label, entry in queue:
+            key = json.dumps(entry, sort_keys=True, default=repr)
+            if key in seen:
+                log.info("warm start %s: the same configuration as an earlier one: skipped", label)
+                continue
+            seen.add(key)
+            unique.append((label, entry))
+        # mark first: a worker opening the study from now on leaves it alone (two opening it at the same moment
+        # may both enqueue: the second copy of each label is voided when asked, see _duplicate_warm_start)
+        study.set_user_attr(WARM_STARTED_ATTR, json.dumps({"n": len(unique), "from": [lb for lb, _ in unique]}))
+        for label, entry in unique:
+            study.enqueue_trial(entry, user_attrs={parent_run.WARM_START_ATTR: label})
+            log.info("warm start %s enqueued: %s", label, entry)
+        if self.n_trials is not None and len(unique) > self.n_trials:
+            log.warning(
+                "warm start: %d configurations enqueued, n_trials=%d: the rest wait in the queue for a later run "
+                "with a larger n_trials",
+                len(unique),
+                self.n_trials,
+            )
+        if unique and str(self.sampler_spec.get("_target_")) == _samplers.GRID:
+            log.warning("warm start with GridSampler: the enqueued trials take n_trials slots from the grid")
+
+    def _entries_from_mlflow(self, space: dict[str, BaseDistribution]) -> list[tuple[str, dict[str, Any]]]:
+        """The best runs of warm_start_from's experiment mapped onto the space (what does not fit is dropped, with
+        a logged line per run)."""
+        spec = self.warm_start_from
+        assert spec is not None
+        metric = spec["metric"] or OmegaConf.select(self.config, "objective.metric", default=None)
+        if not metric:
+            raise ValueError(
+                "hydra.sweeper.warm_start_from.metric is needed: the task config has no objective.metric to default to"
+            )
+        direction = str(spec["direction"] or self.directions[0]).lower()
+        uri = spec["tracking_uri"] or parent_run.tracking_settings(self.config)[0]
+        runs = parent_run.best_runs(uri, str(spec["experiment"]), str(metric), direction, spec["top_k"], spec["filter"])
+        if not runs:
+            log.warning(
+                "warm start: no FINISHED run with %s in experiment %s: nothing enqueued from it",
+                metric,
+                spec["experiment"],
+            )
+        out: list[tuple[str, dict[str, Any]]] = []
+        for run_id, value, params in runs:
+            entry, notes = _warm_start.from_run(params, space)
+            label = f"run {run_id}"
+            other = self._differing(params, space)
+            if other:
+                notes.append("not searched here, this sweep's value kept: " + ", ".join(other))
+            log.info(
+                "warm start from %s (%s=%.6g): %s%s",
+                label,
+                metric,
+                value,
+                entry or "nothing fits this search space",
+                "; " + "; ".join(notes) if notes else "",
+            )
+            if entry:
+                out.append((label, entry))
+        return out
+
+    def _differing(
+        self, params: Mapping[str, str], space: Mapping[str, BaseDistribution], limit: int = 10
+    ) -> list[str]:
+        """Config keys a run logged with another value than this sweep's config has, outside the search space."""
+        names = {k.lstrip("+") for k in space}
+        skip = names | {f"{n}.name" for n in names}
+        out: list[str] = []
+        for key in sorted(params):
+            if key in skip:
+                continue
+            try:
+                here = OmegaConf.select(self.config, key, default=None, throw_on_resolution_failure=False)
+            except Exception:
+                continue
+            if here is None or OmegaConf.is_config(here):
+                continue
+            if str(here) != params[key]:
+                out.append(f"{key} (run {params[key]}, here {here})")
+        return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])
+
+    def _budget_left(self, study: optuna.Study, counted: list[optuna.trial.FrozenTrial]) -> int:
+        """Trials this process may still launch (0: a budget is spent, and self.stop_reason says which)."""
+        to_go = self.n_jobs if self.n_trials is None else self.n_trials - len(counted)
+        if to_go <= 0:
+            self.stop_reason = f"n_trials reached: {len(counted)} of {self.n_trials} trials finished or running"
+            return 0
+        if self.timeout is not None:
+            spent = parent_run.sweep_seconds(study)
+            if spent >= self.timeout:
+                finished = sum(1 for t in counted if t.state != TrialState.RUNNING)
+                self.stop_reason = (
+                    f"timeout: {format_duration(spent)} of sweep time spent, budget {format_duration(self.timeout)}"
+                    f" (hydra.sweeper.timeout); {finished} trials finished, no new trial launched"
+                )
+                return 0
+        return to_go
+
+    def _pin_pruner(self, study: optuna.Study) -> None:
+        """HyperbandPruner's max_resource / SuccessiveHalvingPruner's min_resource left at "auto": once a trial is
+        COMPLETE, fix the value in the study's pruner spec (the one jobs, resumed sweeps and other workers read), so
+        every process prunes with the same brackets and rungs instead of each resolving "auto" from whatever trials
+        it sees first."""
+        key = _auto_key(self.pruner_spec)
+        if key is None:
+            return
+        stored = study.user_attrs.get(trial_link.PRUNER_ATTR)
+        spec = with_pinned(self.pruner_spec, json.loads(stored) if stored else None)  # another worker's pin
+        if spec is self.pruner_spec:
+            value = resolve_auto(self.pruner_spec, study)
+            if value is None:
+                return
+            spec = {**self.pruner_spec, key: value}
+            study.set_user_attr(trial_link.PRUNER_ATTR, json.dumps(spec))
+        log.info('pruner: %s "auto" pinned to %s for this study', key, spec[key])
+        self.pruner_spec = spec
+        pruner, _ = optuna_storage.instantiate_filtered(spec)
+        study.pruner = pruner
 
     def _loop(
         self, study: optuna.Study, space: dict[str, BaseDistribution], fixed: dict[str, str], custom: Any, parent: Any
@@ -631,7 +909,7 @@ class OptunaSweeperImpl:
             if parent is not None:
                 parent.close_orphans(study)
             counted = self._counted(study)
-            to_go = self.n_trials - len(counted)
+            to_go = self._budget_left(study, counted)
             if to_go <= 0:
                 running = self._running_with_heartbeat(study, counted)
                 if running:
@@ -646,7 +924,9 @@ class OptunaSweeperImpl:
                 t = study.ask()
                 if hb_enabled:  # at once: a RUNNING trial without any heartbeat would never go stale
                     cast(Any, study._storage).record_heartbeat(t._trial_id)
-                if self._claim(study, t):
+                if self._duplicate_warm_start(study, t):
+                    self._release(study, t, reason="duplicate", requeue=False)
+                elif self._claim(study, t):
                     trials.append(t)
                 else:
                     self._release(study, t)
@@ -671,9 +951,14 @@ class OptunaSweeperImpl:
                 state, reason = self._tell(study, t, ret)
                 results.append((ret, state, reason))
                 log.info("trial %d: %s", t.number, state.name)
+            self._pin_pruner(study)
             if parent is not None:
-                parent.log_progress(study)
-            self._check_failure_rate(results)
+                parent.log_progress(study, finished=[t.number for t in trials])
+            try:
+                self._check_failure_rate(results)
+            except BaseException as exc:
+                self.stop_reason = f"max_failure_rate={self.max_failure_rate} exceeded: {exc}"
+                raise
 
     def _job_overrides(
         self,

@@ -136,8 +136,23 @@ class DermsweepOptunaSweeperConf:
     study_name: str | None = None
     # Any Optuna RDB URL, journal:///path/file.log (JournalFileBackend), or null (in memory, basic launcher only).
     storage: str | None = "sqlite:///mlruns/optuna.db"
-    # Trials to finish in the study in total (COMPLETE + PRUNED + FAIL, across resumes and workers).
-    n_trials: int = 20
+    # Trials to finish in the study in total (COMPLETE + PRUNED + FAIL, across resumes and workers); null = no
+    # trial budget (then timeout is required).
+    n_trials: int | None = 20
+    # Time budget of the study: seconds (Optuna's unit) or a duration string ("90m", "3h", "1h30m"); null = none.
+    # Counted in sweep time: wall-clock time while at least one of the study's trials runs, summed across resumes
+    # and shared by workers (gaps between invocations left out). Once spent, no new trial is launched; running
+    # trials finish. The parent run's tag dermsweep.stop_reason says which budget ended the sweep.
+    timeout: Any = None
+    # Known configurations to run first (study.enqueue_trial), keys as in params: [{model: mobilenet_v2,
+    # trainer.finetune.lr: 2e-4}, ...]; keys left out are sampled. Checked before the sweep starts; enqueued once
+    # per study; they count towards n_trials.
+    warm_start: Any = None
+    # The best runs of an earlier MLflow experiment as warm start: an experiment name, or {experiment: NAME,
+    # top_k: 3, metric: null (= objective.metric), direction: null (= the sweep's first), tracking_uri: null
+    # (= tracking.uri), filter: null (an MLflow filter string)}. Their params are mapped onto params' keys (a config
+    # group from its ".name" param); values outside the space are dropped with a logged line.
+    warm_start_from: Any = None
     # Trials launched together per batch (use with hydra/launcher=joblib for real parallelism).
     n_jobs: int = 1
     # Stop the sweep (raising the first failure) when the share of FAILED trials in a batch of n_jobs exceeds this,
