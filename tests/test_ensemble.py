@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import compose
 
+from conftest import compose
 from dermsweep.shipping import ensemble as ens
 from dermsweep.shipping.ranking import NoEligibleRun, RunRow
 from dermsweep.tracking import run_format as rf
@@ -20,8 +20,16 @@ def _candidate(name: str, value: float) -> ens.Candidate:
 def test_greedy_selection_adds_with_replacement_and_stops_when_nothing_improves():
     a, b, c = _candidate("a", 0.70), _candidate("b", 0.68), _candidate("c", 0.60)
     # An ensemble's objective: better with b once, better still with a twice, nothing helps after that.
-    table = {("a",): 0.70, ("a", "b"): 0.73, ("a", "c"): 0.69, ("a", "a"): 0.70, ("a", "a", "b"): 0.71,
-             ("a", "b", "b"): 0.72, ("a", "a", "b", "c"): 0.70, ("a", "b", "c"): 0.72}
+    table = {
+        ("a",): 0.70,
+        ("a", "b"): 0.73,
+        ("a", "c"): 0.69,
+        ("a", "a"): 0.70,
+        ("a", "a", "b"): 0.71,
+        ("a", "b", "b"): 0.72,
+        ("a", "a", "b", "c"): 0.70,
+        ("a", "b", "c"): 0.72,
+    }
 
     def objective(members):
         return table.get(tuple(sorted(m.row.name for m in members)), 0.0)
@@ -47,9 +55,21 @@ def two_runs(tmp_path_factory):
     store = tmp_path_factory.mktemp("ensemble_store")
     uri = f"sqlite:///{store}/mlflow.db"
     for seed in (1, 2):
-        run(compose(["data=synthetic", "trainer=smoke", f"tracking.uri={uri}", "experiment=ens", f"seed={seed}",
-                     "data.split.seed=42", "tracking.log_model=always", f"cache_dir={store}/cache",
-                     "inference.views=flips"]))
+        run(
+            compose(
+                [
+                    "data=synthetic",
+                    "trainer=smoke",
+                    f"tracking.uri={uri}",
+                    "experiment=ens",
+                    f"seed={seed}",
+                    "data.split.seed=42",
+                    "tracking.log_model=always",
+                    f"cache_dir={store}/cache",
+                    "inference.views=flips",
+                ]
+            )
+        )
     client = connect(uri, create=False)
     yield client
     mlflow.set_tracking_uri(None)
