@@ -80,3 +80,42 @@ def test_tflite_runner_rejects_missing_or_garbage(tmp_path):
     junk.write_bytes(b"\0" * 64)
     with pytest.raises(ModelNotFound, match="cannot load TFLite"):
         TFLiteRunner(junk)
+
+
+def test_operating_point_verdict_follows_the_one_decision_rule(tmp_path, capsys):
+    """A model whose metadata carries an operating point: predict reports the flag and the decision for each image,
+    and the decision is dermsweep.diagnoses.decide's (the rule the web page, REST model and evaluate use)."""
+    import json
+
+    from dermsweep.cli import main
+    from dermsweep.diagnoses import decide
+    from shipping_helpers import meta, tiny_model
+
+    model = tiny_model(epochs=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    point = {
+        "class_name": "mel",
+        "threshold": 0.05,
+        "target_sensitivity": 0.8,
+        "val_sensitivity": 0.81,
+        "val_specificity": 0.62,
+    }
+    (tmp_path / "model_info.json").write_text(json.dumps(dict(meta(), operating_point=point)))
+    from PIL import Image
+
+    files = []
+    for i in range(3):
+        img = tmp_path / f"img{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(img)
+        files.append(img)
+    results = Predictor.from_uri(str(path)).predict_files(files)
+    for r in results:
+        p = np.array([r.probabilities[c] for c in CLASSES])
+        flag = r.operating_point
+        assert flag["flagged"] == (p[CLASSES.index("mel")] >= 0.05)
+        assert flag["decision"] == CLASSES[int(decide(p[None], CLASSES.index("mel"), 0.05)[0])]
+    assert main(["predict", "--model", str(path), *map(str, files)]) == 0
+    out = capsys.readouterr().out
+    assert "operating point: mel is flagged when its probability reaches 5.0%" in out
+    assert "validation sensitivity 81%" in out and ("FLAGGED" in out or "not flagged" in out)

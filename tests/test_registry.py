@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,10 @@ def test_promote_gate_refusals_force_and_aliases(client, store):
     assert float(mv.tags["metric.final_val/balanced_accuracy"]) == 0.8
     assert float(mv.tags["metric.test/balanced_accuracy"]) == pytest.approx(0.78)
     assert mv.tags[rf.SPLIT_ID] == "split-a" and "first champion" in mv.tags[rf.PROMOTION_REASON]
+    # The model card: the version's description and the run's model_card.md.
+    assert "## Scores" in mv.description and "| validation" in mv.description and "not a diagnosis" in mv.description
+    card_path = client.download_artifacts(store.a["trials"][1], rf.MODEL_CARD)
+    assert Path(card_path).read_text() == mv.description
 
     # same run again: refused
     with pytest.raises(promotion.PromotionRefused, match="already the champion"):

@@ -55,7 +55,7 @@ def test_pyfunc_champion_predicts_labels_and_probabilities(store):
     model = mlflow.pyfunc.load_model(uri)
     good = images_b64()
     out = model.predict(pd.DataFrame({"image": good + ["not base64 at all!", base64.b64encode(b"hello").decode()]}))
-    assert list(out.columns) == ["label", "name", "probability", "probabilities", "error"]
+    assert list(out.columns) == ["label", "name", "probability", "probabilities", "operating_point", "error"]
     for _, row in out.iloc[: len(good)].iterrows():
         assert row["error"] is None and row["label"] in CLASSES
         assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)

@@ -22,6 +22,23 @@ def add_parser(sub: Any, common: Any) -> None:
     p.set_defaults(fn=run)
 
 
+def verdict(flag: dict) -> str:
+    """One image's line: P(class) against the threshold, and the decision at the operating point."""
+    sign = ">=" if flag["flagged"] else "<"
+    word = "FLAGGED" if flag["flagged"] else "not flagged"
+    return f"{word}: P={flag['probability']:.1%} {sign} {flag['threshold']:.1%}\ndecision: {flag['decision']}"
+
+
+def operating_point_line(point: dict) -> str:
+    """What the threshold means, from the validation split it was chosen on."""
+    sens, spec = point.get("val_sensitivity"), point.get("val_specificity")
+    measured = f": validation sensitivity {sens:.0%}, specificity {spec:.0%}" if sens is not None and spec else ""
+    return (
+        f"operating point: {point['class_name']} is flagged when its probability reaches {point['threshold']:.1%}"
+        f" (chosen on validation for sensitivity {point.get('target_sensitivity', 0):.0%}{measured})"
+    )
+
+
 def run(args) -> int:
     from rich.table import Table
 
@@ -44,16 +61,24 @@ def run(args) -> int:
         t.add_column("image")
         t.add_column(f"diagnosis (top {args.top_k})")
         t.add_column("probability", justify="right")
+        point = predictor.operating_point
+        if point:
+            t.add_column(f"{point['class_name']} at its operating point")
         for r in results:
             if r.error:
                 continue
-            t.add_row(
+            row = [
                 literal(Path(r.path).name),
                 literal_lines(f"{x['label']:5s}  {x['name']}" for x in r.top),
                 "\n".join(f"{x['probability']:.1%}" for x in r.top),
-            )
+            ]
+            if point and r.operating_point:
+                row.append(verdict(r.operating_point))
+            t.add_row(*row)
         if len(failed) < len(results):
             con.print(t)
+            if point:
+                con.print(operating_point_line(point))
         for r in failed:
             err.print(literal(f"error: {r.error}"))
     return EXIT_PARTIAL if failed else EXIT_OK

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import diagnoses
 from ..errors import DermsweepError
 
 META_KEY = "operating_point"
@@ -101,17 +102,14 @@ def _rates(positive: np.ndarray, p_class: np.ndarray, threshold: float) -> tuple
 
 
 def decide(probs: np.ndarray, class_index: int, threshold: float) -> np.ndarray:
-    """Predicted class indices (n,): `class_index` wherever P(class) >= threshold, elsewhere the most probable of
-    the other classes. Elsewhere is not plain argmax: a class that is the argmax but below its threshold is not
-    predicted, so the decision's sensitivity is exactly the one `sensitivity_specificity` reports."""
+    """Predicted class indices (n,) at the operating point (dermsweep.diagnoses.decide, the one rule every door uses);
+    checks the shapes first."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or not 0 <= class_index < p.shape[1]:
         raise OperatingPointError(
-            f"need probabilities (n, k) and a class index in [0, k); got shape {p.shape} and index {class_index}"
+            f"need probabilities (n, k) and a class index in [0, k); got {p.shape}, {class_index}"
         )
-    others = p.copy()
-    others[:, class_index] = -np.inf
-    return np.where(p[:, class_index] >= threshold, class_index, others.argmax(axis=1)).astype(np.int64)
+    return diagnoses.decide(p, class_index, threshold)
 
 
 def _target(value: float) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import BadImage, load_rgb
+from ..diagnoses import flag, ranked
 from ..tracking import run_format as rf
-from .diagnoses import ranked
 from .model_ref import ModelNotFound, complete_meta, load
 
 
@@ -23,10 +23,17 @@ class Prediction:
     path: str
     top: list[dict] = field(default_factory=list)  # [{label, name, probability}], best first
     probabilities: dict[str, float] = field(default_factory=dict)
+    operating_point: dict | None = None  # the model's operating point verdict (diagnoses.flag), if it has one
     error: str | None = None
 
     def to_json(self) -> dict:
-        return {"path": self.path, "top": self.top, "probabilities": self.probabilities, "error": self.error}
+        return {
+            "path": self.path,
+            "top": self.top,
+            "probabilities": self.probabilities,
+            "operating_point": self.operating_point,
+            "error": self.error,
+        }
 
 
 class TFLiteRunner:
@@ -76,6 +83,7 @@ class Predictor:
         self.fn, self.meta, self.source = fn, meta, source
         self.class_names = list(meta["class_names"])
         self.full_names = dict(meta.get("full_names") or {})
+        self.operating_point = meta.get("operating_point")  # a threshold on one class, chosen on validation
         self.height, self.width = int(meta["input_height"]), int(meta["input_width"])
 
     @classmethod
@@ -116,5 +124,6 @@ class Predictor:
             probs = self.predict_arrays(np.stack(pixels))
             for i, p in zip(good, probs, strict=True):
                 results[i].top = ranked(p, self.class_names, self.full_names, k)
+                results[i].operating_point = flag(p, self.class_names, self.full_names, self.operating_point)
                 results[i].probabilities = {c: float(v) for c, v in zip(self.class_names, p, strict=True)}
         return results

@@ -8,6 +8,7 @@ the old champion in place and removes the half-made version.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -15,9 +16,12 @@ from ..errors import DermsweepError
 from ..objectives import better
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
+from .model_card import model_card
+from .model_ref import resolve
 from .ranking import RegistryError, RunRow, best_candidate
 from .serving_model import ensure_serving_model
 
+log = logging.getLogger(__name__)
 # A champion runs on phones and in browsers: a single model or an ensemble, at most this many parameters.
 MAX_PARAMS = 4_000_000
 
@@ -185,6 +189,7 @@ def promote(
 
     serving_uri = ensure_serving_model(client, best.run_id)
     mv = _register(client, name, serving_uri, version_tags(p, best), await_seconds)
+    _write_card(client, name, str(mv.version), best)
     try:
         if p.champion is not None and p.champion.version != str(mv.version):
             client.set_registered_model_alias(name, rf.PREVIOUS, p.champion.version)
@@ -216,6 +221,17 @@ def version_tags(p: Promotion, best: RunRow) -> dict[str, str]:
     for key, value in best.results().items():
         tags[f"{rf.VERSION_METRIC}{key}"] = repr(float(value))
     return tags
+
+
+def _write_card(client, name: str, version: str, best: RunRow) -> None:
+    """The model card, as the version's description and in the run; best-effort: a card never blocks a promotion."""
+    try:
+        meta = resolve(f"runs:/{best.run_id}/{rf.MODEL}", client).meta
+        card = model_card(name, version, best, meta)
+        client.update_model_version(name, version, description=card)
+        client.log_text(best.run_id, card, rf.MODEL_CARD)
+    except Exception as exc:
+        log.warning("model card for %s v%s not written: %s", name, version, first_line(exc))
 
 
 def _register(client, name: str, source_uri: str, tags: dict, await_seconds: int):

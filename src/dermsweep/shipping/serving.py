@@ -1,7 +1,7 @@
 """MLflow pyfunc wrapper that serves the classifier to HTTP clients: base64 image bytes in, class probabilities out.
 
 This file is logged as an MLflow "model from code" (`python_model=<this file>`) by `dermsweep promote`, with the
-Keras model file and its metadata as artifacts and `dermsweep/data/images.py` and `shipping/diagnoses.py` as code
+Keras model file and its metadata as artifacts and `data/images.py`, `diagnoses.py` and `keras_layers.py` as code
 paths, so the registered model runs anywhere with numpy, Pillow, Keras and MLflow, dermsweep installed or not:
 
     mlflow models serve -m models:/skin-lesion-classifier@champion --env-manager local -p 5001
@@ -34,14 +34,15 @@ from mlflow.pyfunc.model import PythonModel
 try:  # the same decode-and-resize, the same answer and the same model layers as everywhere else
     from dermsweep import keras_layers
     from dermsweep.data.images import BadImage, load_rgb
-    from dermsweep.shipping.diagnoses import answer
+    from dermsweep.diagnoses import answer
 except ImportError:  # travelling as code_paths without the dermsweep package
     import keras_layers  # type: ignore[no-redef]  # noqa: F401
     from diagnoses import answer  # type: ignore[no-redef]
     from images import BadImage, load_rgb  # type: ignore[no-redef]
 
 COLUMN = "image"
-FIELDS = ["label", "name", "probability", "probabilities", "error"]
+# operating_point: with a model that carries one (e.g. melanoma at 80% sensitivity), its verdict on the image.
+FIELDS = ["label", "name", "probability", "probabilities", "operating_point", "error"]
 MAX_IMAGES = 64  # images per request
 CHUNK = 16  # images decoded and predicted together
 
@@ -91,6 +92,7 @@ class SkinLesionClassifier(PythonModel):
             meta = json.load(fh)
         self.class_names = list(meta["class_names"])
         self.full_names = dict(meta.get("full_names") or {})
+        self.operating_point = meta.get("operating_point")
         self.height, self.width = int(meta["input_height"]), int(meta["input_width"])
 
     def predict(self, context, model_input, params=None):
@@ -131,7 +133,7 @@ class SkinLesionClassifier(PythonModel):
             except Exception as exc:  # no stack trace (install paths) in the answer; the server's log has it
                 raise MlflowException(f"the model failed ({type(exc).__name__})", INTERNAL_ERROR) from None
             for i, p in zip(ok, probs, strict=True):
-                found = answer(p, self.class_names, self.full_names)
+                found = answer(p, self.class_names, self.full_names, operating_point=self.operating_point)
                 rows[i] = {key: found.get(key) for key in FIELDS}
         return rows
 

@@ -18,7 +18,7 @@ from .ranking import RegistryError
 # Files that travel with the serving model as code (serving.py imports them when dermsweep is not installed).
 HERE = Path(__file__).resolve().parent
 SERVING_CODE = HERE / "serving.py"
-TRAVELLING_CODE = (HERE.parent / "data" / "images.py", HERE / "diagnoses.py", HERE.parent / "keras_layers.py")
+TRAVELLING_CODE = (HERE.parent / "data" / "images.py", HERE.parent / "diagnoses.py", HERE.parent / "keras_layers.py")
 
 
 def ensure_serving_model(client, run_id: str) -> str:

@@ -74,6 +74,7 @@ CONFIG = "config.yaml"
 SPLIT_TABLE = "data/split.csv"
 DATA_PROBLEMS = "data/problems.txt"
 MODEL_INFO = "model_info.json"
+MODEL_CARD = "model_card.md"  # written by promotion: what the promoted model is, its scores, its limits
 TRAINING_CURVES = "training_curves.png"
 GAINS_REPORT = "evaluation/gains.json"
 VIEW_LOGITS = "evaluation/view_logits.npz"  # each test-time view's logits on validation and test (for ensembles)

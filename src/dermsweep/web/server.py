@@ -39,8 +39,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..data.images import MAX_PIXELS, BadImage, load_rgb
+from ..diagnoses import answer
 from ..errors import DermsweepError
-from ..shipping.diagnoses import answer
 from ..shipping.model_ref import load
 from ..shipping.predict import Predictor
 from ..tracking import run_format as rf
@@ -173,7 +173,7 @@ class WebModel:
         x = self.pixels(data)
         with self.lock:
             p = self.predictor.predict_arrays(x[None])[0]
-        return answer(p, self.class_names, self.predictor.full_names)
+        return answer(p, self.class_names, self.predictor.full_names, operating_point=self.predictor.operating_point)
 
     def gradcam(self, data: bytes) -> dict:
         from .gradcam import GradCAM, data_url, overlay_png
@@ -184,7 +184,7 @@ class WebModel:
             if self._gradcam is None:
                 self._gradcam = GradCAM(self.model)
             cam, probs = self._gradcam(x[None].astype(np.float32))
-        out = answer(probs, self.class_names, self.predictor.full_names)
+        out = answer(probs, self.class_names, self.predictor.full_names, operating_point=self.predictor.operating_point)
         out.update(
             layer=self._gradcam.layer,
             heatmap=np.round(cam, 4).tolist(),
@@ -200,6 +200,7 @@ class WebModel:
             input_width=self.width,
             class_names=self.class_names,
             full_names=self.predictor.full_names,
+            operating_point=self.predictor.operating_point,
             max_pixels=MAX_PIXELS,
             max_upload=MAX_UPLOAD,
             onnx={"url": "model.onnx", "input": "pixels", "output": self.onnx_output, "error": self.onnx_error}

@@ -65,6 +65,7 @@ async function init() {
     + (info.run_id ? ` · run ${info.run_id.slice(0, 8)}` : "");
   $("model-val").textContent = fmt(info.val_balanced_accuracy);
   $("model-test").textContent = fmt(info.test_balanced_accuracy);
+  $("model-point").textContent = describePoint(info.operating_point, info.full_names);
   $("model-promoted").textContent = info.promoted_at
     ? new Date(info.promoted_at).toLocaleString() + " (" + info.promoted_at + ")"
     : "not promoted (loaded directly from " + info.uri + ")";
@@ -138,8 +139,35 @@ async function classifyOnServer(file) {
   return { probabilities: body.probabilities, ms: performance.now() - t, note: "round trip to the server" };
 }
 
+// The model's operating point (chosen on validation for a sensitivity): the same rule as dermsweep.diagnoses.
+function describePoint(point, names) {
+  if (!point) return "none (the most probable class)";
+  const name = names[point.class_name] || point.class_name;
+  const measured = point.val_sensitivity == null ? "" : `; on validation: sensitivity ${pct(point.val_sensitivity)}`
+    + (point.val_specificity == null ? "" : `, specificity ${pct(point.val_specificity)}`);
+  return `${name} (${point.class_name}) is flagged from P = ${pct(point.threshold)}`
+    + ` (chosen for sensitivity ${pct(point.target_sensitivity)}${measured})`;
+}
+
+function decideAtPoint(point, probabilities, classNames) {
+  if (!point || !(point.class_name in probabilities)) return null;
+  const p = probabilities[point.class_name];
+  const flagged = p >= point.threshold;
+  const others = classNames.filter((c) => c !== point.class_name).sort((a, b) => probabilities[b] - probabilities[a]);
+  return { flagged, p, decision: flagged ? point.class_name : others[0] };
+}
+
 function render(res) {
   const info = state.info;
+  const verdict = decideAtPoint(info.operating_point, res.probabilities, info.class_names);
+  $("flag").hidden = !verdict;
+  if (verdict) {
+    const name = info.full_names[info.operating_point.class_name] || info.operating_point.class_name;
+    $("flag").dataset.flagged = String(verdict.flagged);
+    $("flag").textContent = verdict.flagged
+      ? `${name}: flagged (P = ${pct(verdict.p)} reaches the operating point's ${pct(info.operating_point.threshold)})`
+      : `${name}: not flagged (P = ${pct(verdict.p)} is below ${pct(info.operating_point.threshold)})`;
+  }
   const entries = info.class_names.map((c) => [c, res.probabilities[c]]).sort((a, b) => b[1] - a[1]);
   const [bestLabel, bestP] = entries[0];
   $("top-name").textContent = info.full_names[bestLabel] || bestLabel;
