@@ -91,6 +91,35 @@ def test_logged_model_is_self_contained(smoke_run):
     assert np.allclose(np.asarray(pyfunc.predict(x)), probs, atol=1e-5)
 
 
+def test_run_ships_its_gains_and_reports_each(smoke_run):
+    """The logged model is the shipped one (views and calibration inside, chosen on validation); each gain is
+    reported on its own, with the calibration, the operating point and every view's logits for ensembles."""
+    from dermsweep.shipping.model_ref import load
+    from dermsweep.training.ship import read_view_logits
+
+    client = mlflow.MlflowClient(smoke_run["uri"])
+    r = client.get_run(smoke_run["run_id"])
+    m = r.data.metrics
+    for step in ("plain", "views", "adjusted"):
+        for part in ("val", "test"):
+            assert rf.metric(rf.GAINS, f"{step}_{part}_balanced_accuracy") in m
+    assert m[rf.metric(rf.GAINS, "adjusted_val_balanced_accuracy")] == pytest.approx(
+        m[rf.metric(rf.FINAL_VAL, "balanced_accuracy")]
+    )
+    for key in ("temperature", "prior_tau", "ece_val_before", "ece_val_after"):
+        assert rf.metric(rf.CALIBRATION, key) in m
+    model, ref = load(f"runs:/{smoke_run['run_id']}/model", client)
+    inference = ref.meta["inference"]
+    assert inference["views"] in ("none", "flips", "dihedral") and inference["temperature"] > 0
+    point = ref.meta.get("operating_point")
+    if point is not None:  # the smoke split may hold no melanoma with a threshold to choose
+        assert point["class_name"] == "mel" and 0 <= point["threshold"] <= 1
+        assert m[rf.metric(rf.OPERATING_POINT, "threshold")] == pytest.approx(point["threshold"])
+    logged = read_view_logits(client.download_artifacts(smoke_run["run_id"], rf.VIEW_LOGITS))
+    assert len(logged.views["val"]) == 8 and logged.labels["val"].shape[0] == int(r.data.params["data.n_val"])
+    assert model.get_layer("probabilities").__class__.__name__ == "CalibratedSoftmax"
+
+
 def test_pretrained_backbone_on_real_images(ham_subset, tmp_path):
     """The shared ImageNet MobileNet v1 on a tiny real HAM10000 folder: trains, and predictions depend on the image."""
     weights = WEIGHTS / "mobilenet_v1_0.25_224_no_top.weights.h5"
