@@ -50,7 +50,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from . import _samplers
-from ._links import optuna_storage, parent_run, trial_link
+from ._links import optuna_storage, parent_run, trial_link, trial_owner
 from .config import DEFAULT_VALIDATE
 
 log = logging.getLogger(__name__)
@@ -626,7 +626,12 @@ class OptunaSweeperImpl:
         storage_url = self.storage_url if self.storage_url not in ("memory", ":memory:", "") else None
         parent_id = parent.run_id if parent is not None else None
         hb_enabled = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
+        # trials' owner records: dead sweeps' trials are failed at once on their machine, and elsewhere by the
+        # records' own heartbeat where the storage keeps none (journal files)
+        beat = None if hb_enabled else self.heartbeat_interval
         while True:
+            # first: a dead owner on this machine is a sure (and more precise) verdict than a stale heartbeat
+            trial_owner.fail_dead(study, trial_owner.stale_limit(beat, self.grace_period), self.max_retry)
             optuna.storages.fail_stale_trials(study)
             if parent is not None:
                 parent.close_orphans(study)
@@ -646,6 +651,7 @@ class OptunaSweeperImpl:
                 t = study.ask()
                 if hb_enabled:  # at once: a RUNNING trial without any heartbeat would never go stale
                     cast(Any, study._storage).record_heartbeat(t._trial_id)
+                trial_owner.claim(study, t, beat)
                 if self._claim(study, t):
                     trials.append(t)
                 else:
