@@ -168,7 +168,7 @@ class SweepParent:
             self.client.set_tag(
                 r.info.run_id,
                 rf.FAILURE_REASON,
-                f"the process running trial {num} died (its heartbeat stopped); Optuna marked the trial FAIL and "
+                f"the process running trial {num} died; Optuna marked the trial FAIL (not counted) and "
                 "re-queued its parameters",
             )
             self.client.set_terminated(r.info.run_id, status="KILLED")
