@@ -55,6 +55,26 @@ def test_owner_verdicts():
     assert liveness.parse("not json") is None and liveness.parse('{"pid": 1}') is None
 
 
+def test_heartbeats_go_on_through_errors_and_stop_when_the_work_is_over():
+    beats = liveness.Heartbeats(interval=0.05)
+    calls: dict[str, int] = {"three": 0, "flaky": 0}
+
+    def three() -> bool:
+        calls["three"] += 1
+        return calls["three"] < 3
+
+    def flaky() -> bool:
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            raise OSError("tracking store down for a moment")
+        return False
+
+    beats.add("three", three)
+    beats.add("flaky", flaky)
+    _wait_for(lambda: not beats._beats, 10, "heartbeats did not stop")
+    assert calls == {"three": 3, "flaky": 2}
+
+
 def test_a_run_is_dead_only_when_all_its_owners_are():
     me = liveness.me()
     pid, started = _dead_pid()

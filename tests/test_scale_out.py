@@ -121,7 +121,6 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
     wall = time.time() - started
     for w, out in zip(workers, outs, strict=True):
         assert w.returncode == 0, out[-4000:]
-    assert all("Launching trials" in out for out in outs), "a worker ran no trial"
     print(f"\n3 workers, {n_trials} trials: {wall:.0f} s wall")
 
     import optuna
@@ -136,7 +135,8 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
     assert parent.data.metrics[rf.metric(rf.SWEEP_SECTION, "n_finished")] == n_trials
     assert len(children) == n_trials and all(r.info.status in ("FINISHED", "KILLED") for r in children)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    # every worker is an owner of the one parent run, and the children were trained by several processes
+    # every worker is an owner of the one parent run, and the children were trained by several of them (a worker
+    # that starts late may find every trial taken: that is the point of the claim rule)
     owners = [k for k in parent.data.tags if k.startswith(rf.OWNER + ".")]
     assert len(owners) == 3, owners
     trainers = {k for r in children for k in r.data.tags if k.startswith(rf.OWNER + ".")}

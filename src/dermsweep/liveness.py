@@ -141,10 +141,6 @@ class Heartbeats:
         with self._lock:
             self._beats.pop(key, None)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._beats)
-
     def _loop(self) -> None:
         while not self._wake.wait(self.interval):
             with self._lock:
@@ -157,9 +153,3 @@ class Heartbeats:
                     keep = True
                 if not keep:
                     self.discard(key)
-
-
-def describe(record: Any) -> str:
-    """An owner record for people: "process 123 on host-a"."""
-    owner = parse(record) if isinstance(record, str) else record
-    return owner.label if isinstance(owner, Owner) else "an unknown process"
