@@ -129,6 +129,33 @@ def test_fail_dead_on_a_journal_study(tmp_path):
     assert running == {inherited.number, silent.number, alive.number}
 
 
+def test_runs_reap_lists_what_it_marked_and_leaves_live_runs(tmp_path, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("reap")
+    pid, started = _dead_pid()
+    dead = replace(liveness.me(), pid=pid, started=started)
+    gone = client.create_run(exp, run_name="gone", tags={run_owner.owner_key(dead): dead.to_json()}).info.run_id
+    live = client.create_run(exp, run_name="live").info.run_id
+    run_owner.claim(client, live)
+    legacy = client.create_run(exp, run_name="legacy").info.run_id  # no owner tag: never reaped
+
+    assert _cli(capsys, "runs", "--tracking-uri", uri, "--reap", "--stale-after", "-1")[0] == 2
+    rc, out, err = _cli(capsys, "runs", "--tracking-uri", uri, "--reap")
+    assert rc == 0, err
+    assert f"run {gone} (gone): KILLED" in out and f"process {pid} on" in out and "died" in out
+    assert {r: client.get_run(r).info.status for r in (gone, live, legacy)} == {
+        gone: "KILLED",
+        live: "RUNNING",
+        legacy: "RUNNING",
+    }
+    rc, out, _ = _cli(capsys, "runs", "--tracking-uri", uri, "--reap")
+    assert rc == 0 and "nothing left RUNNING by a dead process" in out
+    client.set_terminated(live)  # its heartbeat stops at the next beat
+
+
 # ----------------------------------------------------------------------------------------------- real SIGKILLs
 def _runs_in(db: Path) -> list[tuple[str, str]]:
     """(run id, status) of the runs that have an owner, read-only with sqlite3 (no MLflow client: it would race the

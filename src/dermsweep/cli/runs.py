@@ -20,7 +20,8 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument(
         "--reap",
         action="store_true",
-        help="mark runs and sweep trials left RUNNING by dead processes KILLED (with the reason), then list them",
+        help="mark runs and sweep trials left RUNNING by dead processes (in every experiment) KILLED, with the "
+        "reason, then list them",
     )
     p.add_argument(
         "--stale-after",
