@@ -113,16 +113,21 @@ def test_fail_dead_on_a_journal_study(tmp_path):
     study._storage.set_trial_user_attr(
         silent._trial_id, trial_owner.OWNER_ATTR, far.to_json(trial_id=silent._trial_id, beat_every=0)
     )
+    quiet = study.ask(space)  # on another machine, refreshed every 5 s, but not for an hour: dead
+    study._storage.set_trial_user_attr(
+        quiet._trial_id, trial_owner.OWNER_ATTR, far.to_json(trial_id=quiet._trial_id, beat_every=5)
+    )
     alive = study.ask(space)
     trial_owner.claim(study, alive, beat_every=None)
 
-    assert trial_owner.fail_dead(study, stale_after=10, max_retry=2) == [killed.number]
+    assert trial_owner.fail_dead(study, stale_after=10, max_retry=2) == [killed.number, quiet.number]
     assert trial_owner.fail_dead(study, stale_after=10, max_retry=2) == []  # once only
     study = optuna.load_study(study_name="j", storage=open_storage(f"journal:///{tmp_path}/j.log"))
     t = study.trials[killed.number]
     assert t.state == optuna.trial.TrialState.FAIL and study.user_attrs[f"dermsweep.void.{t.number}"] == "killed"
     assert t.user_attrs[rf.FAILURE_REASON].startswith("killed: process") and "died" in t.user_attrs[rf.FAILURE_REASON]
-    (queued,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert "no heartbeat for" in study.trials[quiet.number].user_attrs[rf.FAILURE_REASON]
+    queued, _ = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert queued.params == t.params and queued.system_attrs["failed_trial"] == t.number
     assert trial_owner.OWNER_ATTR not in queued.user_attrs and rf.FAILURE_REASON not in queued.user_attrs
     running = {x.number for x in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))}
