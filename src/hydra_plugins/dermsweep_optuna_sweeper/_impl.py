@@ -398,12 +398,14 @@ class OptunaSweeperImpl:
         """RUNNING trials that have a heartbeat record, i.e. that will either finish or go stale (a RUNNING
         trial without any heartbeat never goes stale in Optuna: not worth waiting for)."""
         running = {t._trial_id: t.number for t in counted if t.state == TrialState.RUNNING}
-        storage: Any = study._storage  # an RDBStorage when heartbeats are on
+        storage: Any = study._storage
         if not running or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
             return []
         try:
             from optuna.storages._rdb import models
 
+            # a study's storage is Optuna's cache around the RDBStorage, which alone has the session
+            storage = getattr(storage, "_backend", storage)
             session = storage.scoped_session()
             try:
                 rows = (
