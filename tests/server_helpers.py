@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+# MLflow 3's server starts job runners (GenAI evaluation, trace roll-ups) beside a database backend: a handful of
+# processes that tracking does not need, and that a SIGKILL of the server would leave behind.
+SERVER_ENV = {**ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def free_port() -> int:
@@ -63,7 +66,7 @@ def start_mlflow_server(folder: Path, backend: str | None = None, env: dict | No
             "1",
         ],
         cwd=folder,
-        env=env or ENV,
+        env=env or SERVER_ENV,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=open(folder / "mlflow-server.log", "w"),  # noqa: SIM115 (kept open for the server's life)

@@ -4,10 +4,14 @@ launcher. Uses the stand-in app of test_sweeper.py (no TensorFlow)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from dermsweep.tracking import run_format as rf
-from test_sweeper import load_study, mlflow_template, optuna_args, run_app, runs_of, ws  # noqa: F401 (fixtures)
+from test_sweeper import _env, load_study, mlflow_template, optuna_args, runs_of, ws  # noqa: F401 (fixtures)
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[submitit]'")
 
@@ -19,6 +23,17 @@ SUBMITIT = [
     "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
     "+hydra.sweeper.pruner.lower=-10",
 ]
+
+
+APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
+
+
+def run_app(folder: Path, args: list[str]) -> None:
+    """test_sweeper's run_app with more time: every job is a new process (seconds each on a busy machine)."""
+    done = subprocess.run(
+        [sys.executable, str(APP), *args], cwd=folder, env=_env(), capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
 
 
 @pytest.mark.slow

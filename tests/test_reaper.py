@@ -23,7 +23,7 @@ from dermsweep.tracking import run_format as rf
 from dermsweep.tracking import run_owner
 
 APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
-TIMEOUT = 300
+TIMEOUT = 900  # generous: CI shares 2 cores with whatever else runs
 
 
 def _env() -> dict:
@@ -221,7 +221,7 @@ def test_killed_single_run_is_marked_killed_by_the_next_command(tmp_path, capsys
         stderr=subprocess.DEVNULL,
     )
     try:
-        ((run_id, status),) = _wait_for(lambda: _runs_in(db), 240, "no run was started")
+        ((run_id, status),) = _wait_for(lambda: _runs_in(db), 600, "no run was started")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=s
 TRAIN = str(REPO / "train.py")
 APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
 DERMSWEEP = [sys.executable, "-c", "import sys; from dermsweep.cli import main; sys.exit(main())"]
-TIMEOUT = 600
+TIMEOUT = 1200  # generous: CI shares 2 cores with whatever else runs; a hang still ends the test
 
 
 def _env() -> dict:
@@ -47,6 +47,22 @@ def mlflow_server(postgres, tmp_path_factory):
     server, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), postgres.create_database("mlflow"))
     yield url
     stop(server, signal.SIGKILL)  # throwaway: its store is dropped with the cluster
+
+
+def _finish(procs: list, timeout: float = TIMEOUT) -> list[str]:
+    """Wait for worker processes (started in sessions of their own) within one deadline; on expiry kill them all
+    and fail with the end of each one's output."""
+    deadline, outs = time.time() + timeout, []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=max(1.0, deadline - time.time()))[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                if q.poll() is None:
+                    os.killpg(q.pid, signal.SIGKILL)
+            tails = "\n".join(f"--- worker {i}:\n{(q.communicate()[0] or '')[-2500:]}" for i, q in enumerate(procs))
+            pytest.fail(f"workers not done within {timeout:.0f} s:\n{tails}")
+    return outs
 
 
 def _client(url: str):
@@ -115,9 +131,10 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
+                start_new_session=True,
             )
         )
-    outs = [w.communicate(timeout=TIMEOUT)[0] for w in workers]
+    outs = _finish(workers)
     wall = time.time() - started
     for w, out in zip(workers, outs, strict=True):
         assert w.returncode == 0, out[-4000:]
@@ -275,11 +292,11 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, postgres, mlflow_serv
                 return r
         return None
 
-    running = _wait_for(victims_trial, 240, "the worker to be killed started no trial")
+    running = _wait_for(victims_trial, 600, "the worker to be killed started no trial")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.communicate()
     killed_at = time.time()
-    outs = [w.communicate(timeout=TIMEOUT)[0] for w in workers[1:]]
+    outs = _finish(workers[1:])
     wall, after_kill = time.time() - started, time.time() - killed_at
     for w, out in zip(workers[1:], outs, strict=True):
         assert w.returncode == 0, out[-4000:]
