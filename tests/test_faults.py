@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from conftest import REPO
 from dermsweep.tracking import run_format as rf
+from server_helpers import free_port, start_mlflow_server
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 TRAIN = str(REPO / "train.py")
@@ -203,54 +203,10 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path):
     assert runs["1"].info.status == "FINISHED"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_mlflow_server(tmp_path: Path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
-            "--default-artifact-root",
-            f"{tmp_path}/art",
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=ENV,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import requests
-
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                return server, f"http://127.0.0.1:{port}"
-        except requests.RequestException:
-            time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not start in 90 s")
-
-
 def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
     """A real `mlflow server` on loopback dies after the first epoch: the run stops with an error that says where the
     best checkpoint is, and the checkpoint is there."""
-    server, url = _start_mlflow_server(tmp_path)
+    server, url = start_mlflow_server(tmp_path)
     env = {**ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     proc = subprocess.Popen(
         [
@@ -291,7 +247,7 @@ def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
 
 
 def test_tracking_server_down_at_start_fails_before_training(tmp_path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     done = subprocess.run(
         [
             sys.executable,

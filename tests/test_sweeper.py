@@ -488,3 +488,17 @@ def test_interrupted_sweep_gives_its_trial_back_on_resume(ws):
     counted = [t for t in study.trials if f"dermsweep.void.{t.number}" not in study.user_attrs]
     assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
     assert any(t.params["x"] == x_cut for t in counted[1:])  # the interrupted point was run on resume
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_a_worker_done_with_its_share_waits_for_the_others(ws):
+    """Two workers on one study, one with slow trials: the fast one, once every trial is taken, waits for the slow
+    one's running trial (so a trial of a worker that dies meanwhile is re-run, and the summary is complete)."""
+    args = ["hydra.sweeper.sampler.seed=null", "epochs=2"]
+    slow = spawn_app(ws, optuna_args(ws, 2, "sleep=10", *args, sweep_dir="slow"))
+    fast = spawn_app(ws, optuna_args(ws, 2, "sleep=0", *args, sweep_dir="fast"))
+    outs = {name: p.communicate(timeout=TIMEOUT * 2)[0] for name, p in (("slow", slow), ("fast", fast))}
+    assert slow.returncode == 0 and fast.returncode == 0, outs
+    assert "Launching trials" in outs["fast"] and "waiting for running trials" in outs["fast"], outs["fast"][-3000:]
+    assert states(load_study(ws)) == {"COMPLETE": 2}

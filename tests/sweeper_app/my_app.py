@@ -31,6 +31,7 @@ def main(cfg: DictConfig):
 
     from dermsweep.errors import TrainingDiverged
     from dermsweep.sweep import trial_link
+    from dermsweep.tracking import run_owner
     from dermsweep.tracking.store import ensure_experiment
 
     link = trial_link.current()
@@ -41,6 +42,7 @@ def main(cfg: DictConfig):
     mlflow.set_experiment(experiment_id=exp_id)
     tags = dict(link.run_tags) if link else {}
     run = mlflow.start_run(run_name=f"trial-{number}", parent_run_id=trial_link.parent_run_id(), tags=tags)
+    run_owner.claim(client, run.info.run_id)  # as dermsweep.training.task: a killed run can be reaped
     if link:
         link.set_run_id(run.info.run_id)
     mlflow.log_params(_flat(OmegaConf.to_container(cfg, resolve=True)))

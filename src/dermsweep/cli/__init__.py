@@ -1,6 +1,6 @@
 """`dermsweep`: look at runs, promote the best one, export it, predict with it, serve it, or run the demo.
 
-    dermsweep runs [--sweep ID|STUDY] [--metric val_macro_f1] [--json]
+    dermsweep runs [--sweep ID|STUDY] [--metric val_macro_f1] [--json] [--reap [--stale-after SECONDS]]
     dermsweep promote [--sweep ...] [--name skin-lesion-classifier] [--dry-run] [--force] [--json]
     dermsweep ensemble [--sweep ...] [--size 5] [--method greedy|top] [--promote] [--json]
     dermsweep export [--model models:/skin-lesion-classifier@champion] [--out DIR] [--data-dir DIR] [--json]

@@ -62,11 +62,12 @@ def literal_lines(lines):
     return Text("\n".join(printable(line) for line in lines))
 
 
-def client(args: Any):
-    """The MLflow client for --tracking-uri / $MLFLOW_TRACKING_URI / the default store, which must exist."""
+def client(args: Any, reap: bool = True):
+    """The MLflow client for --tracking-uri / $MLFLOW_TRACKING_URI / the default store, which must exist
+    (reap=False: leave runs of dead processes to the caller, `runs --reap`)."""
     from ..tracking.store import connect
 
-    return connect(args.tracking_uri, create=False)
+    return connect(args.tracking_uri, create=False, reap=reap)
 
 
 def print_json(obj: Any) -> None:

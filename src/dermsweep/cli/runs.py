@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..liveness import STALE_AFTER_S
 from ..tracking import run_format as rf
-from .console import EXIT_OK, client, console, print_json
+from .console import EXIT_ERROR, EXIT_OK, client, console, print_json
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -16,10 +17,26 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--limit", type=int, default=15)
     p.add_argument("--all", action="store_true", help="include pruned and failed runs")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--reap",
+        action="store_true",
+        help="mark runs and sweep trials left RUNNING by dead processes (in every experiment) KILLED, with the "
+        "reason, then list them",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=STALE_AFTER_S,
+        metavar="SECONDS",
+        help=f"with --reap: a process on another machine is dead after this long without heartbeat "
+        f"(default {STALE_AFTER_S:.0f}; its own machine knows at once)",
+    )
     p.set_defaults(fn=run)
 
 
 def run(args) -> int:
+    if args.reap:
+        return reap(args)
     from rich.table import Table
 
     from ..shipping.ranking import collect_runs
@@ -79,3 +96,26 @@ def _short(value: str) -> str:
     except (TypeError, ValueError):
         pass
     return value if len(value) <= 24 else value[:23] + "…"
+
+
+def reap(args) -> int:
+    """`runs --reap`: what dead processes left RUNNING, marked in MLflow and in the sweeps' Optuna studies."""
+    from ..sweep.reaper import reap as reap_all
+
+    if args.stale_after < 0:
+        console(stderr=True).print("error: --stale-after must be 0 or more seconds")
+        return EXIT_ERROR
+    report = reap_all(client(args, reap=False), args.stale_after)
+    if args.json:
+        print_json(report.to_json())
+        return EXIT_OK
+    con = console()
+    for r in report.runs:
+        con.print(f"run {r.run_id} ({r.name or r.role or 'run'}): KILLED, {r.reason}")
+    for study, number in report.trials:
+        con.print(f"study {study}: trial {number} FAIL (not counted, parameters re-queued): its process died")
+    for line in report.skipped:
+        con.print(f"not checked: {line}")
+    if not report.runs and not report.trials:
+        con.print("nothing left RUNNING by a dead process")
+    return EXIT_OK

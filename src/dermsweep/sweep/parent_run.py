@@ -22,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from ..tracking import run_format as rf
+from ..tracking import run_owner
 from ..tracking.store import ensure_experiment
 from .trial_link import PARENT_RUN_FILE, VOID_PREFIX
 
@@ -100,6 +101,8 @@ class SweepParent:
         found = cls._find(client, exp_id, study_name)
         if found:
             run_id = found[0].info.run_id
+            # Claimed before it is RUNNING again: its dead earlier workers' records must not get it reaped.
+            run_owner.claim(client, run_id)
             if found[0].info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
             log.info("MLflow: resuming parent run %s of study %s", run_id, study_name)
@@ -115,6 +118,7 @@ class SweepParent:
             if found and found[0].info.run_id != run_id:
                 client.delete_run(run_id)
                 run_id = found[0].info.run_id
+            run_owner.claim(client, run_id)  # each worker is an owner: the run is reaped once all of them died
             log.info("MLflow: parent run %s for study %s", run_id, study_name)
         for k, v in (tags or {}).items():
             client.set_tag(run_id, k, v)
@@ -192,7 +196,7 @@ class SweepParent:
             self.client.set_tag(
                 r.info.run_id,
                 rf.FAILURE_REASON,
-                f"the process running trial {num} died (its heartbeat stopped); Optuna marked the trial FAIL and "
+                f"the process running trial {num} died; Optuna marked the trial FAIL (not counted) and "
                 "re-queued its parameters",
             )
             self.client.set_terminated(r.info.run_id, status="KILLED")
@@ -247,11 +251,12 @@ class SweepParent:
             (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             df = study.trials_dataframe()
             if not df.empty:
-                trials = study.get_trials(deepcopy=False)
+                # by number: other workers may add trials between the two reads
+                trials = {t.number: t for t in study.get_trials(deepcopy=False)}
                 void = {k[len(VOID_PREFIX) :]: v for k, v in study.user_attrs.items() if k.startswith(VOID_PREFIX)}
-                df["mlflow_run_id"] = [run_id_of(t) for t in trials]
-                # surplus / interrupted / stale trials: shown as FAIL by Optuna, not counted by the sweep
-                df["void"] = [void.get(str(t.number), "") for t in trials]
+                df["mlflow_run_id"] = [run_id_of(trials[n]) if n in trials else None for n in df["number"]]
+                # surplus / interrupted / stale / killed trials: shown as FAIL by Optuna, not counted by the sweep
+                df["void"] = [void.get(str(n), "") for n in df["number"]]
             df.to_csv(folder / "trials.csv", index=False)
             rows = time_to_quality(study)
             write_time_to_quality_table(rows, folder / Path(rf.TIME_TO_QUALITY_TABLE).name)
@@ -557,6 +562,7 @@ class MultirunParentCallback(Callback):
                 },
             )
             self._run = (client, run.info.run_id)
+            run_owner.claim(client, run.info.run_id)
             write_parent_file(sweep_dir, run.info.run_id)
             atexit.register(self._abort)
         except Exception as exc:

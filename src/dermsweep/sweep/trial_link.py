@@ -43,8 +43,8 @@ ENV_PARENT_RUN = "DERMSWEEP_PARENT_RUN_ID"
 ENV_VARS = (ENV_STUDY, ENV_STORAGE, ENV_TRIAL_ID, ENV_TRIAL_NUMBER, ENV_PARENT_RUN)
 # Study user attr holding the pruner spec ({_target_: ..., kwargs}), so jobs in other processes prune alike.
 PRUNER_ATTR = "dermsweep.pruner"
-# Study user attr prefix marking a trial number void: surplus, interrupted or stale, shown as FAIL by Optuna but
-# not counted by the sweep.
+# Study user attr prefix marking a trial number void: surplus, interrupted, stale or killed (sweep.trial_owner),
+# shown as FAIL by Optuna but not counted by the sweep.
 VOID_PREFIX = "dermsweep.void."
 # Name of the file (in the multirun's sweep dir) holding the MLflow parent run id, for grid multiruns and sweeps.
 PARENT_RUN_FILE = ".dermsweep_parent_run_id"

@@ -24,6 +24,9 @@ SPLIT_ID = "dermsweep.split_id"
 DATASET_ID = "dermsweep.dataset_id"
 CHECKPOINT = "dermsweep.checkpoint"
 MODEL_NOTE = "dermsweep.model"  # why a trial logged no model
+# + ".<host>.<pid>": one per process running the run (a sweep's parent has one per worker), a JSON owner record of
+# dermsweep.liveness refreshed by a heartbeat; a RUNNING run whose owners are all dead is reaped (tracking.run_owner)
+OWNER = "dermsweep.owner"
 STUDY_NAME = "dermsweep.study_name"
 TRIAL_NUMBER = "dermsweep.trial_number"
 SWEEP_DIR = "dermsweep.sweep_dir"

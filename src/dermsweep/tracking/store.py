@@ -1,5 +1,6 @@
 """The MLflow tracking store: the one connect function (and its timeouts) for training, sweeps and the CLI, and
-the one rule for where an experiment keeps its artifacts."""
+the one rule for where an experiment keeps its artifacts. Connecting also reaps runs whose process died
+(tracking.run_owner)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import urlparse
 from mlflow.tracking import MlflowClient
 
 from ..errors import TrackingError
+from . import run_owner
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # conf/config.yaml's tracking.uri says the same (pinned by a test)
 # A server that does not answer costs seconds, not MLflow's default minutes of retries; users may override both.
@@ -23,11 +25,12 @@ def tracking_uri(explicit: str | None = None) -> str:
     return str(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
 
 
-def connect(uri: str | None = None, *, create: bool = True) -> MlflowClient:
+def connect(uri: str | None = None, *, create: bool = True, reap: bool = True) -> MlflowClient:
     """Point MLflow (tracking and registry) at the store, prove it answers, and return a client.
 
     create=True (training, sweeps) makes a local SQLite store's folder; create=False (reading commands) wants the
-    store to exist already, so a typo'd path is an error instead of an empty new store.
+    store to exist already, so a typo'd path is an error instead of an empty new store. reap=True marks runs left
+    RUNNING by dead processes KILLED (tracking.run_owner), so the next command that opens the store tidies up.
     """
     import mlflow
 
@@ -60,6 +63,8 @@ def connect(uri: str | None = None, *, create: bool = True) -> MlflowClient:
         client.search_experiments(max_results=1)
     except Exception as exc:
         raise TrackingError(f"tracking store {uri!r} does not answer: {first_line(exc)}") from exc
+    if reap:
+        run_owner.reap_quietly(client)
     return client
 
 

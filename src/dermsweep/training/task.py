@@ -23,6 +23,7 @@ from ..evaluation import plots
 from ..sweep import trial_link
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
+from ..tracking import run_owner
 from ..tracking.artifacts import BackgroundArtifacts, flatten, log_splits
 from ..tracking.model_log import log_keras_model
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
@@ -86,6 +87,7 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
     run_id = active.info.run_id
     figures = BackgroundArtifacts(run_id)
     try:
+        run_owner.claim(client, run_id)  # host, pid and a heartbeat: a killed run is found and marked KILLED
         if link is not None:
             link.set_run_id(run_id)
         _log_setup(cfg, data, model, hw, steps)

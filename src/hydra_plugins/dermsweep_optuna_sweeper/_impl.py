@@ -51,7 +51,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from . import _samplers, _warm_start
-from ._links import optuna_storage, parent_run, trial_link
+from ._links import optuna_storage, parent_run, trial_link, trial_owner
 from .config import DEFAULT_VALIDATE
 
 log = logging.getLogger(__name__)
@@ -508,12 +508,14 @@ class OptunaSweeperImpl:
         """RUNNING trials that have a heartbeat record, i.e. that will either finish or go stale (a RUNNING
         trial without any heartbeat never goes stale in Optuna: not worth waiting for)."""
         running = {t._trial_id: t.number for t in counted if t.state == TrialState.RUNNING}
-        storage: Any = study._storage  # an RDBStorage when heartbeats are on
+        storage: Any = study._storage
         if not running or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
             return []
         try:
             from optuna.storages._rdb import models
 
+            # a study's storage is Optuna's cache around the RDBStorage, which alone has the session
+            storage = getattr(storage, "_backend", storage)
             session = storage.scoped_session()
             try:
                 rows = (
@@ -904,7 +906,12 @@ class OptunaSweeperImpl:
         storage_url = self.storage_url if self.storage_url not in ("memory", ":memory:", "") else None
         parent_id = parent.run_id if parent is not None else None
         hb_enabled = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
+        # trials' owner records: dead sweeps' trials are failed at once on their machine, and elsewhere by the
+        # records' own heartbeat where the storage keeps none (journal files)
+        beat = None if hb_enabled else self.heartbeat_interval
         while True:
+            # first: a dead owner on this machine is a sure (and more precise) verdict than a stale heartbeat
+            trial_owner.fail_dead(study, trial_owner.stale_limit(beat, self.grace_period), self.max_retry)
             optuna.storages.fail_stale_trials(study)
             if parent is not None:
                 parent.close_orphans(study)
@@ -924,6 +931,7 @@ class OptunaSweeperImpl:
                 t = study.ask()
                 if hb_enabled:  # at once: a RUNNING trial without any heartbeat would never go stale
                     cast(Any, study._storage).record_heartbeat(t._trial_id)
+                trial_owner.claim(study, t, beat)
                 if self._duplicate_warm_start(study, t):
                     self._release(study, t, reason="duplicate", requeue=False)
                 elif self._claim(study, t):
