@@ -22,6 +22,7 @@ OBJECTIVE_DIRECTION = "dermsweep.objective_direction"
 SPLIT_ID = "dermsweep.split_id"
 DATASET_ID = "dermsweep.dataset_id"
 CHECKPOINT = "dermsweep.checkpoint"
+BACKEND = "dermsweep.backend"  # the Keras backend that trained: tensorflow | jax | torch
 MODEL_NOTE = "dermsweep.model"  # why a trial logged no model
 STUDY_NAME = "dermsweep.study_name"
 TRIAL_NUMBER = "dermsweep.trial_number"
