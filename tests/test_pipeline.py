@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose
 from dermsweep.data.augment import build_augmenter
-from dermsweep.data.pipeline import BatchStream, eval_dataset, training_dataset
+from dermsweep.data.pipeline import BatchStream, eval_dataset, training_batches
 
 
 def augment_cfg(**over):
@@ -34,9 +34,9 @@ def test_no_augmentation_is_no_op():
 def test_flips_only_mirror_the_image():
     x = images()
     out = build_augmenter(augment_cfg(horizontal_flip=True, vertical_flip=True))(x, rng(1))
-    assert out.dtype == np.float32
+    assert out.dtype == np.uint8  # pixels stay uint8: the model casts them on its device
     kinds = set()
-    for a, b in zip(x.astype(np.float32), out, strict=True):
+    for a, b in zip(x, out, strict=True):
         for name, ref in (("id", a), ("h", a[:, ::-1]), ("v", a[::-1]), ("hv", a[::-1, ::-1])):
             if np.allclose(b, ref, atol=1e-3):
                 kinds.add(name)
@@ -59,6 +59,7 @@ def test_brightness_and_contrast_follow_keras_layers():
     per image, clipped to 0-255."""
     x = np.random.default_rng(3).integers(60, 200, (16, 8, 8, 3)).astype(np.uint8)
     bright = build_augmenter(augment_cfg(brightness=0.2))(x, rng(4))
+    assert bright.dtype == np.float32
     shift = bright - x.astype(np.float32)
     per_image = shift.reshape(16, -1)
     assert np.allclose(per_image, per_image[:, :1], atol=1e-3)  # one delta per image (no clipping at 60-200 +-51)
@@ -75,11 +76,11 @@ def test_brightness_and_contrast_follow_keras_layers():
 def test_training_dataset_batches_all_images_with_matching_labels():
     x = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(10)])
     y = np.arange(10) % 3
-    ds = training_dataset(x, y, 3, batch_size=4, augment_cfg=augment_cfg(), seed=0)
+    ds = training_batches(x, y, 3, batch_size=4, augment_cfg=augment_cfg(), seed=0)
     assert len(ds) == 3
     seen = []
     for bx, by in ds:
-        assert bx.dtype == np.float32 and by.shape[1] == 3
+        assert bx.dtype == np.uint8 and by.dtype == np.float32 and by.shape[1] == 3
         for img, onehot in zip(bx, by, strict=True):
             i = int(img[0, 0, 0])
             assert onehot.argmax() == y[i]
@@ -94,7 +95,7 @@ def test_steps_per_epoch_gives_full_batches_that_run_on_across_epochs():
     """With steps_per_epoch, batches run through successive shuffled passes: all full (one compiled step on JAX),
     every image once per pass, and a new epoch, or phase, goes on where the last stopped."""
     x = np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(10)])
-    ds = training_dataset(x, np.zeros(10, int), 2, batch_size=4, augment_cfg=augment_cfg(), seed=1, steps_per_epoch=3)
+    ds = training_batches(x, np.zeros(10, int), 2, batch_size=4, augment_cfg=augment_cfg(), seed=1, steps_per_epoch=3)
     ids = []
     for _ in range(5):  # what model.fit does: every batch of the epoch, then on_epoch_end
         for i in range(len(ds)):
@@ -123,6 +124,24 @@ def test_batches_are_the_same_on_any_thread_in_any_order():
         assert np.array_equal(bx, threaded[k][0]) and np.array_equal(by, threaded[k][1])
     other_seed = BatchStream(x, np.arange(20) % 4, 4, 8, cfg, seed=6)
     assert not np.array_equal(other_seed.batch(0, 8)[0], first.batch(0, 8)[0])
+
+
+def test_tensorflow_feed_serves_the_same_batches_and_goes_on_across_iterators():
+    """On TensorFlow, tf.data calls the same batches: a second iterator (the next fit() phase) never starts over."""
+    pytest.importorskip("tensorflow")
+    from dermsweep.data.tf_feed import dataset
+
+    x = images(12, 8, 8)
+    stream = BatchStream(x, np.arange(12) % 3, 3, 4, augment_cfg(rotation=30, horizontal_flip=True), seed=2)
+    ds = dataset(stream)
+    first = [(bx.numpy(), by.numpy()) for bx, by in ds.take(3)]
+    expected = [stream.batch(k * 4, k * 4 + 4) for k in range(3)]
+    key = {bytes(e[0]): e for e in expected}  # parallel calls may finish out of order
+    assert sorted(key) == sorted(bytes(bx) for bx, _ in first)
+    for bx, by in first:
+        assert bx.dtype == np.uint8 and np.array_equal(by, key[bytes(bx)][1])
+    later = {bytes(bx.numpy()) for bx, _ in ds.take(3)}
+    assert not later & set(key)
 
 
 def test_warp_matches_tensorflows_projective_transform():

@@ -34,7 +34,7 @@ BORDERS = {
 
 
 class Augmenter:
-    """augmenter(batch, rng) -> augmented float32 batch, for a batch (n, h, w, 3) of uint8 (or float32) pixels."""
+    """augmenter(batch, rng) -> the augmented batch, for a batch (n, h, w, 3) of uint8 (or float32) pixels."""
 
     def __init__(self, cfg):
         # The pipeline already runs several batches at once; OpenCV's own threads on top would only fight over cores.
@@ -102,10 +102,13 @@ class Augmenter:
         return images
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A new batch: uint8 stays uint8 (pixels 0-255, which the model casts itself) unless brightness or
+        contrast change it, which makes float32."""
         if self.geometric:
             images = self.warp(images, self.matrices(len(images), images.shape[1], images.shape[2], rng))
-        images = images.astype(np.float32)  # a copy: the caller's pixels are never changed
-        return self._photometric(images, rng) if self.photometric else images
+        if not self.photometric:
+            return images
+        return self._photometric(images.astype(np.float32), rng)  # a copy: the caller's pixels are never changed
 
 
 def build_augmenter(cfg) -> Augmenter | None:

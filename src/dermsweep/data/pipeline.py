@@ -1,9 +1,11 @@
 """The input pipeline over decoded images held in memory, the same on every Keras backend.
 
 Images are decoded and resized once (pixels.py). Training batches are a pure function of (seed, batch number)
-(`BatchStream`): shuffle indices, gather, augment the whole batch in NumPy/OpenCV (augment.py). Keras gets them
-through a `keras.utils.PyDataset` whose worker threads build the next batches while the model trains (OpenCV and
-NumPy release the GIL); TensorFlow, JAX and PyTorch all read a PyDataset.
+(`BatchStream`): shuffle indices, gather, augment the whole batch in NumPy/OpenCV (augment.py). They stay uint8
+pixels unless brightness or contrast augmentation makes them float32: the model's float32 input casts them on its
+device, so a quarter of the bytes cross the queue and, on a GPU, the bus. Keras gets them through a
+`keras.utils.PyDataset` whose worker threads build the next batches while the model trains (OpenCV and NumPy
+release the GIL); TensorFlow, JAX and PyTorch all read a PyDataset.
 
 Two ways to cut epochs:
 - steps_per_epoch=N (training): epochs of N full batches from an endless stream of shuffled passes over the data,
@@ -58,11 +60,9 @@ class BatchStream:
         for p in np.unique(passes):
             mask = passes == p
             idx[mask] = self._perm(int(p))[positions[mask] % n]
-        images = self.x[idx]  # the uint8 pixels: a quarter of float32's memory traffic through the warp
+        images = self.x[idx]
         if self.augmenter is not None:
             images = self.augmenter(images, np.random.default_rng([self.seed, _AUGMENT, start]))
-        else:
-            images = images.astype(np.float32)
         return images, self.labels[idx]
 
     def epoch_batch(self, epoch: int, i: int, steps_per_epoch: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +96,7 @@ class TrainingBatches(keras.utils.PyDataset):
         self.epoch += 1
 
 
-def training_dataset(
+def training_batches(
     x: np.ndarray,
     y: np.ndarray,
     num_classes: int,
@@ -106,9 +106,28 @@ def training_dataset(
     steps_per_epoch: int | None = None,
     workers: int = 2,
 ) -> TrainingBatches:
-    """Shuffled, augmented (x float32, y one-hot) batches for model.fit, cut into epochs as the docstring says."""
-    stream = BatchStream(x, y, num_classes, batch_size, augment_cfg, seed)
-    return TrainingBatches(stream, steps_per_epoch, workers)
+    """Shuffled, augmented (x pixels 0-255, y one-hot) batches as a PyDataset, cut into epochs as the module says."""
+    return TrainingBatches(BatchStream(x, y, num_classes, batch_size, augment_cfg, seed), steps_per_epoch, workers)
+
+
+def training_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    augment_cfg,
+    seed: int,
+    steps_per_epoch: int,
+    workers: int = 2,
+):
+    """What model.fit reads best on the running backend, for epochs of `steps_per_epoch` full batches: a tf.data
+    pipeline over the same batches on TensorFlow (tf_feed.py says why), the PyDataset elsewhere."""
+    batches = training_batches(x, y, num_classes, batch_size, augment_cfg, seed, steps_per_epoch, workers)
+    if keras.backend.backend() == "tensorflow":
+        from .tf_feed import dataset
+
+        return dataset(batches.stream)
+    return batches
 
 
 class EvalBatches:
