@@ -91,7 +91,8 @@ def test_the_backend_is_chosen_once_per_process():
 
 def test_config_validation_imports_no_backend():
     """The sweep's pre-flight validates configs before the first job has chosen the backend: no keras yet."""
-    code = "import sys, dermsweep.training.config; print(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))"
+    frameworks = "{'keras', 'tensorflow', 'jax', 'torch'}"
+    code = f"import sys, dermsweep.training.config; print(sorted({frameworks} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
 
