@@ -124,6 +124,32 @@ def test_data_parallelism_only_where_the_backend_has_it():
     assert hardware._parallel("tensorflow", "auto", Devices("cpu", ("cpu",)))[0] == 1
 
 
+def test_models_of_both_flavours_load(tmp_path, monkeypatch):
+    """Runs log the Keras 3 flavour now; models logged before with the TensorFlow flavour still resolve and load."""
+    import keras
+
+    from dermsweep.shipping.model_ref import load
+    from dermsweep.tracking.model_log import log_keras_model
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    inputs = keras.Input((8, 8, 3), name="image")
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs)))
+    x = np.ones((2, 8, 8, 3), np.float32)
+    info = {"class_names": list("abcdefg"), "input_height": 8, "input_width": 8}
+    with mlflow.start_run() as new:
+        log_keras_model(model, x[:1], info)
+    with mlflow.start_run() as old:
+        mlflow.tensorflow.log_model(model, name=rf.MODEL, metadata=info, pip_requirements=["keras"])
+    for run, flavour in ((new, "keras"), (old, "tensorflow")):
+        assert flavour in mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors
+        loaded, ref = load(run.info.run_id, mlflow.MlflowClient(uri))
+        assert ref.class_names == list("abcdefg")
+        assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+    mlflow.set_tracking_uri(None)
+
+
 @pytest.mark.slow
 @needs("jax")
 def test_jax_run_data_parallel_in_mixed_bfloat16(tmp_path):
