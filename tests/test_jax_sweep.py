@@ -47,7 +47,7 @@ def sweep(tmp_path_factory):
         f"hydra.sweep.dir={ws}/multirun",
         f"cache_dir={ws}/cache",
     ]
-    proc = subprocess.run(cmd, cwd=ws, env=backend_env("jax"), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=ws, env=backend_env("jax"), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return ws, uri
 

@@ -29,7 +29,8 @@ from .config import objectives
 from .model import set_finetune_depth
 
 # on_epoch(epoch, phase, figures): figures holds loss/accuracy/top2_accuracy (training), val_* and lr, and the
-# epoch's seconds of training (epoch_seconds) and of validation (val_seconds): the speed figures of docs/gpu.md.
+# epoch's seconds of training (epoch_seconds, MLflow train/epoch_seconds) and of validation (val_seconds, MLflow
+# val/seconds): the speed figures of docs/gpu.md.
 EpochHook = Callable[[int, str, dict[str, float]], None]
 
 
