@@ -3,14 +3,15 @@
 Images are decoded and resized once (pixels.py). Training batches are a pure function of (seed, batch number)
 (`BatchStream`): shuffle indices, gather, augment the whole batch in NumPy/OpenCV (augment.py). They stay uint8
 pixels unless brightness or contrast augmentation makes them float32: the model's float32 input casts them on its
-device, so a quarter of the bytes cross the queue and, on a GPU, the bus. Keras gets them through a
+device, so a quarter of the bytes cross the queue and, on a GPU, the bus. JAX and PyTorch get them through a
 `keras.utils.PyDataset` whose worker threads build the next batches while the model trains (OpenCV and NumPy
-release the GIL); TensorFlow, JAX and PyTorch all read a PyDataset.
+release the GIL); TensorFlow through tf.data calling the same batch function (tf_feed.py).
 
 Two ways to cut epochs:
 - steps_per_epoch=N (training): epochs of N full batches from an endless stream of shuffled passes over the data,
   so a batch may span two passes and every batch has the same shape (one compiled step on JAX; even shards for data
-  parallelism). The next epoch, and the next training phase, go on where the stream stopped.
+  parallelism). The next epoch, and the next training phase, go on in the stream: no batch is served twice
+  (a few that Keras prefetched and dropped at an epoch's or a fit's end are skipped or served later).
 - steps_per_epoch=None: each epoch is one shuffled pass over the data, the last batch smaller.
 """
 
