@@ -143,12 +143,14 @@ def test_models_of_both_flavours_load(tmp_path, monkeypatch):
         log_keras_model(model, x[:1], info)
     with mlflow.start_run() as old:
         mlflow.tensorflow.log_model(model, name=rf.MODEL, metadata=info, pip_requirements=["keras"])
-    for run, flavour in ((new, "keras"), (old, "tensorflow")):
-        assert flavour in mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors
-        loaded, ref = load(run.info.run_id, mlflow.MlflowClient(uri))
-        assert ref.class_names == list("abcdefg")
-        assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
-    mlflow.set_tracking_uri(None)
+    try:
+        for run, flavour in ((new, "keras"), (old, "tensorflow")):
+            assert flavour in mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors
+            loaded, ref = load(run.info.run_id, mlflow.MlflowClient(uri))
+            assert ref.class_names == list("abcdefg")
+            assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.mark.slow

@@ -76,16 +76,20 @@ def test_promote_and_export_the_jax_trained_winner(sweep, tmp_path, monkeypatch)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = connect(uri, create=False)
-    p = promote(client, "jax-sweep", "jax-model")
-    assert p.decision == "promoted"
-    report = ex.export("models:/jax-model@champion", tmp_path, client, runs=1, warmup=0, formats=FORMATS)
-    assert [r.format for r in report.rows] == list(FORMATS), report.notes
-    assert report.row("keras").agreement == 1.0 and all(r.error is None for r in report.rows)
-    for fmt in ("tflite_f32", "onnx"):
-        row = report.row(fmt)
-        assert row.error is None and row.max_abs_diff < 1e-4 and row.agreement == 1.0
-    assert (tmp_path / "model_f32.tflite").stat().st_size > 0 and (tmp_path / "model.onnx").stat().st_size > 0
+    try:
+        client = connect(uri, create=False)
+        p = promote(client, "jax-sweep", "jax-model")
+        assert p.decision == "promoted"
+        report = ex.export("models:/jax-model@champion", tmp_path, client, runs=1, warmup=0, formats=FORMATS)
+        assert [r.format for r in report.rows] == list(FORMATS), report.notes
+        assert report.row("keras").agreement == 1.0 and all(r.error is None for r in report.rows)
+        for fmt in ("tflite_f32", "onnx"):
+            row = report.row(fmt)
+            assert row.error is None and row.max_abs_diff < 1e-4 and row.agreement == 1.0
+        assert (tmp_path / "model_f32.tflite").stat().st_size > 0 and (tmp_path / "model.onnx").stat().st_size > 0
+
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 FORMATS = ("keras", "tflite_f32", "tflite_int8", "onnx")
