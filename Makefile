@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 HAM10000 ?= ../shared/data/ham10000
 WEIGHTS ?= ../shared/weights
 SWEEP ?= smoke
+# PyTorch for the PyTorch backend's test (tests/test_backends.py): 2.13.0 is the CPU build these machines hold
+# (`pip install torch` elsewhere pulls PyPI's CUDA build, GBs). TORCH= skips it; that test then says it skipped.
+TORCH ?= torch==2.13.0
 PORT ?= 8765
 PYTEST_ARGS ?=
 
@@ -21,10 +24,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# hatchling's editable install is a .pth on src/: keeps hydra_plugins visible to Hydra's plugin scan.
 	$(PY) -m pip install -q -e ".[dev]"
+	$(if $(TORCH),$(PY) -m pip install -q "$(TORCH)")
 	@if [ "$(GPU)" = "1" ]; then $(PY) -m pip uninstall -q -y tensorflow-cpu; $(PY) -m pip install -q -e ".[gpu]"; fi
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv/ and install dermsweep with its test tools (GPU=1 for CUDA TensorFlow)
+install: $(STAMP)  ## create .venv/ and install dermsweep with its test tools and JAX, PyTorch (GPU=1: CUDA TensorFlow)
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy, and the architecture's import contracts (lint-imports)
 	$(VENV)/bin/ruff check src tests bench train.py

@@ -50,15 +50,18 @@ def load() -> dict:
 
 
 def machine() -> dict:
-    import numpy as np  # noqa: F401 - imported for the version only when available
+    """Python, platform, cores, and the installed versions of the frameworks (read from package metadata: importing
+    TensorFlow into a JAX benchmark would change what it measures)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
-    try:
-        import tensorflow as tf
-
-        info["tensorflow"] = tf.__version__
-    except ImportError:
-        pass
+    for dist in ("tensorflow-cpu", "tensorflow", "keras", "jax", "jaxlib", "torch"):
+        try:
+            info[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    if "keras" in sys.modules:
+        info["keras_backend"] = sys.modules["keras"].backend.backend()
     return info
 
 

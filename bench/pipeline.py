@@ -4,7 +4,10 @@ Both sides get the same images, the same `light` augmentation ranges (rotation 1
 flips, nearest fill), the same output size (150x200) and batch size, and deliver float32 batches with labels.
 
   dermsweep:  decode + resize once (PIL, thread pool: data/pixels.py), then per epoch
-              data.pipeline.training_dataset (shuffle indices, gather, one OpenCV affine warp per image, prefetch)
+              data.pipeline.training_dataset as TensorFlow training reads it (tf.data calling the NumPy batches:
+              shuffle indices, gather, one OpenCV affine warp per image, prefetch); it delivers uint8 pixels, which
+              the model casts itself, and ceil(n / batch) full batches per epoch (up to batch - 1 images more than
+              n, not counted)
   classic:    tf_keras ImageDataGenerator(...).flow_from_dataframe: decodes, resizes and augments every image
               every epoch, one image at a time (what model.fit(workers=1) consumes)
 
@@ -18,6 +21,7 @@ after one warm-up epoch each) and first-epoch throughput (dermsweep: decode + fi
 from __future__ import annotations
 
 import importlib
+import math
 import subprocess
 import sys
 import tempfile
@@ -105,14 +109,16 @@ def bench_size(label, table, paths, args, tf_keras) -> dict:
     process_cache.clear()
     with C.Timer() as dec:
         decoded = pixels.decode(catalog, t, h, w, cache_dir=None)
-    ds = training_dataset(decoded.pixels, y, len(names), args.batch, aug, seed=0, repeat=False)
+    steps = math.ceil(n / args.batch)
+    batches = iter(training_dataset(decoded.pixels, y, len(names), args.batch, aug, 0, steps))
 
     def project_epoch() -> float:
         s = time.perf_counter()
         count = 0
-        for xb, _ in ds:
+        for _ in range(steps):
+            xb, _ = next(batches)
             count += int(xb.shape[0])
-        assert count == n
+        assert count >= n
         return time.perf_counter() - s
 
     idg = tf_keras.preprocessing.image.ImageDataGenerator(

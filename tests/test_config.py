@@ -130,6 +130,9 @@ BAD = [
     (["data.max_images=3"], "data.max_images"),
     (["data=synthetic", "data.num_images=5"], "data.num_images"),
     (["hardware.mixed_precision=maybe"], "hardware.mixed_precision"),
+    (["hardware.backend=mxnet"], "hardware.backend"),
+    (["hardware.mixed_dtype=float8"], "hardware.mixed_dtype"),
+    (["hardware.data_workers=0"], "hardware.data_workers"),
     (["seed=-3"], "seed"),
     (["tracking.log_model=sometimes"], "tracking.log_model"),
 ]

@@ -10,9 +10,10 @@ from omegaconf import OmegaConf
 
 from dermsweep.evaluation import calibration
 from dermsweep.evaluation.metrics import scores
-from dermsweep.keras_layers import VIEWS, DihedralView
+from dermsweep.keras_layers import DihedralView
 from dermsweep.training import gains as g
 from dermsweep.training.model import CLASSIFIER, LOGITS_LAYER, logits_of
+from dermsweep.views import VIEWS
 
 K = 7
 

@@ -22,6 +22,7 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     assert r.info.status == "FINISHED" and r.info.run_name.startswith("v1-a0.25-64x64")
     assert r.data.tags[rf.STATUS] == "finished" and r.data.tags[rf.ROLE] == "single"
     assert r.data.tags[rf.OBJECTIVE_METRIC] == "val_balanced_accuracy"
+    assert r.data.tags[rf.BACKEND] == "tensorflow" == r.data.params["hardware.backend"]
     # The task returns the optimised validation metric (what a sweeper optimises).
     assert smoke_run["value"] == pytest.approx(r.data.metrics["final_val/balanced_accuracy"])
     p = r.data.params
@@ -78,8 +79,10 @@ def test_smoke_run_is_fully_tracked(smoke_run):
 def test_logged_model_is_self_contained(smoke_run):
     mlflow.set_tracking_uri(smoke_run["uri"])
     uri = f"runs:/{smoke_run['run_id']}/model"
-    model = mlflow.tensorflow.load_model(uri)
+    model = mlflow.keras.load_model(uri)
     info = mlflow.models.get_model_info(uri)
+    # MLflow's Keras 3 flavour: the backend-neutral .keras file, with the backend that trained it
+    assert info.flavors["keras"]["keras_backend"] == "tensorflow"
     assert info.metadata["class_names"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert (info.metadata["input_height"], info.metadata["input_width"]) == (64, 64)
     from dermsweep.data.sources.synthetic import render
@@ -150,7 +153,7 @@ def test_pretrained_backbone_on_real_images(ham_subset, tmp_path):
     from dermsweep.data.images import load_rgb
 
     mlflow.set_tracking_uri(uri)
-    model = mlflow.tensorflow.load_model(f"runs:/{r.info.run_id}/model")
+    model = mlflow.keras.load_model(f"runs:/{r.info.run_id}/model")
     images = sorted(ham_subset.glob("HAM10000_images_part_1/*.jpg"))[:6]
     x = np.stack([load_rgb(p, 96, 128) for p in images]).astype(np.float32)
     assert np.ptp(np.asarray(model(x, training=False)), axis=0).max() > 1e-3

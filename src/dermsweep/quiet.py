@@ -40,7 +40,11 @@ def silenced() -> Iterator[None]:
 
 
 def import_tensorflow() -> None:
-    """Import TensorFlow and Keras with their C++ start-up lines (oneDNN, absl) kept off the terminal."""
+    """Import TensorFlow and Keras on the TensorFlow backend (where export, TFLite and Grad-CAM run, whatever backend
+    trained the model), with their C++ start-up lines (oneDNN, absl) kept off the terminal."""
+    from .keras_backend import select
+
+    select("tensorflow", key="KERAS_BACKEND")
     if "tensorflow" in sys.modules:
         return
     with redirected(2):

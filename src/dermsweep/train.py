@@ -3,7 +3,8 @@
     python -m dermsweep.train data=synthetic trainer=smoke      (or the repository's train.py, or dermsweep-train)
     python -m dermsweep.train -m +sweep=smoke
 
-All the work happens in dermsweep.training.task; this only hands Hydra's composed config over.
+All the work happens in dermsweep.training.task; this only hands Hydra's composed config over, after making its
+hardware.backend the Keras backend of this process (before anything imports keras: keras_backend.py).
 """
 
 import sys
@@ -19,9 +20,12 @@ from .paths import conf_dir
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig):
     from .errors import DermsweepError  # imported late: `--help` and `--cfg` stay fast
-    from .training.task import run
+    from .keras_backend import select
 
     try:
+        select(str(cfg.hardware.backend))
+        from .training.task import run
+
         return run(cfg)
     except DermsweepError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:

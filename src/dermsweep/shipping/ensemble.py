@@ -23,7 +23,6 @@ from omegaconf import OmegaConf
 
 from ..errors import DermsweepError
 from ..evaluation.metrics import scores
-from ..keras_layers import VIEWS
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
 from ..tracking.artifacts import BackgroundArtifacts, log_splits
@@ -41,6 +40,7 @@ from ..training.ship import (
     read_view_logits,
     view_logits,
 )
+from ..views import VIEWS
 from .labelled_data import rebuild_run_data
 from .model_ref import load
 from .ranking import RunRow, collect_runs

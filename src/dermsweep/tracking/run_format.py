@@ -23,6 +23,7 @@ OBJECTIVE_DIRECTION = "dermsweep.objective_direction"
 SPLIT_ID = "dermsweep.split_id"
 DATASET_ID = "dermsweep.dataset_id"
 CHECKPOINT = "dermsweep.checkpoint"
+BACKEND = "dermsweep.backend"  # the Keras backend that trained: tensorflow | jax | torch
 MODEL_NOTE = "dermsweep.model"  # why a trial logged no model
 # + ".<host>.<pid>": one per process running the run (a sweep's parent has one per worker), a JSON owner record of
 # dermsweep.liveness refreshed by a heartbeat; a RUNNING run whose owners are all dead is reaped (tracking.run_owner)

@@ -18,10 +18,11 @@ from ..checks import boolean, fail, number, one_of, select
 from ..data.augment import BORDERS
 from ..data.sources import SOURCES
 from ..evaluation.metrics import METRICS
+from ..keras_backend import BACKENDS
 from ..objectives import DIRECTIONS
+from ..views import VIEW_SETS
 from .backbones import BACKBONES
 from .class_weights import CLASS_WEIGHTS
-from .gains import VIEW_SETS
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 
@@ -29,6 +30,7 @@ SWITCHES = ("auto", True, False, "true", "false")
 # Objectives: any validation metric, plus model cost for multi-objective sweeps.
 OBJECTIVES = tuple(f"val_{m}" for m in METRICS) + ("params", "latency_ms")
 LOG_MODEL_MODES = ("always", "improving", "never")
+MIXED_DTYPES = ("auto", "bfloat16", "float16")
 
 
 def objectives(cfg) -> list[tuple[str, str]]:
@@ -70,8 +72,17 @@ def validate(cfg: DictConfig) -> None:
         fail("tracking.uri", cfg.tracking.uri, "must be a tracking URI such as sqlite:///mlruns/mlflow.db")
     log_model_mode(cfg)
     _inference(cfg)
+    _hardware(cfg)
+
+
+def _hardware(cfg) -> None:
+    hw = cfg.hardware
+    one_of("hardware.backend", hw.backend, BACKENDS)
     for key in ("mixed_precision", "multi_gpu"):
-        one_of(f"hardware.{key}", cfg.hardware[key], SWITCHES)
+        one_of(f"hardware.{key}", hw[key], SWITCHES)
+    one_of("hardware.mixed_dtype", hw.mixed_dtype, MIXED_DTYPES)
+    if hw.data_workers != "auto":
+        _in(cfg, "hardware.data_workers", 1, 256, integer=True)
 
 
 def _in(cfg, key: str, lo: float, hi: float, **kwargs) -> float:

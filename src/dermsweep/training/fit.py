@@ -28,7 +28,9 @@ from .batch_predict import predict
 from .config import objectives
 from .model import set_finetune_depth
 
-# on_epoch(epoch, phase, figures): figures holds loss/accuracy/top2_accuracy (training), val_* and lr.
+# on_epoch(epoch, phase, figures): figures holds loss/accuracy/top2_accuracy (training), val_* and lr, and the
+# epoch's seconds of training (epoch_seconds, MLflow train/epoch_seconds) and of validation (val_seconds, MLflow
+# val/seconds): the speed figures of docs/gpu.md.
 EpochHook = Callable[[int, str, dict[str, float]], None]
 
 
@@ -102,8 +104,13 @@ class _EpochEvaluator(keras.callbacks.Callback):
         self.objective, self.best = objective, best
         self.patience, self.phase, self.on_epoch, self.result = patience, phase, on_epoch, result
         self.waited = 0
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        trained = time.perf_counter()
         logs = logs if logs is not None else {}
         loss = float(logs.get("loss", math.nan))
         if not math.isfinite(loss):
@@ -119,6 +126,8 @@ class _EpochEvaluator(keras.callbacks.Callback):
         figures = {k: float(logs[k]) for k in ("loss", "accuracy", "top2_accuracy") if k in logs}
         figures.update(val)
         figures["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        figures["epoch_seconds"] = trained - self.started
+        figures["val_seconds"] = time.perf_counter() - trained
         for k, v in figures.items():
             self.result.history.setdefault(k, []).append(v)
         value = val[self.objective]

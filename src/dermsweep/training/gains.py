@@ -22,12 +22,12 @@ import numpy as np
 from ..evaluation import calibration
 from ..evaluation.metrics import scores
 from ..evaluation.operating_point import OperatingPoint, choose
-from ..keras_layers import VIEWS, CalibratedSoftmax, DihedralView
+from ..keras_layers import CalibratedSoftmax, DihedralView
+from ..views import VIEW_SETS, VIEWS
 from .model import logits_of
 
 View = tuple[int, bool]  # (quarter turns, mirrored)
 Logits = Callable[[np.ndarray], np.ndarray]  # uint8 images (n, h, w, 3) -> logits (n, k)
-VIEW_SETS = ("none", "flips", "dihedral")
 
 
 @dataclass
@@ -140,9 +140,13 @@ def wrap(members: Sequence[keras.Model], height: int, width: int, gains: Gains, 
     return keras.Model(pixels, probs, name=name)
 
 
-def check(shipped: keras.Model, images: np.ndarray, expected: np.ndarray, tolerance: float = 1e-4) -> None:
-    """The shipped graph must reproduce the probabilities the run reports (computed here from per-view logits)."""
-    got = np.asarray(shipped(images.astype(np.float32), training=False))
+def check(shipped: keras.Model, images: np.ndarray, expected: np.ndarray, tolerance: float | None = None) -> None:
+    """The shipped graph must reproduce the probabilities the run reports (computed here from per-view logits).
+
+    Float32 agrees to 1e-4; under mixed precision the two paths round differently in 16 bits (seen: 1e-3)."""
+    if tolerance is None:
+        tolerance = 1e-4 if keras.config.dtype_policy().compute_dtype == "float32" else 1e-2
+    got = keras.ops.convert_to_numpy(shipped(images.astype(np.float32), training=False))
     gap = float(np.max(np.abs(got - expected)))
     if gap > tolerance:
         raise RuntimeError(f"the shipped model differs from the scored probabilities by {gap:.2e} (> {tolerance})")

@@ -1,7 +1,8 @@
 """Learning-rate schedules, one per `conf/schedule/<name>.yaml`, each registered with the checks of its keys.
 
 A schedule gives, for one training phase, the rate (a float or a keras LearningRateSchedule) and any callbacks
-it needs (plateau watches the objective).
+it needs (plateau watches the objective). keras is imported when a schedule is made, not with the module (see
+backbones.py).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import keras
 
 from ..checks import Range
 from ..options import Options
@@ -39,6 +38,8 @@ def constant(cfg, lr: float, steps_per_epoch: int, epochs: int, objective: str, 
     min_lr=Range(0),
 )
 def plateau(cfg, lr: float, steps_per_epoch: int, epochs: int, objective: str, mode: str) -> PhaseSchedule:
+    import keras
+
     reduce = keras.callbacks.ReduceLROnPlateau(
         monitor=objective,
         mode=mode,
@@ -52,6 +53,8 @@ def plateau(cfg, lr: float, steps_per_epoch: int, epochs: int, objective: str, m
 
 @SCHEDULES.register("cosine", warmup_fraction=Range(0, 0.5), alpha=Range(0, 1))
 def cosine(cfg, lr: float, steps_per_epoch: int, epochs: int, objective: str, mode: str) -> PhaseSchedule:
+    import keras
+
     total = max(1, steps_per_epoch * epochs)
     warmup = int(total * float(cfg.warmup_fraction))
     if warmup == 0:
@@ -69,6 +72,8 @@ def cosine(cfg, lr: float, steps_per_epoch: int, epochs: int, objective: str, mo
 
 @SCHEDULES.register("exponential", decay_rate=Range(0, 1, lo_open=True))
 def exponential(cfg, lr: float, steps_per_epoch: int, epochs: int, objective: str, mode: str) -> PhaseSchedule:
+    import keras
+
     return PhaseSchedule(keras.optimizers.schedules.ExponentialDecay(lr, steps_per_epoch, float(cfg.decay_rate)))
 
 

@@ -21,9 +21,9 @@ from ..evaluation import metrics as scoring
 from ..evaluation import plots
 from ..evaluation.operating_point import sensitivity_specificity
 from ..evaluation.reliability import expected_calibration_error, plot_reliability, reliability_table
-from ..keras_layers import VIEWS
 from ..tracking import run_format as rf
 from ..tracking.artifacts import BackgroundArtifacts, log_json
+from ..views import VIEWS
 from .batch_predict import predict
 from .gains import Gains, View, check, choose_gains, per_view, probabilities, step_probabilities, views_needed, wrap
 from .model import logits_of

@@ -42,7 +42,7 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
     client = connect(str(cfg.tracking.uri))
     uri = str(client.tracking_uri)
     provenance.seed_everything(int(cfg.seed))
-    hw = hardware.configure(cfg.hardware)
+    hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
     split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
     height, width = int(cfg.model.height), int(cfg.model.width)
     data = prepare(cfg.data, height, width, split_seed, cfg.get("cache_dir"))
@@ -57,7 +57,14 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
     batch = int(cfg.trainer.batch_size) * hw.replicas
     steps = int(cfg.trainer.steps_per_epoch or math.ceil(len(data.x["train"]) / batch))
     train_ds = training_dataset(
-        data.x["train"], data.y["train"], len(data.class_names), batch, cfg.augment, int(cfg.seed), repeat=True
+        data.x["train"],
+        data.y["train"],
+        len(data.class_names),
+        batch,
+        cfg.augment,
+        int(cfg.seed),
+        steps,
+        hw.data_workers,
     )
     val_ds = eval_dataset(data.x["val"], batch)
     checkpoint = local_checkpoint_dir() / "checkpoints" / "best.weights.h5"
@@ -71,6 +78,7 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
         rf.DATASET_ID: data.dataset_id,
         rf.STATUS: "running",
         rf.CHECKPOINT: str(checkpoint),
+        rf.BACKEND: hw.backend,
         **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
         **(link.run_tags if link else {}),
     }

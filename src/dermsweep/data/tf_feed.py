@@ -1,0 +1,37 @@
+"""TensorFlow's way into a BatchStream: tf.data's parallel map calls the same NumPy/OpenCV batches as the PyDataset
+(pipeline.py), so a model trains on the same data on every backend.
+
+On TensorFlow, training keeps tf.data: only the batch function runs in Python, on tf.data's own threads, with the
+parallelism tf.data tunes itself, and TensorFlow's prefetch behind it, as before the backends moved to NumPy.
+Keras would read the PyDataset itself through one `Dataset.from_generator` thread trading the GIL with its worker
+threads and the training loop. On the shared 2 cores both fed a MobileNet as fast as the old all-TensorFlow
+pipeline, within the machine's noise, at the same CPU time per epoch (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import tensorflow as tf
+
+from .pipeline import BatchStream
+
+
+def dataset(stream: BatchStream) -> tf.data.Dataset:
+    """Batches k = 0, 1, 2... of the stream's endless sequence, each full, as (uint8 or float32 pixels, one-hot)."""
+    b = stream.batch_size
+    # One counter for every iterator made from this dataset: each model.fit() makes one, and a new phase goes on
+    # where the last stopped (the few batches the last iterator had prefetched are skipped, never repeated).
+    numbers = itertools.count()
+    positions = tf.data.Dataset.from_generator(lambda: numbers, output_signature=tf.TensorSpec((), tf.int64))
+    probe_x, probe_y = stream.batch(0, b)  # the dtypes and shapes numpy_function must declare
+
+    def load(k):
+        x, y = tf.numpy_function(
+            lambda k: stream.batch(int(k) * b, int(k) * b + b), [k], [probe_x.dtype, tf.float32], stateful=False
+        )
+        return tf.ensure_shape(x, probe_x.shape), tf.ensure_shape(y, probe_y.shape)
+
+    options = tf.data.Options()
+    options.deterministic = False  # let parallel batches finish out of order
+    return positions.map(load, num_parallel_calls=tf.data.AUTOTUNE).with_options(options).prefetch(tf.data.AUTOTUNE)
