@@ -2,12 +2,17 @@
 
 The model is the project's classifier (dermsweep.training.model.build: MobileNet v1 a=0.25 at 150x200 with the shared
 ImageNet weights and a fresh 7-class head; latency and size do not depend on training). Formats are produced with
-dermsweep.export's own functions (_tflite for the three TFLite variants, int8 calibrated on --calibration real
-HAM10000 images; keras model.export for the SavedModel; --onnx adds ONNX), and timed as dermsweep export times
-them (export._latency, TFLite/ONNX on one thread). Formats are timed in --rounds interleaved rounds of --runs
-calls each (after --warmup calls), so all see the same machine load; the median of the round medians is reported.
+the converters `dermsweep export` uses (shipping/converters.py; int8 calibrated on --calibration real HAM10000
+images; --onnx adds ONNX) and timed as dermsweep export times them (timing.median_latency_ms, TFLite/ONNX on one
+thread). Both int8 routes are measured: `tflite_int8_full` (every op int8) and `tflite_int8`, the route apps ship,
+which keeps the layers that lose most in float. An untrained head has no validation accuracy to search on, so here
+`tflite_int8` keeps --int8-float-layers of the debugger's worst layers float (default: what the search kept on a
+real champion, docs/shipping.md) plus the float tail, which is what its speed and size cost. Formats are timed in
+--rounds interleaved rounds of --runs calls each (after --warmup calls), so all see the same machine load; the
+median of the round medians is reported.
 
     python bench/inference.py [--runs 30] [--rounds 3] [--warmup 5] [--onnx] [--height 150 --width 200]
+                              [--int8-float-layers N]
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import tempfile
 from pathlib import Path
 
 import _common as C
+
+# Layers the int8 search kept float on a real champion (docs/shipping.md, "int8 that keeps quality").
+INT8_FLOAT_LAYERS = 4
 
 
 def main(argv=None) -> dict:
@@ -30,6 +38,12 @@ def main(argv=None) -> dict:
     p.add_argument("--alpha", type=float, default=0.25)
     p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
     p.add_argument("--onnx", action="store_true", help="also export and time ONNX (slower to convert)")
+    p.add_argument(
+        "--int8-float-layers",
+        type=int,
+        default=INT8_FLOAT_LAYERS,
+        help=f"layers tflite_int8 keeps float (default {INT8_FLOAT_LAYERS}: what the search kept on a real champion)",
+    )
     args = p.parse_args(argv)
 
     import numpy as np
@@ -39,6 +53,7 @@ def main(argv=None) -> dict:
     from dermsweep.data import pixels
     from dermsweep.shipping import converters as ex
     from dermsweep.shipping.export import human_size, size_on_disk
+    from dermsweep.shipping.int8 import Int8Options
     from dermsweep.timing import median_latency_ms
     from dermsweep.training.model import build
 
@@ -76,16 +91,19 @@ def main(argv=None) -> dict:
     )
     runners["keras_traced"] = (lambda x: traced(x).numpy(), keras_file)
     build_s["keras_traced"] = build_s["keras"]  # the same .keras file
-    ctx = ex.Context(calib, "float")
+    ctx = ex.Context(calib, "float", int8=Int8Options(float_layers=args.int8_float_layers))
+    kept_float: list[str] = []
     for name, converter in ex.CONVERTERS.items():  # the same converters `dermsweep export` uses
         if name == "onnx" and not args.onnx:
             continue
         path = out / converter.file
         try:
             with C.Timer() as t:
-                converter.write(model, path, ctx)
+                details = converter.write(model, path, ctx)
             build_s[name] = t.s
             runners[name] = (converter.runner(path), path)
+            if details:
+                kept_float = [layer["layer"] for layer in details["float_layers"]]
         except Exception as exc:
             notes.append(f"{name} failed: {exc}")
 
@@ -128,9 +146,14 @@ def main(argv=None) -> dict:
     fastest_keras = min(("keras", "keras_traced"), key=lambda k: by[k]["latency_ms"])
     speedup = by[fastest_keras]["latency_ms"] / int8["latency_ms"]
     size_ratio = int8["size_bytes"] / by["keras"]["size_bytes"]
+    print(f"tflite_int8 kept float: {len(kept_float)} layer(s) {kept_float} + the tail (logits, softmax)")
+    if "tflite_int8_full" in by:
+        cost = int8["latency_ms"] / by["tflite_int8_full"]["latency_ms"]
+        print(f"tflite_int8 latency / tflite_int8_full: {cost:.2f}x")
     targets = [
         C.target(
-            f"inference: int8 TFLite speed-up over Keras ({fastest_keras}, the faster Keras call) at batch 1",
+            f"inference: int8 TFLite (layers kept float: {len(kept_float)}) speed-up over Keras ({fastest_keras}, "
+            "the faster Keras call) at batch 1",
             ">= 2x",
             speedup,
             speedup >= 2.0,
@@ -146,6 +169,7 @@ def main(argv=None) -> dict:
         "loads_during": loads,
         "results": results,
         "targets": targets,
+        "int8_kept_float": kept_float,
         "notes": notes
         + [
             "keras = eager model(x) call as dermsweep export times it; keras_traced = the same model in one "

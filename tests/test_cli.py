@@ -131,6 +131,25 @@ def test_export_cli_json(store, capsys, tmp_path):
     data = json.loads(out)
     assert rc == 0 and [f["format"] for f in data["formats"]] == ["keras", "tflite_f32", "tflite_int8"]
     assert data["logged_to"] is None
+    # int8 with a fixed number of layers kept float (no search): the table is followed by what stayed float.
+    rc, out, _ = run(
+        capsys,
+        "export",
+        "--model",
+        "models:/cli-predict@champion",
+        "--out",
+        str(tmp_path / "y"),
+        "--runs",
+        "2",
+        "--no-log",
+        "--formats",
+        "tflite_int8",
+        "--int8-float-layers",
+        "1",
+    )
+    assert rc == 0 and "tflite_int8: layers kept float" in out and "Kept float: 1 layer(s): " in out
+    rc, _, err = run(capsys, "export", "--model", "models:/cli-predict@champion", "--int8-min-agreement", "2")
+    assert rc == console.EXIT_ERROR and "min_agreement" in err
 
 
 def test_demo_with_stubbed_sweep(store, capsys, monkeypatch, tmp_path):

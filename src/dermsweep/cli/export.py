@@ -32,6 +32,29 @@ def add_parser(sub: Any, common: Any) -> None:
         default="float",
         help="int8 model's input/output type (default float: int8 inside, float32 at the edges)",
     )
+    p.add_argument(
+        "--int8-tolerance",
+        type=float,
+        default=0.01,
+        help="int8: largest |validation balanced accuracy - float's| accepted (default 0.01 = 1 point)",
+    )
+    p.add_argument(
+        "--int8-min-agreement",
+        type=float,
+        default=0.99,
+        help="int8: smallest share of validation images with float's top-1 class (default 0.99)",
+    )
+    p.add_argument(
+        "--int8-max-float-layers",
+        type=int,
+        default=16,
+        help="int8: most layers the search may keep float (default 16)",
+    )
+    p.add_argument(
+        "--int8-float-layers",
+        type=int,
+        help="int8: keep exactly this many of the worst layers float, without the search on validation",
+    )
     p.add_argument("--formats", help=f"comma-separated subset of: {', '.join(FORMATS)} (keras always; default all)")
     p.add_argument("--no-log", action="store_true", help="do not log the export to the source run")
     p.add_argument("--json", action="store_true")
@@ -41,10 +64,17 @@ def add_parser(sub: Any, common: Any) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from ..shipping.export import export, fmt, human_size
+    from ..shipping.export import export, fmt, human_size, int8_lines
+    from ..shipping.int8 import Int8Options
 
     err, con = console(stderr=True), console()
     formats = _formats(args.formats)
+    int8 = Int8Options(
+        tolerance=args.int8_tolerance,
+        min_agreement=args.int8_min_agreement,
+        max_float_layers=args.int8_max_float_layers,
+        float_layers=args.int8_float_layers,
+    )
     import_tensorflow()
     tracking = client(args) if not args.model.endswith(".keras") else None
     out = args.out or str(Path("outputs") / "export" / time.strftime("%Y%m%d-%H%M%S"))
@@ -61,6 +91,7 @@ def run(args) -> int:
             log_to_run=not args.no_log,
             formats=formats,
             progress=lambda m: err.print(f"[dim]{m}[/]"),
+            int8=int8,
         )
     if args.json:
         print_json(report.to_json())
@@ -89,6 +120,9 @@ def run(args) -> int:
     con.print(f"int8 I/O: {'float32 in/out, int8 inside' if report.int8_io == 'float' else 'int8 in/out'}")
     for n in report.notes:
         con.print(n)
+    for r in report.rows:
+        if r.details and "steps" in r.details:
+            con.print("\n".join(int8_lines(r.format, r.details)), markup=False, highlight=False)
     if report.logged_to:
         con.print(f"logged to {report.logged_to}")
     return EXIT_OK

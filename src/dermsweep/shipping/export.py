@@ -5,10 +5,14 @@ Formats (written to one folder, then logged to the source run under `export/`; c
   savedmodel/          TensorFlow SavedModel (keras `model.export`, endpoint `serve`)
   model_f32.tflite     TFLite float32
   model_f16.tflite     TFLite float16 weights (float32 compute/I/O)
-  model_int8.tflite    TFLite full-integer post-training quantisation, calibrated on ~150 training images.
-                       Default I/O: float32 in (raw 0-255 pixels, like every other format) and float32
-                       probabilities out, int8 for every op in between, so apps switch formats without code
-                       changes. `--int8-io int8` gives int8 input/output tensors (integer-only accelerators).
+  model_int8_full.tflite  TFLite full-integer post-training quantisation, calibrated on ~150 training images:
+                       every op int8 (integer-only accelerators).
+  model_int8.tflite    TFLite int8 that keeps quality (int8.py): the same calibration, with the layers that lose
+                       most (TFLite's quantization debugger) kept float until validation balanced accuracy is
+                       within 1 point of float's; the report lists the layers kept float and every candidate.
+                       Default I/O of both int8 files: float32 in (raw 0-255 pixels, like every other format) and
+                       float32 probabilities out, so apps switch formats without code changes. `--int8-io int8`
+                       gives int8 input/output tensors.
   model.onnx           ONNX (keras `model.export(format="onnx")`) for onnxruntime-web
   model_info.json      class names, input size, resize (the same metadata as the run's model)
   report.json / .md    the table below
@@ -32,6 +36,7 @@ from ..timing import median_latency_ms
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
 from .converters import CONVERTERS, FORMATS, Context, ExportError, Runner
+from .int8 import Int8Options, Validation
 from .labelled_data import read_dataset, read_images, rebuild_run_data
 from .model_ref import ModelRef, load
 
@@ -57,6 +62,7 @@ class FormatRow:
     agreement: float | None = None  # share of validation images with the same top-1 class as Keras
     max_abs_diff: float | None = None  # largest probability difference from Keras
     error: str | None = None
+    details: dict | None = None  # what the converter chose (int8: layers kept float, each candidate's scores)
 
 
 @dataclass
@@ -99,7 +105,37 @@ class ExportReport:
                 f"| {r.format} | {human_size(r.size_bytes)} | {fmt(r.latency_ms, '.2f')} | "
                 f"{fmt(r.balanced_accuracy, '.4f')} | {fmt(r.agreement, '.1%')} |"
             )
-        return "\n".join(lines + [""] + [f"- {n}" for n in self.notes]) + "\n"
+        lines += [""] + [f"- {n}" for n in self.notes]
+        for r in self.rows:
+            if r.details and "steps" in r.details:
+                lines += ["", *int8_lines(r.format, r.details)]
+        return "\n".join(lines) + "\n"
+
+
+def int8_lines(name: str, details: dict) -> list[str]:
+    """The int8 search in words: what stayed float and what each candidate scored."""
+    kept = details.get("float_layers") or []
+    met = details.get("met")
+    lines = [
+        f"## {name}: layers kept float",
+        "",
+        f"Search: {details.get('search')}. Target {'met' if met else 'not met' if met is not None else 'not checked'}.",
+        f"Kept float: {len(kept)} layer(s)" + (": " + ", ".join(k["layer"] for k in kept) if kept else ""),
+        f"Tail kept float: {', '.join(details.get('float_tail') or []) or 'none'}",
+        f"Float ops in the file: {details.get('float_ops')}",
+    ]
+    if details.get("steps"):
+        lines += [
+            "",
+            "| layers float | size | images scored | agreement | val balanced acc | Δ vs float | met |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for s in details["steps"]:
+            lines.append(
+                f"| {s['float_layers']} | {human_size(s['size_bytes'])} | {s['images']} | {s['agreement']:.1%} | "
+                f"{fmt(s['balanced_accuracy'], '.4f')} | {fmt(s['delta'], '+.4f')} | {'yes' if s['met'] else 'no'} |"
+            )
+    return lines
 
 
 def fmt(v, spec: str) -> str:
@@ -173,6 +209,7 @@ def export(
     log_to_run: bool = True,
     max_eval: int | None = None,
     progress=None,
+    int8: Int8Options = Int8Options(),
 ) -> ExportReport:
     say = progress or (lambda msg: None)
     model, ref = load(model_uri, client)
@@ -194,7 +231,14 @@ def export(
     model.save(keras_file)
     # predict_on_batch runs the compiled graph: a fair batch-1 latency (an eager call pays per-layer Python cost)
     runners: dict[str, tuple[Runner, Path]] = {"keras": (lambda x: np.asarray(model.predict_on_batch(x)), keras_file)}
-    ctx = Context(data.x_calib, int8_io)
+    keras_probs = predict_all(runners["keras"][0], data.x_val) if data.x_val is not None else None
+    validation = (
+        Validation(data.x_val, data.y_val, keras_probs)
+        if data.x_val is not None and data.y_val is not None and keras_probs is not None
+        else None
+    )
+    ctx = Context(data.x_calib, int8_io, validation, int8, say)
+    details: dict[str, dict] = {}
     for name in formats:
         if name == "keras":
             continue
@@ -204,18 +248,19 @@ def export(
             if converter is None:
                 raise ExportError(f"unknown format {name!r} (choose from {', '.join(FORMATS)})")
             path = out / converter.file
-            converter.write(model, path, ctx)
+            found = converter.write(model, path, ctx)
+            if found:
+                details[name] = found
             runners[name] = (converter.runner(path), path)
         except ExportError as exc:
             notes.append(f"{name}: skipped: {exc}")
         except Exception as exc:
             notes.append(f"{name}: failed: {first_line(exc)}")
 
-    keras_probs = predict_all(runners["keras"][0], data.x_val) if data.x_val is not None else None
     rows = []
     for name, (run, path) in runners.items():
         say(f"measuring {name}")
-        row = FormatRow(name, str(path.relative_to(out)), size_on_disk(path))
+        row = FormatRow(name, str(path.relative_to(out)), size_on_disk(path), details=details.get(name))
         try:
             row.latency_ms = median_latency_ms(run, x1, runs, warmup)
             if data.x_val is not None and data.y_val is not None and keras_probs is not None:
