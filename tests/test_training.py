@@ -103,14 +103,18 @@ def test_run_ships_its_gains_and_reports_each(smoke_run):
     client = mlflow.MlflowClient(smoke_run["uri"])
     r = client.get_run(smoke_run["run_id"])
     m = r.data.metrics
-    for step in ("plain", "views", "adjusted"):
+    for step in ("plain", "views", "calibrated", "adjusted"):
         for part in ("val", "test"):
             assert rf.metric(rf.GAINS, f"{step}_{part}_balanced_accuracy") in m
     assert m[rf.metric(rf.GAINS, "adjusted_val_balanced_accuracy")] == pytest.approx(
         m[rf.metric(rf.FINAL_VAL, "balanced_accuracy")]
     )
-    for key in ("temperature", "prior_tau", "ece_val_before", "ece_val_after"):
+    for key in ("temperature", "prior_tau", "ece_val_before", "ece_val_temperature", "ece_val_after"):
         assert rf.metric(rf.CALIBRATION, key) in m
+    # temperature scaling changes confidence, never the decision
+    assert m[rf.metric(rf.GAINS, "calibrated_val_balanced_accuracy")] == pytest.approx(
+        m[rf.metric(rf.GAINS, "views_val_balanced_accuracy")]
+    )
     model, ref = load(f"runs:/{smoke_run['run_id']}/model", client)
     inference = ref.meta["inference"]
     assert inference["views"] in ("none", "flips", "dihedral") and inference["temperature"] > 0

@@ -153,9 +153,11 @@ def check(shipped: keras.Model, images: np.ndarray, expected: np.ndarray, tolera
 
 
 def step_probabilities(gains: Gains, views: dict[View, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each evaluation-time step on its own: the plain classifier, + test-time views, + calibration and prior."""
+    """Each evaluation-time step on its own: the plain classifier, + test-time views, + temperature, + prior."""
     return {
         "plain": calibration.adjust(views[VIEWS["none"][0]]),
         "views": calibration.adjust(mean_logits(views, gains.views)),
+        # temperature only: the same decisions as "views", so it shows what calibration alone does to confidence
+        "calibrated": calibration.adjust(mean_logits(views, gains.views), gains.temperature),
         "adjusted": probabilities(gains, views),
     }

@@ -134,6 +134,10 @@ def log_gains(
             out.update({rf.metric(rf.GAINS, f"{step}_{part}_{m}"): v for m, v in found.items()})
         out[rf.metric(rf.CALIBRATION, f"ece_{part}_before")] = expected_calibration_error(labels, steps["views"])
         out[rf.metric(rf.CALIBRATION, f"ece_{part}_after")] = expected_calibration_error(labels, steps["adjusted"])
+        # the temperature's own effect (the prior adjustment moves decisions and confidence with them)
+        out[rf.metric(rf.CALIBRATION, f"ece_{part}_temperature")] = expected_calibration_error(
+            labels, steps["calibrated"]
+        )
         if point is not None and k is not None and (labels == k).any():
             sens, spec = sensitivity_specificity(labels, shipping.probabilities[part], k, point.threshold)
             out[rf.metric(rf.OPERATING_POINT, f"{part}_sensitivity")] = sens
@@ -142,11 +146,17 @@ def log_gains(
         out[rf.metric(rf.OPERATING_POINT, "threshold")] = point.threshold
     mlflow.log_metrics({key: float(v) for key, v in out.items() if math.isfinite(v)})
     val_steps = shipping.steps["val"]
-    report["reliability_val"] = {s: reliability_table(y["val"], val_steps[s]) for s in ("views", "adjusted")}
+    report["reliability_val"] = {
+        s: reliability_table(y["val"], val_steps[s]) for s in ("views", "calibrated", "adjusted")
+    }
     log_json(report, rf.GAINS_REPORT)
     figures.figure(
         lambda: plot_reliability(
-            {"before calibration": (y["val"], val_steps["views"]), "after": (y["val"], val_steps["adjusted"])},
+            {
+                "before calibration": (y["val"], val_steps["views"]),
+                "temperature": (y["val"], val_steps["calibrated"]),
+                "temperature + prior": (y["val"], val_steps["adjusted"]),
+            },
             "validation",
         ),
         rf.evaluation_artifact("val", rf.RELIABILITY_PNG),
