@@ -106,14 +106,14 @@ def test_search_scores_each_candidate_on_validation(shipped, tmp_path):
     steps = met.report["steps"]
     assert met.report["met"] is True and steps[0]["float_layers"] == 0 and steps[0]["met"]
     assert steps[0]["images"] == len(x_val) and steps[0]["agreement"] >= 0.95 and met.report["float_layers"] == []
-    # A reference no int8 file can agree with (another model's answers): every candidate is stopped early, and the
-    # budget's layers are shipped, said as not met.
+    # A reference no int8 file can agree with (another model's answers) and an agreement floor: every candidate is
+    # stopped early, none is scored in full, and the budget's layers are shipped, said as not met.
     other = np.roll(reference, 1, axis=1)
     missed = q.quantize(
         model,
         calibration,
         q.Validation(x_val, other.argmax(1), other),
-        q.Int8Options(max_float_layers=2),
+        q.Int8Options(max_float_layers=2, min_agreement=0.99),
         int8_io="int8",
     )
     report = missed.report
@@ -125,3 +125,11 @@ def test_search_scores_each_candidate_on_validation(shipped, tmp_path):
     runner = TFLiteRunner(path)
     assert runner.input["dtype"] == np.int8 and runner.num_classes == K
     assert np.abs(runner.predict(x_val[:3]) - reference[:3]).max() < 0.1
+
+
+def test_no_candidate_met_ships_the_one_closest_to_float():
+    steps = [q.Step(0, 10, 9, 0.9), q.Step(1, 10, 9, 0.9), q.Step(2, 10, 9, 0.9)]
+    for step, delta in zip(steps, (-0.03, 0.015, -0.015), strict=True):
+        step.delta = delta
+    assert q.closest(steps, fallback=2) == 1  # a tie on |delta| goes to fewer layers kept float
+    assert q.closest([q.Step(0, 10, 3, 0.5)], fallback=4) == 4  # stopped early: nothing to compare

@@ -41,8 +41,9 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument(
         "--int8-min-agreement",
         type=float,
-        default=0.99,
-        help="int8: smallest share of validation images with float's top-1 class (default 0.99)",
+        default=0.0,
+        help="int8: smallest share of validation images with float's top-1 class (default 0: balanced accuracy "
+        "within --int8-tolerance decides)",
     )
     p.add_argument(
         "--int8-max-float-layers",
