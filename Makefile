@@ -49,9 +49,10 @@ test: $(STAMP)  ## run the test suite (TEST_WORKERS=0 for one process)
 demo: $(STAMP)  ## small sweep on synthetic data, promote the winner, show where to look
 	$(VENV)/bin/dermsweep demo
 
-train: $(STAMP)  ## one real training run on HAM10000 (HAM10000=path)
-	$(PY) train.py data=ham10000 data.root=$(HAM10000) model=mobilenet_v1 model.alpha=0.25 \
-	  model.weights=$(WEIGHTS)/mobilenet_v1_0.25_224_no_top.weights.h5 $(ARGS)
+# The backbone and input size the real-data sweep chose (docs/quality.md); its ImageNet weights come from WEIGHTS.
+train: $(STAMP)  ## one real training run on HAM10000 with the sweep-chosen recipe (HAM10000=path WEIGHTS=path)
+	$(PY) train.py data=ham10000 data.root=$(HAM10000) model=mobilenet_v1_a075 resolution=150x200 \
+	  paths.weights_dir=$(WEIGHTS) $(ARGS)
 
 sweep: $(STAMP)  ## run a sweep from sweeps/ (SWEEP=name)
 	$(PY) train.py -m +sweep=$(SWEEP) $(ARGS)
