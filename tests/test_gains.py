@@ -74,6 +74,11 @@ def test_temperature_and_prior_fits_recover_what_made_the_data():
     assert 0.6 <= tau <= 1.4
     adjusted = calibration.adjust(biased, 1.0, calibration.prior_bias(priors, tau))
     assert bal(y, adjusted) > bal(y, calibration.adjust(biased)) + 0.1
+    # With a tolerance: the smallest |tau| within it of the best (never further from 0, never below best - tolerance).
+    best = bal(y, adjusted)
+    gentle = calibration.fit_prior_tau(y, biased, priors, 1.0, bal, tolerance=0.02)
+    assert 0 <= gentle <= tau
+    assert bal(y, calibration.adjust(biased, 1.0, calibration.prior_bias(priors, gentle))) >= best - 0.02
 
 
 def _cfg(views="auto", calibrate=True, prior=True, point=True):

@@ -58,8 +58,11 @@ def fit_prior_tau(
     temperature: float,
     objective: Callable[[np.ndarray, np.ndarray], float],
     grid: np.ndarray = TAU_GRID,
+    tolerance: float = 0.0,
 ) -> float:
-    """The tau on `grid` maximising `objective(y_true, adjusted probabilities)` on these (validation) labels.
-    Ties go to the tau nearest 0: no adjustment unless it measurably helps."""
-    scored = [(objective(y_true, adjust(logits, temperature, prior_bias(priors, tau))), -abs(tau), tau) for tau in grid]
-    return float(max(scored)[2])
+    """The tau on `grid` nearest 0 whose `objective(y_true, adjusted probabilities)` on these (validation) labels is
+    within `tolerance` of the best: no more adjustment than measurably helps. Each step of tau away from 0 trades
+    accuracy and macro F1 for rare-class recall, so a gain smaller than validation's noise is not worth buying."""
+    scored = [(objective(y_true, adjust(logits, temperature, prior_bias(priors, tau))), tau) for tau in grid]
+    best = max(value for value, _ in scored)
+    return float(min((abs(tau), tau) for value, tau in scored if value >= best - tolerance - 1e-12)[1])

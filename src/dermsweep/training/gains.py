@@ -104,7 +104,9 @@ def choose_gains(
     if cfg.calibrate:
         gains.temperature = calibration.fit_temperature(y_val, logits)
     if cfg.prior_adjustment:
-        gains.prior_tau = calibration.fit_prior_tau(y_val, logits, train_priors, gains.temperature, score)
+        gains.prior_tau = calibration.fit_prior_tau(
+            y_val, logits, train_priors, gains.temperature, score, tolerance=float(cfg.get("prior_tolerance", 0.0))
+        )
         if gains.prior_tau != 0.0:
             gains.bias = calibration.prior_bias(train_priors, gains.prior_tau).tolist()
     point = cfg.get("operating_point")
