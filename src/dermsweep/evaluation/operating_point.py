@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import diagnoses
 from ..errors import DermsweepError
+from .inputs import labelled_probabilities
 
 META_KEY = "operating_point"
 
@@ -123,12 +124,7 @@ def _target(value: float) -> float:
 
 
 def _check(y_true: np.ndarray, probs: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true)
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or y.ndim != 1 or len(y) != len(p):
-        raise OperatingPointError(f"need labels (n,) and probabilities (n, k); got {y.shape} and {p.shape}")
-    if not len(y):
-        raise OperatingPointError("no images: an operating point needs labelled predictions")
+    y, p = labelled_probabilities(y_true, probs, "an operating point", OperatingPointError)
     if not 0 <= int(class_index) < p.shape[1]:
         raise OperatingPointError(f"class index {class_index} is outside the model's {p.shape[1]} classes")
     return y.astype(np.int64), p

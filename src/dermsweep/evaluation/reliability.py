@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inputs import labelled_probabilities
+
 DEFAULT_BINS = 15
 
 
@@ -71,12 +73,7 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: st
 
 def _binned(y_true: np.ndarray, probs: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(confidence, correct as 0/1, bin index) per image, after checking the inputs agree."""
-    y_true = np.asarray(y_true)
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or y_true.ndim != 1 or len(y_true) != len(probs):
-        raise ValueError(f"need labels (n,) and probabilities (n, k); got {y_true.shape} and {probs.shape}")
-    if not len(y_true):
-        raise ValueError("no images: calibration needs at least one prediction")
+    y_true, probs = labelled_probabilities(y_true, probs, "calibration")
     if int(bins) < 1:
         raise ValueError(f"bins={bins}: need at least one bin")
     bins = int(bins)
