@@ -135,6 +135,7 @@ def test_models_of_both_flavours_load(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("flavours")  # not an experiment id another test in this process made active elsewhere
     inputs = keras.Input((8, 8, 3), name="image")
     model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs)))
     x = np.ones((2, 8, 8, 3), np.float32)

@@ -469,7 +469,8 @@ def test_interrupted_sweep_gives_its_trial_back_on_resume(ws):
     import signal
     import time
 
-    proc = spawn_app(ws, optuna_args(ws, 3, "sleep=1.0", sweep_dir="ms1"))
+    # Trials of ~10 s: the interrupt must land inside trial 1 even when this reader lags on a loaded machine.
+    proc = spawn_app(ws, optuna_args(ws, 3, "sleep=3.0", sweep_dir="ms1"))
     seen = []
     deadline = time.time() + TIMEOUT
     for line in proc.stdout:

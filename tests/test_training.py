@@ -143,6 +143,7 @@ def test_pretrained_backbone_on_real_images(ham_subset, tmp_path):
                 "model=mobilenet_v1",
                 "model.alpha=0.25",
                 f"model.weights={weights}",
+                "model.frozen_fraction=0.5",  # the rule under test: part of the backbone stays frozen
                 "model.height=96",
                 "model.width=128",
                 f"tracking.uri={uri}",
