@@ -106,6 +106,11 @@ def test_choices_are_made_on_validation_and_the_cheaper_view_set_wins_a_tie():
     chosen = g.choose_gains(_cfg(), y, views, priors, names, "val_balanced_accuracy")
     assert chosen.view_scores["flips"] > chosen.view_scores["none"]
     assert chosen.views == "flips"  # dihedral only repeats views here: no better, so the cheaper set
+    # A gain smaller than inference.min_gain is not bought: within it of the best, the fewest views win.
+    margin = chosen.view_scores["flips"] - chosen.view_scores["none"]
+    cfg = _cfg()
+    cfg.min_gain = margin + 0.001
+    assert g.choose_gains(cfg, y, views, priors, names, "val_balanced_accuracy").views == "none"
     point = chosen.operating_point
     assert point is not None and point.class_name == "mel" and point.val_sensitivity >= 0.8
     probs = g.probabilities(chosen, views)

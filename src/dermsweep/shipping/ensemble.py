@@ -103,7 +103,7 @@ def build(
             "views": "auto",
             "calibrate": True,
             "prior_adjustment": True,
-            "prior_tolerance": 0.01,
+            "min_gain": 0.01,
             "operating_point": {"class_name": "mel", "sensitivity": 0.8},
         }
     )

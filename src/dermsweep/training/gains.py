@@ -96,16 +96,20 @@ def choose_gains(
     candidates = [name for name in wanted if all(v in val_views for v in VIEWS[name])]
     if not candidates:
         raise ValueError(f"inference.views={cfg.views}: its views were not scored on validation")
+    min_gain = float(cfg.get("min_gain", 0.0))
     for name in candidates:
         gains.view_scores[name] = score(y_val, calibration.adjust(mean_logits(val_views, name)))
-    # Best on validation; on a tie the cheaper view set (fewer classifier calls per image).
-    gains.views = max(candidates, key=lambda name: (gains.view_scores[name], -len(VIEWS[name])))
+    # The cheapest view set (fewest classifier calls per image) within min_gain of the best on validation.
+    best = max(gains.view_scores.values())
+    gains.views = min(
+        (name for name in candidates if gains.view_scores[name] >= best - min_gain - 1e-12), key=lambda n: len(VIEWS[n])
+    )
     logits = mean_logits(val_views, gains.views)
     if cfg.calibrate:
         gains.temperature = calibration.fit_temperature(y_val, logits)
     if cfg.prior_adjustment:
         gains.prior_tau = calibration.fit_prior_tau(
-            y_val, logits, train_priors, gains.temperature, score, tolerance=float(cfg.get("prior_tolerance", 0.0))
+            y_val, logits, train_priors, gains.temperature, score, tolerance=min_gain
         )
         if gains.prior_tau != 0.0:
             gains.bias = calibration.prior_bias(train_priors, gains.prior_tau).tolist()
