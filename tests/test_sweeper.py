@@ -266,6 +266,31 @@ def test_trial_improves_on_the_study_so_far(monkeypatch, directions, finished, m
         trial_link.unregister_local_study(study)
 
 
+def test_the_last_epoch_is_reported_but_never_pruned(monkeypatch):
+    """Pruning a trial after its last epoch saves nothing and throws its finished model away."""
+    import optuna
+
+    from dermsweep.sweep import trial_link
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return True
+
+    study = optuna.create_study(direction="maximize", study_name="last-epoch", pruner=AlwaysPrune())
+    trial_link.register_local_study(study)
+    try:
+        running = study.ask()
+        for k, v in trial_link.job_env(study.study_name, None, running._trial_id, running.number, None).items():
+            monkeypatch.setenv(k, v)
+        link = trial_link.current()
+        with pytest.raises(optuna.TrialPruned):
+            link.report(1, 0.5)
+        link.report(2, 0.6, prunable=False)
+        assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.6}
+    finally:
+        trial_link.unregister_local_study(study)
+
+
 def test_env_override_quoting_roundtrip():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

@@ -173,9 +173,11 @@ class TrialLink:
                 self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial
 
-    def report(self, step: int, value: float) -> None:
+    def report(self, step: int, value: float, prunable: bool = True) -> None:
         """Report the objective's value after ``step`` (epoch); raise ``optuna.TrialPruned`` if pruned.
 
+        ``prunable=False`` (the last epoch): reported, never pruned, since stopping then saves nothing and would
+        throw a finished model away (successive halving's top rung can fall on the last epoch).
         Multi-objective studies cannot prune in Optuna: the call is then a no-op (one warning)."""
         import optuna
 
@@ -186,7 +188,7 @@ class TrialLink:
             return
         trial = self.trial
         trial.report(float(value), int(step))
-        if trial.should_prune():
+        if prunable and trial.should_prune():
             raise optuna.TrialPruned(f"trial {self.number} pruned at step {step} (value {value:.6g})")
 
     def improves(self, values: list[float]) -> bool:

@@ -100,11 +100,13 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
             link.set_run_id(run_id)
         _log_setup(cfg, data, model, hw, steps)
 
+        last_epoch = int(cfg.trainer.frozen.epochs) + int(cfg.trainer.finetune.epochs)
+
         def on_epoch(epoch: int, phase: str, figures: dict[str, float]) -> None:
             mlflow.log_metrics(epoch_metrics(figures), step=epoch)
             log.info(_progress_line(epoch, phase, figures, started))
-            if link is not None:
-                link.report(epoch, figures[objective])  # raises optuna.TrialPruned when the pruner says so
+            if link is not None:  # raises optuna.TrialPruned when the pruner says so (never after the last epoch)
+                link.report(epoch, figures[objective], prunable=epoch < last_epoch)
 
         result = fit(
             model,
