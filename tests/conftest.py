@@ -24,21 +24,6 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose("config", overrides=list(overrides or []))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_mlflow_globals():
-    """MLflow keeps the tracking URI and the active experiment per process: a test that sets them must not point a
-    later test (same xdist worker) at its store or at an experiment id that store does not have."""
-    yield
-    import sys
-
-    fluent = sys.modules.get("mlflow.tracking.fluent")
-    if fluent is not None:
-        while fluent.active_run() is not None:
-            fluent.end_run()
-        fluent._active_experiment_id = None
-        sys.modules["mlflow"].set_tracking_uri(None)
-
-
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -147,12 +147,9 @@ def _run_model_uri(client, run_id: str, name: str) -> str:
 
 
 def logged_models_of_run(client, experiment_id: str, run_id: str) -> list:
-    import mlflow
-
+    # the client's store, not the process-global tracking URI
     return list(
-        mlflow.search_logged_models(
-            experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
-        )
+        client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'")
     )
 
 
