@@ -40,6 +40,7 @@ def sweep(tmp_path_factory):
         "schedule=constant",
         "model.height=32",
         "model.width=32",
+        "trainer.frozen.epochs=2",  # epoch 1 can be pruned: the last epoch never is
         "trainer.finetune.epochs=0",
         f"tracking.uri={uri}",
         f"tracking.artifact_root={ws}/artifacts",
