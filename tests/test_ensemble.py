@@ -97,6 +97,11 @@ def test_ensemble_run_is_logged_like_a_run_and_faces_the_gate(two_runs, tmp_path
     probs = np.asarray(model.predict_on_batch(x))
     assert probs.shape == (2, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert len([layer for layer in model.layers if layer.name.startswith("member_")]) == 2
+    # export and evaluate rebuild its data from its members (an ensemble trained nothing and has no config)
+    from dermsweep.shipping.labelled_data import rebuild_run_data
+
+    prepared, notes = rebuild_run_data(built.run_id, *ref.input_size)
+    assert prepared.split.split_id == tags[rf.SPLIT_ID] and not notes
     # The gate: the ensemble is a candidate like any run; a parameter cap below it rules every run out.
     with pytest.raises(NoEligibleRun, match="over the 1-parameter limit"):
         promote(client, "ens", "ens-model", max_params=1)

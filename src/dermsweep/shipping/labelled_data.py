@@ -148,8 +148,13 @@ def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, li
     Raises DataError when the run's data is not available here."""
     import mlflow
 
+    client = mlflow.MlflowClient()
+    # An ensemble trained nothing itself: its members share one split and input size, so the first one's config
+    # rebuilds its data.
+    members = client.get_run(run_id).data.tags.get(rf.MEMBERS)
+    source_run = members.split(",")[0] if members else run_id
     try:
-        cfg = OmegaConf.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=rf.CONFIG))
+        cfg = OmegaConf.load(mlflow.artifacts.download_artifacts(run_id=source_run, artifact_path=rf.CONFIG))
     except Exception as exc:
         raise DataError(f"run {run_id} has no readable {rf.CONFIG} ({first_line(exc)})") from exc
     if "data" not in cfg:
@@ -158,7 +163,6 @@ def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, li
     seed = int(OmegaConf.select(cfg, "seed", default=42) if split_seed is None else split_seed)
     prepared = prepare(cfg.data, height, width, seed, OmegaConf.select(cfg, "cache_dir"))
     notes = []
-    client = mlflow.MlflowClient()
     logged = client.get_run(run_id).data.tags.get(rf.SPLIT_ID)
     if logged and logged != prepared.split.split_id:
         notes.append(
