@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 OPTUNA_SWEEPER_TARGET_PREFIX = "hydra_plugins.dermsweep_optuna_sweeper"
 # A trial's user attr naming where its enqueued (warm-start) configuration came from; the sweeper sets it.
 WARM_START_ATTR = rf.WARM_START
+# How long a worker that created a sweep's parent run waits before checking whether another worker made one too.
+PARENT_SETTLE_SECONDS = 3.0
 
 
 def tracking_settings(config: Any) -> tuple[str | None, str, str | None]:
@@ -113,7 +115,10 @@ class SweepParent:
                 tags={rf.ROLE: "sweep", rf.STUDY_NAME: study_name, **(tags or {})},
             )
             run_id = run.info.run_id
-            # Two sweep processes may have created one each at the same moment: keep the oldest, drop ours.
+            # Several workers starting together may each have created one. A run's start time is taken before it
+            # is stored, so a search made at once can miss an older one still being written (seen on a loaded
+            # machine: two parents). After a pause every worker sees the same set and keeps the same, the oldest.
+            time.sleep(PARENT_SETTLE_SECONDS)
             found = cls._find(client, exp_id, study_name)
             if found and found[0].info.run_id != run_id:
                 client.delete_run(run_id)
