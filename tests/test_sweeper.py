@@ -531,8 +531,14 @@ def test_a_worker_done_with_its_share_waits_for_the_others(ws):
     one's running trial (so a trial of a worker that dies meanwhile is re-run, and the summary is complete)."""
     args = ["hydra.sweeper.sampler.seed=null", "epochs=2"]
     slow = spawn_app(ws, optuna_args(ws, 2, "sleep=10", *args, sweep_dir="slow"))
+    seen = []
+    for line in slow.stdout:  # the slow worker holds a trial before the fast one starts
+        seen.append(line)
+        if "Launching trials" in line:
+            break
     fast = spawn_app(ws, optuna_args(ws, 2, "sleep=0", *args, sweep_dir="fast"))
     outs = {name: p.communicate(timeout=TIMEOUT * 2)[0] for name, p in (("slow", slow), ("fast", fast))}
+    outs["slow"] = "".join(seen) + outs["slow"]
     assert slow.returncode == 0 and fast.returncode == 0, outs
     assert "Launching trials" in outs["fast"] and "waiting for running trials" in outs["fast"], outs["fast"][-3000:]
     assert states(load_study(ws)) == {"COMPLETE": 2}
