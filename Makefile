@@ -49,10 +49,10 @@ test: $(STAMP)  ## run the test suite (TEST_WORKERS=0 for one process)
 demo: $(STAMP)  ## small sweep on synthetic data, promote the winner, show where to look
 	$(VENV)/bin/dermsweep demo
 
-# v2 a=0.35 at 150x200: the real-data sweep's winner on validation (docs/quality.md; v1 a=0.75 tied within noise at
-# 4.4x the size); its ImageNet weights come from WEIGHTS. ~25 minutes on 2 cores.
+# v1 a=0.75 at 150x200: the best backbone on validation over two seeds (0.716, 0.720 against v2 a=0.35's 0.717,
+# 0.688; docs/quality.md); its ImageNet weights come from WEIGHTS. ~50 minutes on 2 cores.
 train: $(STAMP)  ## one real training run on HAM10000 with the sweep-chosen recipe (HAM10000=path WEIGHTS=path)
-	$(PY) train.py data=ham10000 data.root=$(HAM10000) model=mobilenet_v2_a035 resolution=150x200 \
+	$(PY) train.py data=ham10000 data.root=$(HAM10000) model=mobilenet_v1_a075 resolution=150x200 \
 	  paths.weights_dir=$(WEIGHTS) $(ARGS)
 
 sweep: $(STAMP)  ## run a sweep from sweeps/ (SWEEP=name)
