@@ -24,6 +24,29 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose("config", overrides=list(overrides or []))
 
 
+def wait_for(predicate, timeout: float, what: str):
+    """predicate()'s first truthy value, polled every 0.3 s; the test fails naming `what` after `timeout` s."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.3)
+    pytest.fail(f"{what} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def mlflow_db(tmp_path_factory) -> Path:
+    """A migrated MLflow SQLite database to copy per test (saves each test the schema migration)."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

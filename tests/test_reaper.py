@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from dermsweep import cli, liveness
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking import run_owner
@@ -71,7 +71,7 @@ def test_heartbeats_go_on_through_errors_and_stop_when_the_work_is_over():
 
     beats.add("three", three)
     beats.add("flaky", flaky)
-    _wait_for(lambda: not beats._beats, 10, "heartbeats did not stop")
+    wait_for(lambda: not beats._beats, 10, "heartbeats did not stop")
     assert calls == {"three": 3, "flaky": 2}
 
 
@@ -177,16 +177,6 @@ def _runs_in(db: Path) -> list[tuple[str, str]]:
         return []
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    pytest.fail(f"{what} within {timeout:.0f} s")
-
-
 def _cli(capsys, *argv) -> tuple[int, str, str]:
     rc = cli.main(list(argv))
     out, err = capsys.readouterr()
@@ -221,7 +211,7 @@ def test_killed_single_run_is_marked_killed_by_the_next_command(tmp_path, capsys
         stderr=subprocess.DEVNULL,
     )
     try:
-        ((run_id, status),) = _wait_for(lambda: _runs_in(db), 600, "no run was started")
+        ((run_id, status),) = wait_for(lambda: _runs_in(db), 600, "no run was started")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from dermsweep.tracking import run_format as rf
 from server_helpers import Postgres, postgres_missing, start_mlflow_server, stop
 
@@ -102,38 +102,27 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
     storage = postgres.create_database("optuna_workers")
     n_trials, study_name, experiment = 3, "scale-out-smoke", "scale-out"
     started = time.time()
-    workers = []
-    for i in range(3):
-        folder = tmp_path / f"machine{i}"
-        folder.mkdir()
-        workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    TRAIN,
-                    "-m",
-                    "+sweep=smoke",
-                    "model.height=32",
-                    "model.width=32",
-                    "trainer.finetune.epochs=0",
-                    f"experiment={experiment}",
-                    f"hydra.sweeper.study_name={study_name}",
-                    f"hydra.sweeper.n_trials={n_trials}",
-                    f"hydra.sweeper.storage={storage}",
-                    "hydra.sweeper.sampler.seed=null",  # workers started together: no shared seed (docs/sweeps.md)
-                    "hydra.sweeper.plots=false",
-                    f"tracking.uri={mlflow_server}",
-                    f"hydra.sweep.dir={folder}/multirun",
-                    f"cache_dir={folder}/cache",
-                ],
-                cwd=folder,
-                env=_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-        )
+    workers = _spawn_workers(
+        tmp_path,
+        lambda i, folder: [
+            sys.executable,
+            TRAIN,
+            "-m",
+            "+sweep=smoke",
+            "model.height=32",
+            "model.width=32",
+            "trainer.finetune.epochs=0",
+            f"experiment={experiment}",
+            f"hydra.sweeper.study_name={study_name}",
+            f"hydra.sweeper.n_trials={n_trials}",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.sampler.seed=null",  # workers started together: no shared seed (docs/sweeps.md)
+            "hydra.sweeper.plots=false",
+            f"tracking.uri={mlflow_server}",
+            f"hydra.sweep.dir={folder}/multirun",
+            f"cache_dir={folder}/cache",
+        ],
+    )
     outs = _finish(workers)
     wall = time.time() - started
     for w, out in zip(workers, outs, strict=True):
@@ -190,14 +179,24 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
     assert prediction["top"] and abs(sum(prediction["probabilities"].values()) - 1) < 1e-3
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    pytest.fail(f"{what} within {timeout:.0f} s")
+def _spawn_workers(tmp_path: Path, argv, n: int = 3) -> list[subprocess.Popen]:
+    """`n` sweep workers, each in a folder of its own as on separate machines; argv(i, folder) is worker i's command."""
+    workers = []
+    for i in range(n):
+        folder = tmp_path / f"machine{i}"
+        folder.mkdir()
+        workers.append(
+            subprocess.Popen(
+                argv(i, folder),
+                cwd=folder,
+                env=_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
+    return workers
 
 
 def _own_pid_namespace() -> list[str] | None:
@@ -249,28 +248,17 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, postgres, mlflow_serv
         "sleep=1.0",
     ]
     started = time.time()
-    workers = []
-    for i in range(3):
-        folder = tmp_path / f"machine{i}"
-        folder.mkdir()
-        workers.append(
-            subprocess.Popen(
-                [
-                    *(elsewhere if i == 0 else []),
-                    sys.executable,
-                    str(APP),
-                    *common,
-                    f"hydra.sweep.dir={folder}/ms",
-                    f"hydra.run.dir={folder}/run",
-                ],
-                cwd=folder,
-                env=_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-        )
+    workers = _spawn_workers(
+        tmp_path,
+        lambda i, folder: [
+            *(elsewhere if i == 0 else []),
+            sys.executable,
+            str(APP),
+            *common,
+            f"hydra.sweep.dir={folder}/ms",
+            f"hydra.run.dir={folder}/run",
+        ],
+    )
     victim = workers[0]
 
     def is_victims(record: str) -> bool:
@@ -292,7 +280,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path, postgres, mlflow_serv
                 return r
         return None
 
-    running = _wait_for(victims_trial, 600, "the worker to be killed started no trial")
+    running = wait_for(victims_trial, 600, "the worker to be killed started no trial")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.communicate()
     killed_at = time.time()

@@ -22,16 +22,6 @@ from dermsweep.tracking import run_format as rf
 from test_sweeper import load_study, mlflow_client, optuna_args, run_app, runs_of
 
 
-@pytest.fixture(scope="module")
-def mlflow_db(tmp_path_factory) -> Path:
-    """A migrated MLflow SQLite database, copied per test (saves the schema migration)."""
-    import mlflow
-
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
-    return db
-
-
 @pytest.fixture
 def ws(tmp_path, mlflow_db) -> Path:
     """The test's working directory with its own MLflow store; the Optuna storage and Hydra's outputs go here too."""

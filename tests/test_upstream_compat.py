@@ -28,16 +28,6 @@ NO_PLOTS = "hydra.sweeper.plots=false"
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def mlflow_db(tmp_path_factory) -> Path:
-    """A migrated MLflow SQLite database, copied per test: the sweeper's parent run goes there."""
-    import mlflow
-
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
-    return db
-
-
 @pytest.fixture
 def ws(tmp_path, mlflow_db) -> Path:
     """The test's working directory. The copied store's Default experiment (where another app's parent run goes)
