@@ -151,7 +151,8 @@ def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, li
     client = mlflow.MlflowClient()
     # An ensemble trained nothing itself: its members share one split and input size, so the first one's config
     # rebuilds its data.
-    members = client.get_run(run_id).data.tags.get(rf.MEMBERS)
+    tags = client.get_run(run_id).data.tags
+    members = tags.get(rf.MEMBERS)
     source_run = members.split(",")[0] if members else run_id
     try:
         cfg = OmegaConf.load(mlflow.artifacts.download_artifacts(run_id=source_run, artifact_path=rf.CONFIG))
@@ -163,7 +164,7 @@ def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, li
     seed = int(OmegaConf.select(cfg, "seed", default=42) if split_seed is None else split_seed)
     prepared = prepare(cfg.data, height, width, seed, OmegaConf.select(cfg, "cache_dir"))
     notes = []
-    logged = client.get_run(run_id).data.tags.get(rf.SPLIT_ID)
+    logged = tags.get(rf.SPLIT_ID)
     if logged and logged != prepared.split.split_id:
         notes.append(
             f"warning: rebuilt split {prepared.split.split_id} differs from the run's {logged}; "
