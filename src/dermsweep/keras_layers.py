@@ -23,6 +23,8 @@ class DihedralView(keras.layers.Layer):
     mirror if `mirror`. Quarter turns 1 and 3 swap height and width."""
 
     def __init__(self, quarter_turns: int = 0, mirror: bool = False, **kwargs: Any) -> None:
+        # float32 whatever the global policy: a view only moves pixels, and mixed precision must not round them.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.quarter_turns = int(quarter_turns) % 4
         self.mirror = bool(mirror)
@@ -56,6 +58,8 @@ class CalibratedSoftmax(keras.layers.Layer):
     """
 
     def __init__(self, temperature: float = 1.0, bias: list[float] | None = None, **kwargs: Any) -> None:
+        # Probabilities are computed in float32 even under mixed precision (a bfloat16 softmax rows sum to ~0.996).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.temperature = float(temperature)
         self.bias = [float(b) for b in bias] if bias is not None else None

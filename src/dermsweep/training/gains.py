@@ -141,7 +141,7 @@ def wrap(members: Sequence[keras.Model], height: int, width: int, gains: Gains, 
     for quarter_turns, mirror in VIEWS[gains.views]:
         view = DihedralView(quarter_turns, mirror, name=f"view_{quarter_turns}{'m' if mirror else ''}")(pixels)
         outputs += [head(view) for head in heads]
-    logits = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean_logits")(outputs)
+    logits = outputs[0] if len(outputs) == 1 else keras.layers.Average(dtype="float32", name="mean_logits")(outputs)
     probs = CalibratedSoftmax(gains.temperature, gains.bias, name="probabilities")(logits)
     return keras.Model(pixels, probs, name=name)
 
