@@ -292,15 +292,14 @@ def server(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "dermsweep serve did not answer /ping in 240 s"
             time.sleep(1)
+        started = tree_of(proc.pid)
         yield proc, port, log_path
     finally:
-        if proc.poll() is None:
-            for pid in tree_of(proc.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            proc.wait(timeout=10)
+        # whatever is left of it, orphans included (a server that does not stop its children leaves them)
+        for pid in tree_of(proc.pid) | locals().get("started", set()):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def png_b64() -> str:

@@ -14,8 +14,10 @@ Every request:
   body is counted as it arrives and refused once it passes the limit, so memory never grows with what a client
   sends; the whole body must arrive within `body_seconds` (408), so a trickling client frees its slot;
 - JSON that parses, nested at most `max_depth` levels (400): MLflow's parser would recurse into it;
-- a free slot: at most `max_reading` bodies are being received and `max_predicting` requests are in the model at
-  once; a request that waits longer than `wait_seconds` for a slot gets 503 with Retry-After.
+- a free slot: at most `max_reading` requests hold a body (receiving, checking, waiting for or in the model), so
+  memory is bounded by max_reading x max_body, and at most `max_predicting` are in the model at once; a request
+  that waits longer than `wait_seconds` for a slot gets 503 with Retry-After. A client that trickles its body holds
+  a slot for at most `body_seconds`.
 
 Other paths (`/ping`, `/health`, `/version`) pass after the Host and Origin checks.
 """
@@ -43,10 +45,10 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
 @dataclass(frozen=True)
 class Limits:
-    max_body: int = 32 * 1024 * 1024  # a 24 MB photo in base64 with its JSON fits; images.py caps a file at 50 MB
+    max_body: int = 32 * 1024 * 1024  # a 20 MB photo in base64 with its JSON fits; images.py caps a file at 50 MB
     max_depth: int = 32  # MLflow's request formats need 4 levels
     body_seconds: float = 30.0  # to receive one whole body
-    max_reading: int = 8  # bodies being received at once
+    max_reading: int = 8  # requests holding a body at once
     max_predicting: int = 2  # requests in the model at once (it uses every core already)
     wait_seconds: float = 30.0  # for a free slot, then 503
 
@@ -133,12 +135,13 @@ class Guard:
         declared = _content_length(headers)
         if declared is not None and declared > limits.max_body:
             raise Refused(413, _too_large(declared, limits.max_body))
+        # a body is held from its first byte until its answer: at most max_reading bodies are in memory at once
         async with _slot(self._semaphore("reading"), limits.wait_seconds):
             body = await _read_body(receive, limits)
-        if mime == "application/json":
-            await asyncio.to_thread(_check_json, body, limits.max_depth)
-        async with _slot(self._semaphore("predicting"), limits.wait_seconds):
-            await self.app(scope, _replay(body, receive), send)
+            if mime == "application/json":
+                await asyncio.to_thread(_check_json, body, limits.max_depth)
+            async with _slot(self._semaphore("predicting"), limits.wait_seconds):
+                await self.app(scope, _replay(body, receive), send)
 
     def _semaphore(self, kind: str) -> asyncio.Semaphore:
         # made on first use: inside the server's event loop
