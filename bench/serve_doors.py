@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -31,10 +32,13 @@ sys.path.insert(0, str(C.ROOT / "tests"))
 
 
 class _Temp:
-    """What the tests' store builder needs of pytest's tmp_path_factory."""
+    """What the tests' store builder needs of pytest's tmp_path_factory (folders removed at the end)."""
+
+    made: list[Path] = []
 
     def mktemp(self, name: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.made.append(Path(tempfile.mkdtemp(prefix=f"bench-{name}-")))
+        return self.made[-1]
 
 
 def main(argv=None) -> dict:
@@ -139,6 +143,9 @@ def main(argv=None) -> dict:
         if proc.poll() is None:
             proc.kill()
         log.close()
+        Path(log.name).unlink()
+        for folder in _Temp.made:
+            shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(result, indent=2))
     out = Path(args.out) if args.out else C.RESULTS / "serve_doors.json"
     out.parent.mkdir(parents=True, exist_ok=True)
