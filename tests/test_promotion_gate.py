@@ -36,6 +36,7 @@ def log_gated_run(model, experiment: str, study: str, y, probs, lesions, split_i
     """A finished run (shipping_helpers.log_run) that also logged view_logits.npz as training does: labels, the
     shipped validation probabilities, image ids and lesion ids. Its objective is what those probabilities score."""
     import mlflow
+
     from shipping_helpers import log_run
 
     value = scores(y, probs)["balanced_accuracy"]
