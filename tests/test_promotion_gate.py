@@ -57,7 +57,7 @@ def log_gated_run(model, experiment: str, study: str, y, probs, lesions, split_i
     return run_id
 
 
-def test_gate_refuses_a_candidate_within_noise_and_promotes_a_clearly_better_one(client, store):
+def test_gate_refuses_a_candidate_within_noise_and_promotes_a_clearly_better_one(client, store, capsys):
     experiment, name = f"gate-{uuid.uuid4().hex[:6]}", f"test-{uuid.uuid4().hex[:8]}"
     y, lesions, look, rng = real_shaped()
     champion = probs_of(y, lesions, look, rng, 1.5)
@@ -97,6 +97,17 @@ def test_gate_refuses_a_candidate_within_noise_and_promotes_a_clearly_better_one
     logged = json.loads(Path(client.download_artifacts(better_id, promotion.COMPARISON_ARTIFACT)).read_text())
     assert logged["champion_version"] == "1" and logged["difference"] > 0
     assert str(client.get_model_version_by_alias(name, rf.PREVIOUS).version) == "1"
+    # The command line shows the paired comparison and the one-line reason; a bad --confidence is one line, exit 2.
+    from dermsweep import cli
+
+    capsys.readouterr()
+    argv = ["promote", "--experiment", experiment, "--name", name, "--sweep", "noise", "--dry-run"]
+    assert cli.main(argv) == 3
+    out = capsys.readouterr().out
+    assert "paired:    candidate - champion" in out and "not clearly better" in out and "P=" in out
+    assert cli.main([*argv, "--confidence", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--confidence 1.5: a probability in [0, 1]" in err and "Traceback" not in err
 
 
 def test_gate_without_paired_predictions_says_it_compared_point_values(client, store):

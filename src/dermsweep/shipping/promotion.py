@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..errors import DermsweepError
+from ..errors import ConfigError, DermsweepError
 from ..evaluation import bootstrap
 from ..objectives import better
 from ..tracking import run_format as rf
@@ -230,7 +230,7 @@ def promote(
     """Plan, then (unless dry_run) register the serving model and move the aliases, all under the store's
     promotion lock. Raises PromotionRefused."""
     if not 0.0 <= confidence <= 1.0:
-        raise PromotionRefused(f"confidence {confidence}: a probability in [0, 1] (default {CONFIDENCE})")
+        raise ConfigError(f"--confidence {confidence}: a probability in [0, 1] (default {CONFIDENCE})")
     limit = MAX_PARAMS if max_params is None else max_params
     if dry_run:
         p, _ = plan(client, experiment, name, sweep, metric, force, limit, confidence)
