@@ -20,6 +20,7 @@ from .model_card import model_card
 from .model_ref import resolve
 from .ranking import RegistryError, RunRow, best_candidate
 from .serving_model import ensure_serving_model
+from .training_data import from_run
 
 log = logging.getLogger(__name__)
 # A champion runs on phones and in browsers: a single model or an ensemble, at most this many parameters.
@@ -227,7 +228,7 @@ def _write_card(client, name: str, version: str, best: RunRow) -> None:
     """The model card, as the version's description and in the run; best-effort: a card never blocks a promotion."""
     try:
         meta = resolve(f"runs:/{best.run_id}/{rf.MODEL}", client).meta
-        card = model_card(name, version, best, meta)
+        card = model_card(name, version, best, meta, from_run(client.get_run(best.run_id)))  # ensembles: inputs
         client.update_model_version(name, version, description=card)
         client.log_text(best.run_id, card, rf.MODEL_CARD)
     except Exception as exc:
