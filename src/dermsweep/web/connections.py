@@ -14,8 +14,7 @@ only once a whole head has arrived. Here (a subclass of uvicorn's h11 protocol, 
 from __future__ import annotations
 
 import json
-import logging
-import time
+from collections.abc import Callable
 from typing import ClassVar
 
 import h11
@@ -23,8 +22,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEAD_DEADLINE = 10.0  # seconds for a whole request head (request line and headers)
 MAX_CONNECTIONS = 16  # open connections; past it, one not being served is pushed out, else 503
-
-log = logging.getLogger("dermsweep.web")
 
 
 def raw_answer(status: int, reason: str, message: str, retry_after: bool = False) -> bytes:
@@ -41,9 +38,15 @@ def raw_answer(status: int, reason: str, message: str, retry_after: bool = False
 class ConnectionGuard:
     """The open connections of one server, oldest first, and which of them are being served."""
 
-    def __init__(self, max_connections: int = MAX_CONNECTIONS, head_deadline: float = HEAD_DEADLINE):
+    def __init__(
+        self,
+        max_connections: int = MAX_CONNECTIONS,
+        head_deadline: float = HEAD_DEADLINE,
+        log: Callable[[str], None] | None = None,
+    ):
         self.max_connections = max_connections
         self.head_deadline = head_deadline
+        self.log = log or (lambda line: None)  # the server's log (it escapes control characters)
         self.open: dict[GuardedH11Protocol, None] = {}  # insertion-ordered: oldest first
         self.evicted = 0
         self.refused = 0
@@ -126,6 +129,7 @@ class GuardedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """h11 refused the request head (bad syntax, a space before a colon, a malformed Content-Length...)."""
         reason = f" ({self._refusal[:200]})" if self._refusal else ""
+        self.guard.log(f"{(self.client or ('-',))[0]} malformed request{reason}: 400")
         self.drop(
             400,
             "Bad Request",
@@ -146,7 +150,6 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
     def _start_head_clock(self) -> None:
-        self._head_started = time.monotonic()
         self._head_timer = self.loop.call_later(self.guard.head_deadline, self._head_expired)
 
     def _stop_head_clock(self) -> None:
@@ -159,5 +162,7 @@ class GuardedH11Protocol(H11Protocol):
         if self.serving:
             return
         self.guard.timed_out += 1
-        log.info("%s: request head not complete within %.0f s: closed", self.client, self.guard.head_deadline)
+        self.guard.log(
+            f"{(self.client or ('-',))[0]} request head not complete in {self.guard.head_deadline:.0f} s: 408"
+        )
         self.drop(408, "Request Timeout", f"request head not complete within {self.guard.head_deadline:.0f} s")

@@ -249,9 +249,10 @@ class WebServer:
         self.server_address = self.socket.getsockname()[:2]
         # Host names this server answers to besides IP addresses and localhost: the one it listens on, this machine's
         names = {n for n in (host.lower(), socket.gethostname().lower()) if n and not is_ip(n)}
-        self.guard = ConnectionGuard(max_connections, head_deadline)
+        asgi = build_app(app, dist, names, quiet)
+        self.guard = ConnectionGuard(max_connections, head_deadline, asgi.log)
         config = uvicorn.Config(
-            build_app(app, dist, names, quiet),
+            asgi,
             http=GuardedH11Protocol.bind(self.guard),
             ws="none",
             lifespan="off",
