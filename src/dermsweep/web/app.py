@@ -261,7 +261,8 @@ def routes(model: WebModel, dist: Path | None) -> list[Route]:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
-    return error(status, "not found" if status == 404 else HTTPStatus(status).phrase.lower())
+    # closed: a POST's body is not read, and the connection is not left to swallow it
+    return error(status, "not found" if status == 404 else HTTPStatus(status).phrase.lower(), close=True)
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
