@@ -203,7 +203,11 @@ def main() -> None:
     photo = sorted((Path(args.data) / "HAM10000_images_part_1").glob("*.jpg"))[0].read_bytes()
     env = dict(os.environ, PYTHONPATH=args.src, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, args.model, args.weights], stdout=subprocess.PIPE, env=env, text=True
+        [sys.executable, "-c", SERVER, args.model, args.weights],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # the access log
+        env=env,
+        text=True,
     )
     try:
         assert proc.stdout is not None
