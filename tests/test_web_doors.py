@@ -206,6 +206,34 @@ def test_when_every_slot_is_serving_a_newcomer_gets_503_at_once():
     httpd.server_close()
 
 
+def test_clients_that_do_not_read_their_answer_are_pushed_out(tmp_path):
+    """4 slots, 4 clients that ask for a large file and never read it (the server's writes to them pause): a new
+    client is still answered; one of the non-readers is dropped to make room."""
+    big = tmp_path / "model.onnx"
+    big.write_bytes(b"\0" * (64 * 1024 * 1024))
+    model = StandIn()
+    model.onnx_path = big  # type: ignore[assignment]
+    httpd, port = start(model, max_connections=4)
+    readers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(20)
+            s.connect(("127.0.0.1", port))
+            s.sendall(request(port, "GET", "/model.onnx"))
+            readers.append(s)
+        time.sleep(2)  # their answers fill the socket buffers; uvicorn pauses writing
+        assert all(c.serving for c in httpd.guard.open), "the non-readers should be mid-answer"
+        assert status_of(exchange(port, request(port, "GET", "/api/info"), timeout=10)) == 200
+        assert httpd.guard.evicted >= 1
+    finally:
+        for s in readers:
+            s.close()
+        httpd.shutdown()
+        httpd.server_close()
+
+
 # ---------------------------------------------------------------- bodies
 def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server):
     """413 with a short message as soon as the head arrives: the client has not sent a byte of the body."""
@@ -219,7 +247,8 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server):
 
 
 def test_a_stalled_or_trickled_upload_is_dropped(monkeypatch, server):
-    """A body that stops coming is a 408 after the silence limit, not a connection held for ever."""
+    """A body that stops coming is a 408 after the silence limit; one that keeps coming, a byte at a time, is a 408
+    once it falls behind the minimum upload rate: neither holds a connection for long."""
     from dermsweep.web import app
 
     monkeypatch.setattr(app, "SOCKET_TIMEOUT", 1.0)
@@ -227,6 +256,20 @@ def test_a_stalled_or_trickled_upload_is_dropped(monkeypatch, server):
         s.sendall(request(server, "POST", "/api/predict", Content_Length="5000") + b"x" * 100)
         answer = s.recv(65536)
     assert status_of(answer) == 408 and "stalled" in body_of(answer)["error"]
+
+    monkeypatch.setattr(app, "BODY_GRACE", 1.5)
+    with socket.create_connection(("127.0.0.1", server), timeout=15) as s:
+        s.sendall(request(server, "POST", "/api/predict", Content_Length="5000"))
+        s.settimeout(0.3)
+        answer = b""
+        for _ in range(100):  # a byte every 0.3 s: never silent for a second, far under 1 MiB/s
+            try:
+                s.sendall(b"x")
+                answer = s.recv(65536)
+                break
+            except TimeoutError:
+                continue
+    assert status_of(answer) == 408 and "longer than" in body_of(answer)["error"], answer[:300]
 
 
 def test_a_body_is_read_in_chunks_and_counted(monkeypatch, server):

@@ -5,7 +5,8 @@ Every request is treated as hostile (docs/web.md, "Limits"):
   rebinds its own DNS name to 127.0.0.1 cannot reach the app; at most one Origin header;
 - a POST comes from this app's own page (Origin, Sec-Fetch-Site) or from a tool that sends neither (curl);
 - a body needs one plain Content-Length of at most MAX_UPLOAD (no chunked uploads); it is read a chunk at a time,
-  counted as it arrives, within BODY_DEADLINE and with at most SOCKET_TIMEOUT of silence;
+  counted as it arrives, at no less than MIN_UPLOAD_RATE after a short grace (so within BODY_DEADLINE at most) and
+  with at most SOCKET_TIMEOUT of silence: a client trickling a body cannot hold a connection slot for long;
 - every answer carries the security headers (SECURITY_HEADERS); an unexpected error is a 500 with no details, its
   first line logged; the log escapes control characters.
 Request heads and connections are bounded below HTTP (connections.py).
@@ -39,7 +40,9 @@ HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 MAX_UPLOAD = 25 * 1024 * 1024  # request body, bytes
 SOCKET_TIMEOUT = 10.0  # seconds a client may stay silent while sending a body before it is dropped
-BODY_DEADLINE = 60.0  # seconds for a whole upload: a client that trickles bytes is dropped too
+BODY_DEADLINE = 60.0  # seconds for a whole upload at most: a client that trickles bytes is dropped too
+BODY_GRACE = 5.0  # seconds every upload gets, on top of its size at MIN_UPLOAD_RATE
+MIN_UPLOAD_RATE = 1024 * 1024  # bytes/s: loopback and any LAN do far better; a 25 MB photo gets 29 s
 MAX_PATH = 1024  # characters of a URL path
 LOOPBACK = ("localhost", "localhost.")
 # Request lines are logged with control characters escaped: a URL cannot send ESC sequences to the terminal
@@ -163,10 +166,12 @@ def declared_length(request: Request) -> int:
 
 async def read_body(request: Request) -> bytes:
     """Exactly the declared bytes, counted while they arrive: never more than MAX_UPLOAD in memory, never longer
-    than BODY_DEADLINE, never more than SOCKET_TIMEOUT of silence."""
+    than BODY_GRACE + its size at MIN_UPLOAD_RATE (BODY_DEADLINE at most), never more than SOCKET_TIMEOUT of
+    silence."""
     length = declared_length(request)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + BODY_DEADLINE
+    allowed = min(BODY_DEADLINE, BODY_GRACE + length / MIN_UPLOAD_RATE)
+    deadline = loop.time() + allowed
     body = bytearray()
     chunks = request.stream().__aiter__()
     while True:
@@ -176,7 +181,7 @@ async def read_body(request: Request) -> bytes:
         except StopAsyncIteration:
             break
         except TimeoutError as exc:
-            why = f"upload took longer than {BODY_DEADLINE:.0f} s" if left <= SOCKET_TIMEOUT else "upload stalled"
+            why = f"upload took longer than {allowed:.0f} s" if left <= SOCKET_TIMEOUT else "upload stalled"
             raise Refused(HTTPStatus.REQUEST_TIMEOUT, why) from exc
         body += chunk
         if len(body) > min(length, MAX_UPLOAD):  # h11 frames the body by Content-Length; this is the second lock

@@ -7,8 +7,9 @@ only once a whole head has arrived. Here (a subclass of uvicorn's h11 protocol, 
 - every request head (the first, and each one on a kept-alive connection) must be complete within HEAD_DEADLINE
   seconds of its first byte, or of the connection opening; otherwise the connection gets a 408 and is closed;
 - at most `max_connections` connections are open. A new one past the cap pushes out the oldest connection that is
-  not being served (still sending its head, or idle between requests): slow or silent clients can never hold every
-  slot. Only when every slot is serving a request does the newcomer get a 503 at once.
+  not being served (still sending its head, or idle between requests) or whose client stopped reading its answer
+  (uvicorn paused writing to it): slow, silent or non-reading clients can never hold every slot. Only when every
+  slot is serving a request does the newcomer get a 503 at once. (Slow uploads are bounded by app.py's upload rate.)
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class ConnectionGuard:
     def admit(self, conn: GuardedH11Protocol) -> bool:
         """Make room for `conn` (pushing out the oldest connection not being served); False if every slot serves."""
         if len(self.open) >= self.max_connections:
-            idle = next((c for c in self.open if not c.serving), None)
+            idle = next((c for c in self.open if c.stalled), None)
             if idle is None:
                 self.refused += 1
                 return False
@@ -92,6 +93,11 @@ class GuardedH11Protocol(H11Protocol):
                 raise
 
         self.conn.next_event = next_event  # type: ignore[method-assign]
+
+    @property
+    def stalled(self) -> bool:
+        """Not being served, or its client does not read the answer: may be pushed out for a newcomer."""
+        return not self.serving or bool(self.flow is not None and self.flow.write_paused)
 
     @classmethod
     def bind(cls, guard: ConnectionGuard) -> type[GuardedH11Protocol]:
@@ -145,7 +151,8 @@ class GuardedH11Protocol(H11Protocol):
         self._stop_head_clock()
         self.guard.release(self)
         try:
-            self.transport.write(raw_answer(status, reason, message, retry_after))
+            if not self.serving:  # mid-answer, an error would corrupt the stream: just close
+                self.transport.write(raw_answer(status, reason, message, retry_after))
         finally:
             self.transport.close()
 
