@@ -32,6 +32,7 @@ from .model_ref import resolve
 from .ranking import RegistryError, RunRow, best_candidate
 from .registry_lock import promotion_lock
 from .serving_model import ensure_serving_model
+from .training_data import from_run
 from .validation_pairs import NotPaired, compare
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ def _write_card(client, name: str, version: str, best: RunRow) -> None:
     """The model card, as the version's description and in the run; best-effort: a card never blocks a promotion."""
     try:
         meta = resolve(f"runs:/{best.run_id}/{rf.MODEL}", client).meta
-        card = model_card(name, version, best, meta)
+        card = model_card(name, version, best, meta, from_run(client.get_run(best.run_id)))  # ensembles: inputs
         client.update_model_version(name, version, description=card)
         client.log_text(best.run_id, card, rf.MODEL_CARD)
     except Exception as exc:
