@@ -178,7 +178,7 @@ def test_sweep_files_compose():
 def test_grammar(line, expected):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import create_distribution_from_override
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import create_distribution_from_override
 
     dist = create_distribution_from_override(OverridesParser.create().parse_override(line))
     cls, attrs = expected
@@ -192,7 +192,7 @@ def test_grammar(line, expected):
 def test_search_space_params_fixed_and_command_line_precedence():
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import parse_search_space
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import parse_search_space
 
     space, fixed = parse_search_space(
         {
@@ -213,7 +213,7 @@ def test_search_space_params_fixed_and_command_line_precedence():
 def test_unsupported_sweep_is_rejected():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import create_distribution_from_override
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import create_distribution_from_override
 
     with pytest.raises(NotImplementedError):
         create_distribution_from_override(OverridesParser.create().parse_override("k=glob(*)"))
@@ -303,7 +303,7 @@ def test_the_last_epoch_is_reported_but_never_pruned(monkeypatch):
 def test_env_override_quoting_roundtrip():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import env_overrides
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import env_overrides
 
     values = {"A": "sqlite:////tmp/a b/optuna.db", "B": "postgresql://u:p@h:5432/db?x=1", "C": "it's"}
     parser = OverridesParser.create()

@@ -8,6 +8,9 @@ import math
 from ..tracking import run_format as rf
 from ..tracking.candidates import candidate_runs
 
+# A trial user attr naming where its enqueued (warm-start) configuration came from; the sweeper sets it.
+WARM_START_ATTR = rf.WARM_START
+
 
 def best_runs(
     uri: str | None,
