@@ -356,18 +356,20 @@ def test_sweep_prunes_fails_goes_on_and_logs_parent(ws):
     assert (sweep_metric("n_complete"), sweep_metric("n_pruned"), sweep_metric("n_failed")) == (2, 1, 2)
     assert sweep_metric("best_value") == pytest.approx(study.best_value)
     assert parent.data.tags[rf.BEST_RUN_ID] == study.best_trial.user_attrs["mlflow_run_id"]
-    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    arts = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "study")}
     for name in (
         "trials.csv",
         "summary.json",
-        "optimization_history.html",
         "optimization_history.png",
-        "param_importances.html",
         "param_importances.png",
-        "parallel_coordinate.html",
         "parallel_coordinate.png",
     ):
         assert f"study/{name}" in arts, (name, arts)
+    # small artifacts: no Plotly HTML carrying its own 4.8 MB plotly.js each
+    assert not [p for p in arts if p.endswith(".html")] and max(arts.values()) < 1_000_000, arts
+    assert parent.data.params["search.y"] == "choice(0.2, 0.6, 0.9)" and parent.data.params["sweeper.n_trials"] == "5"
+    assert "ThresholdPruner" in parent.data.params["sweeper.pruner"]
+    assert parent.data.tags[rf.DESCRIPTION].startswith("Optuna sweep of study s: maximize val_score")
     assert (ws / "ms" / "optimization_results.yaml").is_file()
 
 
