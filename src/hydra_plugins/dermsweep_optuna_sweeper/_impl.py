@@ -20,14 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from . import _outcome, _samplers, _slots, _study, _warm_start
+from . import _outcome, _parent, _samplers, _slots, _study, _warm_start
 from ._console import hide_link_overrides
 from ._links import optuna_private, optuna_storage, parent_run, trial_link, trial_owner, void
 from ._options import (
     SweepSettingsError,
     default_directions,
     default_metric_names,
-    describe_component,
     directions,
     format_duration,
     parse_timeout,
@@ -204,50 +203,14 @@ class OptunaSweeperImpl:
         return None
 
     def _parent(self, study: optuna.Study, space: dict[str, BaseDistribution], created: bool) -> Any:
-        """The study's MLflow parent run, with the sweep's settings as params and a description (None: no
-        MLflow; the sweep goes on without it)."""
-        budget = "none" if self.timeout is None else format_duration(self.timeout)
-        params = {f"search.{k}": describe(v) for k, v in space.items()}
-        params.update(
-            {
-                "sweeper.sampler": describe_component(self.sampler_spec),
-                "sweeper.pruner": describe_component(self.pruner_spec),
-                "sweeper.n_trials": "unlimited" if self.n_trials is None else str(self.n_trials),
-                "sweeper.timeout": budget,
-                "sweeper.n_jobs": str(self.n_jobs),
-                "sweeper.directions": ",".join(self.directions),
-                "sweeper.metrics": ",".join(study.metric_names or []),
-            }
+        """The study's MLflow parent run (None: no MLflow; the sweep goes on without it)."""
+        settings = _parent.SweepSettings(
+            space, self.sampler_spec, self.pruner_spec, self.n_trials, self.timeout, self.n_jobs, self.directions
         )
-        objective = ", ".join(
-            f"{d} {n}" for d, n in zip(self.directions, study.metric_names or ["value"], strict=False)
-        )
-        description = (
-            f"Optuna sweep of study {study.study_name}: {objective} over {len(space)} parameter(s) "
-            f"({', '.join(space)}), {describe_component(self.sampler_spec)}, pruner "
-            f"{describe_component(self.pruner_spec)}; budget n_trials={params['sweeper.n_trials']}, "
-            f"timeout={budget}. Study storage: {safe_url(self.storage_url)}. The trials are this run's children; "
-            "study/ holds trials.csv, summary.json, time_to_quality and the plots."
-        )
-        try:
-            uri, experiment, artifact_root = parent_run.tracking_settings(self.config)
-            parent = parent_run.SweepParent.open(
-                uri,
-                experiment,
-                artifact_root,
-                study.study_name,
-                tags=parent_run.sweep_tags(safe_url(self.storage_url), self.directions, self.n_trials, budget),
-                created_study=created,
-                fresh_study=_study.fresh(study),
-                params=params,
-                description=description,
-            )
+        parent = _parent.open_parent(study, self.config, settings, self.storage_url, created)
+        if parent is not None:
             parent_run.write_parent_file(self.sweep_dir, parent.run_id)
-            study.set_user_attr("mlflow_parent_run_id", parent.run_id)
-            return parent
-        except Exception as exc:
-            log.warning("no MLflow parent run for the sweep: %s", exc)
-            return None
+        return parent
 
     def _loop(
         self,
