@@ -532,15 +532,24 @@ def test_a_worker_done_with_its_share_waits_for_the_others(ws):
     """Two workers on one study, one with slow trials: the fast one, once every trial is taken, waits for the slow
     one's running trial (so a trial of a worker that dies meanwhile is re-run, and the summary is complete)."""
     args = ["hydra.sweeper.sampler.seed=null", "epochs=2"]
-    slow = spawn_app(ws, optuna_args(ws, 2, "sleep=10", *args, sweep_dir="slow"))
+    release = ws / "release"  # the slow worker's trial runs until the test creates it: no race with machine load
+    slow = spawn_app(ws, optuna_args(ws, 2, f"hold_until={release}", *args, sweep_dir="slow"))
     seen = []
     for line in slow.stdout:  # the slow worker holds a trial before the fast one starts
         seen.append(line)
         if "Launching trials" in line:
             break
-    fast = spawn_app(ws, optuna_args(ws, 2, "sleep=0", *args, sweep_dir="fast"))
+    fast = spawn_app(ws, optuna_args(ws, 2, *args, sweep_dir="fast"))
+    fast_seen = []
+    assert fast.stdout is not None
+    for line in fast.stdout:  # until the fast worker waits for the slow one's trial (or ends without waiting)
+        fast_seen.append(line)
+        if "waiting for running trials" in line:
+            break
+    release.touch()
     outs = {name: p.communicate(timeout=TIMEOUT * 2)[0] for name, p in (("slow", slow), ("fast", fast))}
     outs["slow"] = "".join(seen) + outs["slow"]
+    outs["fast"] = "".join(fast_seen) + outs["fast"]
     assert slow.returncode == 0 and fast.returncode == 0, outs
     assert "Launching trials" in outs["fast"] and "waiting for running trials" in outs["fast"], outs["fast"][-3000:]
     assert states(load_study(ws)) == {"COMPLETE": 2}
