@@ -86,11 +86,11 @@ def synthetic_ham10000(per_class: int = 24, size: tuple[int, int] = (150, 200)) 
     rows = ["lesion_id,image_id,dx,dx_type,age,sex,localization"]
     for c, dx in enumerate(sorted(FULL_NAMES)):
         for i in range(per_class):
-            image_id = f"ISIC_{c:02d}{i:05d}"
+            image_id = f"SYNTH_{c:02d}{i:05d}"  # never a real ISIC id: caches keyed by id cannot mix them up
             folder = root / f"HAM10000_images_part_{1 + i % 2}"
             folder.mkdir(exist_ok=True)
             Image.fromarray(render(image_id, c, *size)).save(folder / f"{image_id}.jpg", quality=90)
-            rows.append(f"HAM_{c:02d}{i // 2:05d},{image_id},{dx},histo,50.0,female,back")
+            rows.append(f"SYNTH_L{c:02d}{i // 2:05d},{image_id},{dx},histo,50.0,female,back")
     (root / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
     _SYNTHETIC.append(root)
     return root
