@@ -71,3 +71,11 @@ def test_script_runs_tiny(name, tmp_path):
     if name == "inference":
         formats = {r["format"] for r in result["results"]}
         assert {"tflite_f32", "tflite_f16", "tflite_int8"} <= formats, result.get("notes")
+
+
+def test_gpu_check_script_parses_and_explains_itself():
+    """bench/gpu_check.sh runs only on a leased GPU machine: here its syntax and its help are checked."""
+    script = BENCH / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "gpu_check.sh pack" in shown.stdout and "gpu_check.sh run" in shown.stdout
