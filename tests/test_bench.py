@@ -55,7 +55,7 @@ def test_script_runs_tiny(name, tmp_path):
     env = dict(os.environ, DERMSWEEP_BENCH_TINY="1", TMPDIR=str(tmp_path))
     env.pop("MLFLOW_TRACKING_URI", None)  # the benchmarks use their own temp stores
     cmd = [sys.executable, str(BENCH / f"{name}.py"), "--out", str(out), *TINY_ARGS.get(name, [])]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"{name} --tiny failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "--tiny: synthetic images" in proc.stdout
     result = json.loads(out.read_text())
@@ -79,3 +79,47 @@ def test_gpu_check_script_parses_and_explains_itself():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
     assert shown.returncode == 0 and "gpu_check.sh pack" in shown.stdout and "gpu_check.sh run" in shown.stdout
+
+
+def test_time_to_quality_curve_counts_completed_trials_in_completion_order():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    import optuna
+
+    sweep_efficiency = importlib.import_module("sweep_efficiency")
+    start = dt.datetime(2026, 12, 4, 12, 0, 0)
+    state = optuna.trial.TrialState
+
+    def trial(seconds, value, s=state.COMPLETE):
+        return SimpleNamespace(state=s, value=value, datetime_complete=start + dt.timedelta(seconds=seconds))
+
+    trials = [trial(30, 0.5), trial(10, 0.4), trial(20, None, state.PRUNED), trial(40, 0.45), trial(50, 0.62)]
+    points = sweep_efficiency.curve(trials, start)
+    assert points == [(10.0, 0.4), (30.0, 0.5), (40.0, 0.5), (50.0, 0.62)]
+    assert sweep_efficiency.time_to_reach(points, 0.95 * 0.52) == 30.0
+    assert sweep_efficiency.time_to_reach(points, 0.7) is None
+
+
+def test_trial_overhead_meter_counts_outer_calls_on_the_trial_thread_only(monkeypatch):
+    import threading
+    import types
+
+    trial_overhead = importlib.import_module("trial_overhead")
+    meter = trial_overhead.Meter()
+    inner = meter.wrap(lambda: None, "mlflow")
+    outer = meter.wrap(lambda: inner(), "model_logging")
+    outer()
+    assert set(meter.totals) == {"model_logging"}  # the nested call is not counted twice
+    other = threading.Thread(target=meter.wrap(lambda: None, "figures"))
+    other.start()
+    other.join()
+    assert "figures" not in meter.totals  # the figure thread overlaps the trial: not its time
+
+    def seam():
+        return "original"
+
+    probe = types.ModuleType("dermsweep._bench_probe")
+    probe.seam = seam
+    monkeypatch.setitem(sys.modules, probe.__name__, probe)
+    assert trial_overhead.rebind(seam, lambda: "wrapped") == 1 and probe.seam() == "wrapped"
