@@ -20,9 +20,11 @@ after one warm-up epoch each) and first-epoch throughput (dermsweep: decode + fi
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -213,6 +215,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if C.shrink(args, "pipeline", images=64, epochs=1, sizes="200x150,240x180"):
         args.tmp = tempfile.mkdtemp(prefix="dermsweep-bench-tiny-upscaled-")
+        atexit.register(shutil.rmtree, args.tmp, ignore_errors=True)
     tf_keras = None
     if args.tiny and importlib.util.find_spec("tf_keras") is None:  # a smoke run installs nothing
         install_note = "tf_keras not installed: --tiny measures dermsweep's side only"
