@@ -101,6 +101,17 @@ def test_time_to_quality_curve_counts_completed_trials_in_completion_order():
     assert sweep_efficiency.time_to_reach(points, 0.7) is None
 
 
+def test_time_to_quality_figure_draws_every_sweep(tmp_path):
+    sweep_efficiency = importlib.import_module("sweep_efficiency")
+    runs = [
+        {"name": "unpruned", "curve": [(60.0, 0.5), (180.0, 0.6)], "wall_s": 200.0, "complete": 2, "pruned": 0},
+        {"name": "pruned-sha", "curve": [(40.0, 0.55)], "wall_s": 90.0, "complete": 1, "pruned": 1},
+        {"name": "pruned-hyperband", "curve": [], "wall_s": 30.0, "complete": 0, "pruned": 2},  # nothing finished
+    ]
+    path = sweep_efficiency.plot(runs, 0.57, tmp_path / "figure" / "sweep_efficiency.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_trial_overhead_meter_counts_outer_calls_on_the_trial_thread_only(monkeypatch):
     import threading
     import types
