@@ -34,7 +34,8 @@ pack() {
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     -d "$KIT/wheels" "${REQUIREMENTS[@]}"
-  for have in $DEVICE_HAS; do rm -f "$KIT/wheels/${have}"-*.whl "$KIT/wheels/${have//_/-}"-*.whl; done
+  # wheel names spell a distribution with underscores: nvidia_cublas_cu12-..., ml_dtypes-...
+  for have in $DEVICE_HAS; do rm -f "$KIT/wheels/${have//-/_}"[-_]*.whl; done
   printf '%s\n' "${REQUIREMENTS[@]}" >"$KIT/requirements.txt"
   cp "$SHARED/weights/mobilenet_v1_0.75_224_no_top.weights.h5" "$SHARED/weights/mobilenet_v1_0.25_224_no_top.weights.h5" \
     "$KIT/weights/"
