@@ -14,10 +14,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATA = str(ROOT.parent / "shared" / "data" / "ham10000")
-DEFAULT_WEIGHTS = str(ROOT.parent / "shared" / "weights" / "mobilenet_v1_0.25_224_no_top.weights.h5")
+DEFAULT_WEIGHTS_DIR = str(ROOT.parent / "shared" / "weights")
+DEFAULT_WEIGHTS = str(Path(DEFAULT_WEIGHTS_DIR) / "mobilenet_v1_0.25_224_no_top.weights.h5")
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# --tiny, or this variable set to 1 (what tests/test_bench.py and `run_all.py --tiny` use): every script runs for
+# seconds on synthetic images with random weights, to prove it still works. Its figures mean nothing.
+TINY_ENV = "DERMSWEEP_BENCH_TINY"
+TINY_RESULTS = RESULTS / "tiny"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -26,7 +33,67 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--data", default=DEFAULT_DATA, help="HAM10000 root (Kaggle layout), default ../shared/data/ham10000"
     )
     p.add_argument("--out", default=None, help="JSON result file (default bench/results/<name>.json)")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        default=os.environ.get(TINY_ENV, "0") not in ("", "0"),
+        help=f"smoke run (also {TINY_ENV}=1): seconds, synthetic images, random weights; checks that the script "
+        "works, its figures mean nothing; result in bench/results/tiny/",
+    )
     return p
+
+
+def shrink(args: argparse.Namespace, name: str, **sizes) -> bool:
+    """In --tiny mode set `sizes` on args, point --data at synthetic HAM10000-layout images, --weights (if any) at
+    random init, and the result at bench/results/tiny/<name>.json. Returns whether it is tiny."""
+    if not args.tiny:
+        return False
+    for key, value in sizes.items():
+        setattr(args, key, value)
+    args.data = str(synthetic_ham10000())
+    if hasattr(args, "weights"):
+        args.weights = None
+    args.out = args.out or str(TINY_RESULTS / f"{name}.json")
+    print(f"--tiny: synthetic images in {args.data}, random weights, sizes {sizes}: figures mean nothing", flush=True)
+    return True
+
+
+def weights_override(weights: str | None) -> str:
+    """A weights path (or None: random init) as a Hydra override value."""
+    return str(Path(weights).resolve()) if weights else "null"
+
+
+_SYNTHETIC: list[Path] = []
+
+
+def synthetic_ham10000(per_class: int = 24, size: tuple[int, int] = (150, 200)) -> Path:
+    """A throw-away folder in HAM10000's Kaggle layout (metadata CSV, two image folders of 200x150 JPEGs) holding
+    the project's synthetic lesions (data/sources/synthetic.py: learnable, deterministic). Made once per process,
+    removed at exit."""
+    if _SYNTHETIC:
+        return _SYNTHETIC[0]
+    import atexit
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    from dermsweep.data.sources.ham10000 import FULL_NAMES
+    from dermsweep.data.sources.synthetic import render
+
+    root = Path(tempfile.mkdtemp(prefix="dermsweep-bench-tiny-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    rows = ["lesion_id,image_id,dx,dx_type,age,sex,localization"]
+    for c, dx in enumerate(sorted(FULL_NAMES)):
+        for i in range(per_class):
+            image_id = f"SYNTH_{c:02d}{i:05d}"  # never a real ISIC id: caches keyed by id cannot mix them up
+            folder = root / f"HAM10000_images_part_{1 + i % 2}"
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(render(image_id, c, *size)).save(folder / f"{image_id}.jpg", quality=90)
+            rows.append(f"SYNTH_L{c:02d}{i // 2:05d},{image_id},{dx},histo,50.0,female,back")
+    (root / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
+    _SYNTHETIC.append(root)
+    return root
 
 
 def add_log_model_option(p: argparse.ArgumentParser) -> None:

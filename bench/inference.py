@@ -1,10 +1,12 @@
 """Inference: batch-1 CPU latency and size of the Keras model, SavedModel and the TFLite f32/f16/int8 variants.
 
-The model is the project's classifier (dermsweep.training.model.build: MobileNet v1 a=0.25 at 150x200 with the shared
-ImageNet weights and a fresh 7-class head; latency and size do not depend on training). Formats are produced with
-the converters `dermsweep export` uses (shipping/converters.py; int8 calibrated on --calibration real HAM10000
-images; --onnx adds ONNX) and timed as dermsweep export times them (timing.median_latency_ms, TFLite/ONNX on one
-thread). Both int8 routes are measured: `tflite_int8_full` (every op int8) and `tflite_int8`, the route apps ship,
+The model is what a run ships and `dermsweep export` converts: the project's classifier (dermsweep.training.model.build:
+MobileNet v1 a=0.25 with the shared ImageNet weights and a fresh 7-class head; latency and size do not depend on
+training) inside the shipped wrapper with its input size fixed at 150x200 (training.gains.wrap, one view, no
+calibration). The bare classifier takes any input size, so its TFLite files have a dynamic input. Formats are
+produced with the converters `dermsweep export` uses (shipping/converters.py; int8 calibrated on --calibration real
+HAM10000 images; --onnx adds ONNX) and timed as dermsweep export times them (timing.median_latency_ms, TFLite/ONNX on
+one thread). Both int8 routes are measured: `tflite_int8_full` (every op int8) and `tflite_int8`, the route apps ship,
 which keeps the layers that lose most in float. An untrained head has no validation accuracy to search on, so here
 `tflite_int8` keeps --int8-float-layers of the debugger's worst layers float (default: what the search kept on a
 real champion, docs/shipping.md) plus the float tail, which is what its speed and size cost. Formats are timed in
@@ -45,6 +47,7 @@ def main(argv=None) -> dict:
         help=f"layers tflite_int8 keeps float (default {INT8_FLOAT_LAYERS}: what the search kept on a real champion)",
     )
     args = p.parse_args(argv)
+    C.shrink(args, "inference", runs=2, rounds=1, warmup=1, calibration=16, height=32, width=40)
 
     import numpy as np
     import tensorflow as tf
@@ -55,6 +58,7 @@ def main(argv=None) -> dict:
     from dermsweep.shipping.export import human_size, size_on_disk
     from dermsweep.shipping.int8 import Int8Options
     from dermsweep.timing import median_latency_ms
+    from dermsweep.training.gains import Gains, wrap
     from dermsweep.training.model import build
 
     start_load = C.load()
@@ -75,6 +79,8 @@ def main(argv=None) -> dict:
         ),
         7,
     )
+    # what a run logs and export converts: fixed input size, one view, temperature 1, no prior adjustment
+    model = wrap([model], h, w, Gains())
     x1 = calib[:1].astype(np.float32)
     model(x1)
     out = Path(tempfile.mkdtemp(prefix="dermsweep-bench-inference-"))

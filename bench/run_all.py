@@ -1,6 +1,6 @@
 """Run every benchmark with its default sizes (each in its own process), then print one summary of the targets.
 
-    python bench/run_all.py [--only pipeline,starvation] [--data PATH] [--summary-only]
+    python bench/run_all.py [--only pipeline,starvation] [--data PATH] [--summary-only] [--tiny]
     make bench ARGS="--only inference"
 
 Each script writes bench/results/<name>.json; the summary reads those files, so MET / NOT MET always comes from
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,10 +21,10 @@ import _common as C
 SCRIPTS = ["pipeline", "starvation", "sweep_efficiency", "trial_overhead", "inference"]
 
 
-def summary(names: list[str], started: dict[str, float], status: dict[str, str]) -> list[dict]:
+def summary(names: list[str], started: dict[str, float], status: dict[str, str], results=C.RESULTS) -> list[dict]:
     rows, all_targets = [], []
     for name in names:
-        path = C.RESULTS / f"{name}.json"
+        path = results / f"{name}.json"
         result = json.loads(path.read_text()) if path.is_file() else None
         fresh = result is not None and path.stat().st_mtime >= started.get(name, 0)
         if not fresh:
@@ -54,7 +55,15 @@ def main() -> None:
     p.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated subset of " + ",".join(SCRIPTS))
     p.add_argument("--data", default=None, help="HAM10000 root passed to every script")
     p.add_argument("--summary-only", action="store_true", help="print the summary of the existing results")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        default=os.environ.get(C.TINY_ENV, "0") not in ("", "0"),
+        help="every script in its smoke mode (seconds, synthetic data): checks they run; results in bench/results/tiny",
+    )
     args = p.parse_args()
+    results = C.TINY_RESULTS if args.tiny else C.RESULTS
+    env = dict(os.environ, **({C.TINY_ENV: "1"} if args.tiny else {}))
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in SCRIPTS]
     if unknown:
@@ -68,15 +77,15 @@ def main() -> None:
         print(f"\n===== {name}: {' '.join(cmd[1:])}  (load {C.load()['loadavg_1m']})", flush=True)
         started[name] = time.time()
         t = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=C.ROOT).returncode
+        rc = subprocess.run(cmd, cwd=C.ROOT, env=env).returncode
         seconds[name] = time.perf_counter() - t
         status[name] = "ok" if rc == 0 else f"failed, exit {rc}"
         print(f"===== {name}: {status[name]} in {seconds[name]:.0f}s", flush=True)
     load_end = C.load()
     print(f"\n===== summary (total {time.perf_counter() - t_all:.0f}s; load start {load_start}, end {load_end})")
-    targets = summary(names, started if not args.summary_only else {}, status)
-    C.RESULTS.mkdir(parents=True, exist_ok=True)
-    (C.RESULTS / "summary.json").write_text(
+    targets = summary(names, started if not args.summary_only else {}, status, results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "summary.json").write_text(
         json.dumps(
             {
                 "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

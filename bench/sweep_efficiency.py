@@ -1,20 +1,28 @@
-"""Sweep efficiency: the same Optuna search with and without pruning (wall time, trials, best score).
+"""Sweep efficiency: time to quality of the same Optuna search with and without pruning, where trials learn.
 
-Both sweeps run `python train.py -m hydra/sweeper=optuna ...` as a subprocess with the same seed, search space,
-trial count and data (a small real HAM10000 subset at low resolution, shared v1 a=0.25 weights), each with its own
-Optuna study and MLflow store in a temp folder. The decoded-pixel disk cache is filled before either sweep starts,
-so neither pays for decoding. Unpruned = hydra.sweeper.pruner=null; each pruned sweep uses one of --pruners:
-median = the sweeper's default MedianPruner (n_startup_trials=5, n_warmup_steps=1), sha = SuccessiveHalvingPruner
-(asynchronous successive halving: min_resource=1 epoch, reduction_factor=3), hyperband = HyperbandPruner.
-The sweeper's TPE sampler draws its first 10 trials at random from the seed, so up to 10 trials get the same
-parameters in every sweep: the best-score comparison mostly shows what pruning threw away, not sampler luck.
+Every sweep runs `python train.py -m hydra/sweeper=optuna ...` as a subprocess with the same seed, search space,
+trial count and data: by default all of the real HAM10000 (../shared), a real backbone with its ImageNet weights
+(--model, a conf/model recipe: mobilenet_v1_a025, the small sweep backbone) at 150x200, 3 frozen + 6 fine-tuning
+epochs, so trials separate good recipes from bad. Each sweep has its own Optuna study and MLflow store in a temp
+folder; the decoded-pixel disk cache is filled before any sweep starts, so none pays for decoding. Unpruned =
+hydra.sweeper.pruner=null; each pruned sweep uses one of --pruners: sha = SuccessiveHalvingPruner (asynchronous
+successive halving: min_resource=1 epoch, reduction_factor=3), hyperband = HyperbandPruner (min_resource=1 epoch),
+median = the sweeper's MedianPruner. The sweeper's TPE sampler draws its first 10 trials at random from the seed,
+so those trials get the same parameters in every sweep: the comparison shows what pruning saves and throws away.
 
-    python bench/sweep_efficiency.py [--trials 12] [--images 600] [--frozen-epochs 2] [--finetune-epochs 4]
-                                     [--pruners median,sha] [--startup-trials 5]
+Reported per sweep: wall time, trials complete / pruned, the best validation objective with its 95% interval (the
+best trial's `<metric>_lo95` / `_hi95` when its run logged them, dermsweep.evaluation.bootstrap), the time to reach
+95% of the unpruned sweep's best, and a time-to-quality figure (best objective so far against sweep time, every
+sweep on one plot) written beside the JSON result. Full size takes hours on 2 cores; --tiny runs it in minutes.
+
+    python bench/sweep_efficiency.py [--trials 16] [--images 0 (all)] [--model mobilenet_v1_a025]
+                                     [--frozen-epochs 3] [--finetune-epochs 6] [--pruners sha,hyperband]
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
 import shutil
 import subprocess
@@ -31,6 +39,7 @@ SPACE = [
     "trainer.frozen.lr=tag(log,interval(1e-4,1e-2))",
     "trainer.finetune.lr=tag(log,interval(1e-5,1e-3))",
 ]
+OBJECTIVE = "val_balanced_accuracy"  # the config's default objective, what every sweep here maximises
 PRUNERS = {
     "median": ["hydra.sweeper.pruner._target_=optuna.pruners.MedianPruner"],
     # The default pruner's MedianPruner-only keys are dropped by the sweeper (with a warning).
@@ -47,14 +56,14 @@ PRUNERS = {
 
 
 def base_overrides(args, tmp: Path) -> list[str]:
+    weights = [f"paths.weights_dir={Path(args.weights_dir).resolve()}"] if args.weights_dir else ["model.weights=null"]
     return [
         "hydra/sweeper=optuna",
         "data=ham10000",
         f"data.root={args.data}",
-        f"data.max_images={args.images}",
-        "model=mobilenet_v1",
-        "model.alpha=0.25",
-        f"model.weights={args.weights}",
+        f"data.max_images={args.images or 'null'}",
+        f"model={args.model}",
+        *weights,
         f"model.height={args.height}",
         f"model.width={args.width}",
         f"trainer.frozen.epochs={args.frozen_epochs}",
@@ -79,7 +88,7 @@ def prewarm_cache(args, tmp: Path) -> float:
     from dermsweep.data import prepare
 
     cfg = OmegaConf.load(C.ROOT / "conf" / "data" / "ham10000.yaml")
-    cfg.root, cfg.max_images = args.data, args.images
+    cfg.root, cfg.max_images = args.data, args.images or None
     with C.Timer() as t:
         prepare(cfg, args.height, args.width, args.seed, str(tmp / "cache"))
     return t.s
@@ -103,6 +112,7 @@ def sweep(name: str, extra: list[str], args, tmp: Path) -> dict:
     env = dict(os.environ, HYDRA_FULL_ERROR="1")
     env.pop("MLFLOW_TRACKING_URI", None)
     load_before = C.load()
+    started = dt.datetime.now()  # Optuna's trial datetimes are local and naive: the same clock
     with C.Timer() as t, log.open("w") as fh:
         rc = subprocess.run(cmd, cwd=C.ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     load_after = C.load()
@@ -114,15 +124,19 @@ def sweep(name: str, extra: list[str], args, tmp: Path) -> dict:
     states = [t_.state.name for t_ in s.trials]
     complete = [t_ for t_ in s.trials if t_.state == optuna.trial.TrialState.COMPLETE]
     durations = [t_.duration.total_seconds() for t_ in s.trials if t_.duration is not None]
+    best = s.best_trial if complete else None
     return {
         "name": name,
         "wall_s": t.s,
+        "curve": curve(s.trials, started),
+        "best_interval95": interval(tmp, study, best.number) if best else None,
         "trials": len(states),
         "complete": states.count("COMPLETE"),
         "pruned": states.count("PRUNED"),
         "failed": states.count("FAIL"),
         "best_value": max((t_.value for t_ in complete), default=float("nan")),
-        "best_params": s.best_trial.params if complete else None,
+        "best_params": best.params if best else None,
+        "best_trial": best.number if best else None,
         "trial_seconds_total": sum(durations),
         "trial_seconds": durations,
         "epochs_run": sum(len(t_.intermediate_values) for t_ in s.trials),
@@ -132,25 +146,99 @@ def sweep(name: str, extra: list[str], args, tmp: Path) -> dict:
     }
 
 
+def curve(trials, started: dt.datetime) -> list[tuple[float, float]]:
+    """(seconds since the sweep started, best objective so far) at each completed trial, in order of completion."""
+    import optuna
+
+    done = sorted(
+        (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.datetime_complete is not None),
+        key=lambda t: t.datetime_complete,
+    )
+    points, best = [], -math.inf
+    for t in done:
+        best = max(best, t.value)
+        points.append(((t.datetime_complete - started).total_seconds(), best))
+    return points
+
+
+def time_to_reach(points: list[tuple[float, float]], level: float) -> float | None:
+    """The first time the best-so-far curve reaches `level`; None when it never does."""
+    return next((s for s, best in points if best >= level), None)
+
+
+def interval(tmp: Path, study: str, number: int) -> list[float] | None:
+    """The best trial's 95% interval of its objective, when its run logged one (`<metric>_lo95`, `_hi95`)."""
+    from mlflow.tracking import MlflowClient
+
+    from dermsweep.tracking import run_format as rf
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    experiment = client.get_experiment_by_name("bench-sweep-efficiency")
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{rf.STUDY_NAME}` = '{study}' and tags.`{rf.TRIAL_NUMBER}` = '{number}'",
+    )
+    if not runs:
+        return None
+    metrics = runs[0].data.metrics
+    name = rf.final_metric(OBJECTIVE)
+    lo, hi = metrics.get(f"{name}_lo95"), metrics.get(f"{name}_hi95")
+    return [lo, hi] if lo is not None and hi is not None else None
+
+
+def plot(runs: list[dict], level: float | None, path: Path) -> Path:
+    """Best objective so far against sweep time, one step line per sweep, and the 95%-of-unpruned level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for r in runs:
+        if r.get("curve"):
+            xs = [0.0] + [s / 60 for s, _ in r["curve"]] + [r["wall_s"] / 60]
+            ys = [math.nan] + [b for _, b in r["curve"]] + [r["curve"][-1][1]]
+            ax.step(xs, ys, where="post", label=f"{r['name']} ({r['complete']} complete, {r['pruned']} pruned)")
+    if level is not None and math.isfinite(level):
+        ax.axhline(level, color="grey", linestyle=":", label="95% of the unpruned best")
+    ax.set_xlabel("sweep time (minutes)")
+    ax.set_ylabel("best validation balanced accuracy so far")
+    ax.set_title("Time to quality: pruned vs unpruned sweeps (same space and seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--images", type=int, default=600)
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--width", type=int, default=80)
-    p.add_argument("--frozen-epochs", type=int, default=2)
-    p.add_argument("--finetune-epochs", type=int, default=4)
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--images", type=int, default=0, help="HAM10000 images (lesion-grouped subset); 0 = all")
+    p.add_argument("--model", default="mobilenet_v1_a025", help="conf/model recipe (its ImageNet weights)")
+    p.add_argument("--weights-dir", default=C.DEFAULT_WEIGHTS_DIR, help="where the recipe's weights file is")
+    p.add_argument("--height", type=int, default=150)
+    p.add_argument("--width", type=int, default=200)
+    p.add_argument("--frozen-epochs", type=int, default=3)
+    p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--pruners", default="median,sha", help=f"comma-separated, from {sorted(PRUNERS)}")
+    p.add_argument("--pruners", default="sha,hyperband", help=f"comma-separated, from {sorted(PRUNERS)}")
     p.add_argument(
         "--startup-trials", type=int, default=None, help="MedianPruner n_startup_trials (default: the sweeper's, 5)"
     )
     C.add_log_model_option(p)
-    p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
     p.add_argument("--keep", action="store_true", help="keep the temp folder (studies, MLflow store, logs)")
     args = p.parse_args(argv)
+    if C.shrink(args, "sweep_efficiency", trials=3, images=168, height=32, width=40, frozen_epochs=1):
+        args.weights_dir, args.finetune_epochs = None, 2
+    unknown = [name for name in args.pruners.split(",") if name not in PRUNERS]
+    if unknown:
+        raise SystemExit(f"--pruners: unknown {unknown}; choose from {sorted(PRUNERS)}")
     args.data = str(Path(args.data).resolve())
-    args.weights = str(Path(args.weights).resolve())
 
     tmp = Path(tempfile.mkdtemp(prefix="dermsweep-bench-sweep-"))
     start_load = C.load()
@@ -165,6 +253,9 @@ def main(argv=None) -> dict:
     un = runs[0]
     failed = [r["name"] for r in runs if "error" in r]
     runs_ok = [r for r in runs if "error" not in r]
+    level = 0.95 * un["best_value"] if "error" not in un and math.isfinite(un["best_value"]) else None
+    for r in runs_ok:
+        r["time_to_95pct_of_unpruned_best_s"] = time_to_reach(r["curve"], level) if level is not None else None
     rows = [
         [
             r["name"],
@@ -175,15 +266,33 @@ def main(argv=None) -> dict:
             r["failed"],
             r["epochs_run"],
             f"{r['best_value']:.4f}",
+            "[{:.3f}, {:.3f}]".format(*r["best_interval95"]) if r["best_interval95"] else "not logged",
+            _seconds(r["time_to_95pct_of_unpruned_best_s"]),
         ]
         for r in runs_ok
     ]
     print()
     print(
         C.table(
-            rows, ["sweep", "wall s", "trials", "complete", "pruned", "failed", "epochs run", "best val balanced acc"]
+            rows,
+            [
+                "sweep",
+                "wall s",
+                "trials",
+                "complete",
+                "pruned",
+                "failed",
+                "epochs run",
+                "best val balanced acc",
+                "95% interval",
+                "s to 95% of unpruned best",
+            ],
         )
     )
+    result_path = Path(args.out) if args.out else C.RESULTS / "sweep_efficiency.json"
+    figure = plot(runs_ok, level, result_path.with_suffix(".png")) if runs_ok else None
+    if figure:
+        print(f"time-to-quality figure: {figure}")
     targets = []
     for pr in runs_ok[1:] if "error" not in un else []:
         pr["wall_time_ratio"] = pr["wall_s"] / un["wall_s"]
@@ -212,6 +321,8 @@ def main(argv=None) -> dict:
         "load_end": end_load,
         "prewarm_cache_s": warm_s,
         "runs": runs,
+        "level_95pct_of_unpruned_best": level,
+        "figure": str(figure) if figure else None,
         "targets": targets,
         "tmp": str(tmp) if args.keep else None,
     }
@@ -221,6 +332,10 @@ def main(argv=None) -> dict:
     if failed:
         raise SystemExit(f"failed sweep(s): {failed}")
     return out
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":

@@ -4,16 +4,19 @@ Runs --trials trials in ONE process, as a sweep does: each trial's config is com
 (conf/, the same overrides a sweep gives) and handed to dermsweep.training.task.run as a trial of an in-memory Optuna
 study (asked and told like the sweeper does, linked through the same environment), so later trials reuse the in-process
 caches and tracking.log_model=improving (the default) applies as in a real sweep: only trials that beat the best so
-far save their model. Nothing in the product is changed: the benchmark wraps functions by monkeypatching:
+far save their model. Nothing in the product is changed: the benchmark wraps PUBLIC functions, found by their home
+module and replaced wherever a dermsweep module imported them (a seam that moves stops the benchmark with a message
+naming it, instead of measuring nothing); only time on the trial's own thread counts:
 
   launch         task.run is called
-  data / build   task.prepare, task.build
-  first step     a callback on the first training batch of the trial (begin: the step is about to run;
-                 end: it ran, which includes tracing Keras' train function for the fresh model)
-  tracking       every mlflow.* call the task makes (start/end run, params, metrics, texts, figures), dermsweep's
-                 tracking helpers (connect, experiment lookup, log_json, log_keras_model = saving the model to
-                 MLflow), the time the trial waits for its figures (drawn and logged on a worker thread), and
-                 best-weights checkpoint file saves/loads (keras Model.save_weights/load_weights)
+  data / build   dermsweep.data.prepare, dermsweep.training.model.build
+  first step     a callback added to every keras Model.fit (begin: the step is about to run; end: it ran, which
+                 includes tracing Keras' train function for the fresh model)
+  tracking       mlflow's fluent calls (start/end run, params, metrics, texts, figures, artifacts), every public
+                 function of dermsweep.tracking (connect, experiment lookup, splits, run ownership...) with
+                 log_keras_model (saving the model to MLflow) in its own column, the public methods of
+                 BackgroundArtifacts (queueing figures, waiting for the worker thread that draws and logs them),
+                 and weight file saves/loads (keras Model.save_weights/load_weights)
 
 Not included: what a Hydra sweeper does between trials (ask Optuna, compose, job folder); see sweep_efficiency.
 
@@ -23,8 +26,13 @@ Not included: what a Hydra sweeper does between trials (ask Optuna, compose, job
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+import pkgutil
 import shutil
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,81 +40,140 @@ import _common as C
 
 
 class Meter:
-    """Wall time per category, counting only the outermost wrapped call (nested calls are not counted twice)."""
+    """Wall time per category on the trial's own thread, counting only the outermost wrapped call (nested calls are
+    not counted twice; calls on the figure thread overlap the trial and are not its time)."""
 
     def __init__(self):
-        self.depth = 0
+        self.local = threading.local()
+        self.thread = threading.get_ident()
         self.totals: dict[str, float] = {}
         self.marks: dict[str, float] = {}
 
     def reset(self):
+        self.thread = threading.get_ident()
         self.totals, self.marks = {}, {}
 
     def wrap(self, fn, category: str):
         @functools.wraps(fn)
         def inner(*a, **kw):
-            outer = self.depth == 0
-            self.depth += 1
+            depth = getattr(self.local, "depth", 0)
+            outer = depth == 0 and threading.get_ident() == self.thread
+            self.local.depth = depth + 1
             t = time.perf_counter()
             try:
                 return fn(*a, **kw)
             finally:
-                self.depth -= 1
+                self.local.depth = depth
                 if outer:
                     self.totals[category] = self.totals.get(category, 0.0) + time.perf_counter() - t
 
-        inner.__wrapped_by_bench__ = True
+        inner.__wrapped_by_bench__ = True  # type: ignore[attr-defined]
         return inner
 
 
+class SeamMoved(RuntimeError):
+    """A public function the benchmark times is no longer where it was, or no longer called through a module."""
+
+
+def rebind(original, replacement) -> int:
+    """Point every module-level name bound to `original` in the loaded dermsweep modules at `replacement` (a
+    `from x import f` copies the reference, so patching x.f alone misses the importers). Returns how many."""
+    count = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "dermsweep" or name.startswith("dermsweep.")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is original:
+                setattr(module, attr, replacement)
+                count += 1
+    return count
+
+
+def public_functions(package: str):
+    """(module, name, function) for every public function defined in the modules of `package`."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__, package + "."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if inspect.isfunction(value) and value.__module__ == info.name and not name.startswith("_"):
+                yield module, name, value
+
+
+# Public seams, by their home module: nothing private is patched, and a seam that moves fails loudly (SeamMoved).
+TRACKING_PACKAGE = "dermsweep.tracking"  # every public function in it counts as tracking
+MODEL_LOGGING = ("dermsweep.tracking.model_log", "log_keras_model")  # ... except saving the model: its own column
+DATA = ("dermsweep.data", "prepare")
+BUILD = ("dermsweep.training.model", "build")
+MLFLOW_CALLS = (
+    "start_run",
+    "end_run",
+    "log_metrics",
+    "log_metric",
+    "log_params",
+    "log_param",
+    "log_text",
+    "log_figure",
+    "log_dict",
+    "log_artifact",
+    "log_artifacts",
+    "log_input",
+    "set_tag",
+    "set_tags",
+)
+
+
+def _timed(meter: Meter, home: tuple[str, str], category: str) -> None:
+    module = importlib.import_module(home[0])
+    original = getattr(module, home[1], None)
+    if original is None:
+        raise SeamMoved(f"{home[0]}.{home[1]} is gone: update bench/trial_overhead.py's seams")
+    wrapped = meter.wrap(original, category)
+    if not rebind(original, wrapped):
+        raise SeamMoved(f"{home[0]}.{home[1]} is not referenced by any loaded dermsweep module")
+
+
 def instrument(meter: Meter) -> None:
+    """Wrap the public seams: mlflow's fluent API, dermsweep.tracking's functions and BackgroundArtifacts' methods,
+    keras' weight files, data preparation, model building, and a callback added to every keras Model.fit."""
     import keras
     import mlflow
     import mlflow.tracking.fluent as fluent
 
-    from dermsweep.tracking import artifacts
-    from dermsweep.training import fit, task
+    import dermsweep.training.task  # noqa: F401  (loads every module the trial uses, so rebind finds them)
+    from dermsweep.tracking.artifacts import BackgroundArtifacts
 
-    for name in (
-        "start_run",
-        "end_run",
-        "log_metrics",
-        "log_metric",
-        "log_params",
-        "log_param",
-        "log_text",
-        "log_figure",
-        "log_dict",
-        "set_tag",
-        "set_tags",
-    ):
+    for name in MLFLOW_CALLS:
         wrapped = meter.wrap(getattr(mlflow, name), "mlflow")
         setattr(mlflow, name, wrapped)
         if name == "end_run":
             fluent.end_run = wrapped  # ActiveRun.__exit__ calls the fluent module's own end_run
-    for name in ("connect", "ensure_experiment", "log_json", "log_splits", "log_keras_model"):
-        setattr(task, name, meter.wrap(getattr(task, name), "mlflow" if name != "log_keras_model" else "model_logging"))
-    # Figures are drawn and logged on a worker thread (tracking.BackgroundArtifacts); the trial pays only for the
-    # time it waits for them, plus queueing.
-    for name in ("figure", "wait", "abandon"):
-        setattr(
-            artifacts.BackgroundArtifacts, name, meter.wrap(getattr(artifacts.BackgroundArtifacts, name), "figures")
-        )
+    for module, name, fn in list(public_functions(TRACKING_PACKAGE)):
+        if (module.__name__, name) != MODEL_LOGGING:
+            rebind(fn, meter.wrap(fn, "mlflow"))
+    _timed(meter, MODEL_LOGGING, "model_logging")
+    # Figures are drawn and logged on a worker thread; the trial pays only for queueing and for waiting on them.
+    for name, fn in list(vars(BackgroundArtifacts).items()):
+        if inspect.isfunction(fn) and not name.startswith("_"):
+            setattr(BackgroundArtifacts, name, meter.wrap(fn, "figures"))
     keras.Model.save_weights = meter.wrap(keras.Model.save_weights, "checkpoint")
     keras.Model.load_weights = meter.wrap(keras.Model.load_weights, "checkpoint")
-    task.prepare = meter.wrap(task.prepare, "data")
-    task.build = meter.wrap(task.build, "build")
+    _timed(meter, DATA, "data")
+    _timed(meter, BUILD, "build")
 
-    base = fit._EpochEvaluator
-
-    class TimedEvaluator(base):
+    class FirstStep(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             meter.marks.setdefault("first_step_begin", time.perf_counter())
 
         def on_train_batch_end(self, batch, logs=None):
             meter.marks.setdefault("first_step_end", time.perf_counter())
 
-    fit._EpochEvaluator = TimedEvaluator
+    plain_fit = keras.Model.fit
+
+    @functools.wraps(plain_fit)
+    def fit(self, *args, callbacks=None, **kwargs):
+        return plain_fit(self, *args, callbacks=[*(callbacks or []), FirstStep()], **kwargs)
+
+    keras.Model.fit = fit  # type: ignore[method-assign]
 
 
 def main(argv=None) -> dict:
@@ -119,6 +186,7 @@ def main(argv=None) -> dict:
     C.add_log_model_option(p)
     p.add_argument("--weights", default=C.DEFAULT_WEIGHTS)
     args = p.parse_args(argv)
+    C.shrink(args, "trial_overhead", trials=2, images=168, height=32, width=40, epochs="1,1")
     frozen_epochs, finetune_epochs = (int(v) for v in args.epochs.split(","))
 
     import logging
@@ -141,7 +209,7 @@ def main(argv=None) -> dict:
         f"data.max_images={args.images}",
         "model=mobilenet_v1",
         "model.alpha=0.25",
-        f"model.weights={Path(args.weights).resolve()}",
+        f"model.weights={C.weights_override(args.weights)}",
         f"model.height={args.height}",
         f"model.width={args.width}",
         f"trainer.frozen.epochs={frozen_epochs}",

@@ -37,7 +37,11 @@ class Prediction:
 
 
 class TFLiteRunner:
-    """Batch-1 TFLite inference that takes raw 0-255 pixels whatever the model's I/O types (float or int8/uint8)."""
+    """TFLite inference on raw 0-255 pixels whatever the model's I/O types (float or int8/uint8): one image per call.
+
+    A file converted from a model that takes any input size (training.model.build's classifier) has a dynamic input
+    (signature -1 x -1 x -1 x 3, allocated as 1 x 1 x 1 x 3): the input tensor is resized to each image's size.
+    """
 
     def __init__(self, path: str | Path, num_threads: int | None = None):
         import tensorflow as tf
@@ -52,13 +56,19 @@ class TFLiteRunner:
             raise ModelNotFound(f"cannot load TFLite model {path}: {str(exc).splitlines()[0]}") from exc
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        shape = self.input["shape"]
-        self.height, self.width = int(shape[1]), int(shape[2])
+        # shape_signature holds -1 where the size is free; `shape` is only what is allocated now (1 there)
+        signature = self.input.get("shape_signature", self.input["shape"])
+        self.height: int | None = int(signature[1]) if signature[1] > 0 else None
+        self.width: int | None = int(signature[2]) if signature[2] > 0 else None
         self.num_classes = int(self.output["shape"][-1])
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """One image (H, W, 3) uint8 or float 0-255 -> probabilities (k,) float32."""
-        x = np.asarray(image, dtype=np.float32)[None]
+        x = np.asarray(image, dtype=np.float32)
+        if x.ndim != 3 or x.shape[-1] != 3:
+            raise ValueError(f"TFLiteRunner takes one image (H, W, 3), not shape {x.shape}; use .predict for a batch")
+        self._fit_input(x.shape[:2])
+        x = x[None]
         dtype = self.input["dtype"]
         if dtype in (np.int8, np.uint8):
             scale, zero = self.input["quantization"]
@@ -73,7 +83,22 @@ class TFLiteRunner:
         return y.astype(np.float32)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        """A batch (n, H, W, 3), n >= 0 -> probabilities (n, k) float32."""
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(f"TFLiteRunner.predict takes a batch (n, H, W, 3), not shape {images.shape}")
         return np.stack([self(img) for img in images]) if len(images) else np.zeros((0, self.num_classes), np.float32)
+
+    def _fit_input(self, size: tuple[int, int]) -> None:
+        """Resize a dynamic input to this image's size (once per new size); a fixed one must match."""
+        h, w = (int(v) for v in size)
+        if (self.height or h, self.width or w) != (h, w):
+            raise ValueError(f"this TFLite model takes {self.height}x{self.width} images, not {h}x{w}")
+        if tuple(self.input["shape"]) != (1, h, w, 3):
+            self.interpreter.resize_tensor_input(self.input["index"], [1, h, w, 3])
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
 
 
 class Predictor:
@@ -99,7 +124,8 @@ class Predictor:
         if sidecar.is_file():
             meta = json.loads(sidecar.read_text())
         meta = complete_meta(meta, (None, runner.height, runner.width, 3), runner.num_classes)
-        if (int(meta["input_height"]), int(meta["input_width"])) != (runner.height, runner.width):
+        # a fixed input size wins over the sidecar; a dynamic one (None) takes the sidecar's
+        if runner.height is not None and runner.width is not None:
             meta["input_height"], meta["input_width"] = runner.height, runner.width
         return cls(runner.predict, meta, str(path))
 
