@@ -20,7 +20,9 @@ def add_parser(sub: Any, common: Any) -> None:
     p = sub.add_parser("demo", help="small sweep on synthetic data, promote the winner, show where to look")
     common(p)
     p.add_argument("--sweep", default="demo", help="sweep definition (conf/sweep/NAME.yaml; default demo)")
-    p.add_argument("--name", default=rf.REGISTERED_MODEL)
+    p.add_argument(
+        "--name", default=rf.REGISTERED_MODEL, help=f"registered model to promote into (default {rf.REGISTERED_MODEL})"
+    )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweep")
     p.set_defaults(fn=run)
 

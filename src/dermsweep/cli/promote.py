@@ -24,7 +24,7 @@ def add_parser(sub: Any, common: Any) -> None:
         default=MAX_PARAMS,
         help=f"only runs with at most this many parameters can become champion (default {MAX_PARAMS:,})",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(fn=run)
 
 
