@@ -135,9 +135,7 @@ def test_runs_metric_must_exist(wide_store, capsys):
 
 
 def test_runs_json_into_a_closed_pipe_is_quiet(wide_store):
-    cmd = (
-        f"{sys.executable} -m dermsweep runs --tracking-uri '{wide_store['uri']}' --experiment wide --json | head -1"
-    )
+    cmd = f"{sys.executable} -m dermsweep runs --tracking-uri '{wide_store['uri']}' --experiment wide --json | head -1"
     done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "{" and done.stderr == "", done.stderr
 

@@ -21,6 +21,9 @@ from .paths import conf_dir
 def main(cfg: DictConfig):
     from .errors import DermsweepError  # imported late: `--help` and `--cfg` stay fast
     from .keras_backend import select
+    from .quiet import quiet_training
+
+    quiet_training(verbose=bool(cfg.get("verbose", False)))  # before TensorFlow is imported
 
     try:
         select(str(cfg.hardware.backend))

@@ -213,7 +213,7 @@ def _runs_with_model(experiment_id: str) -> set[str]:
 NOT_HYPERPARAMETERS = (
     "tracking.", "hydra.", "run_name", "git.", "model.params", "provenance.", "host.", "hardware.", "paths.",
     "cache_dir", "experiment", "data.split_id", "data.dataset_id", "data.class_names", "data.n_", "data.skipped",
-    "model.weights_source", "trainer.steps_per_epoch_used",
+    "model.weights_source", "trainer.steps_per_epoch_used", "verbose",
 )  # fmt: skip
 
 
