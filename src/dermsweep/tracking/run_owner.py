@@ -55,7 +55,7 @@ def claim(client: Any, run_id: str) -> None:
 
 
 def owners(tags: dict[str, str]) -> list[liveness.Owner | None]:
-    return [liveness.parse(v) for k, v in tags.items() if k.startswith(rf.OWNER + ".")]
+    return [liveness.parse(v) for k, v in tags.items() if k.startswith((rf.OWNER + ".", rf.LEGACY_OWNER + "."))]
 
 
 def death(tags: dict[str, str], stale_after: float = liveness.STALE_AFTER_S) -> str | None:
