@@ -168,6 +168,9 @@ def test_demo_with_stubbed_sweep(store, capsys, monkeypatch, tmp_path):
     assert f"{name} v1 is now @champion" in out
     for hint in ("make ui", "http://127.0.0.1:5000", "dermsweep runs --sweep", "dermsweep predict", "dermsweep export"):
         assert hint in out
+    last = out.strip().splitlines()[-3:]  # the last lines say how to get `dermsweep` on PATH, and the dashboard
+    assert any("optuna-dashboard sqlite:///mlruns/optuna.db" in line for line in last)
+    assert ".venv/bin/dermsweep" in last[-1] and "source .venv/bin/activate" in last[-1]
     monkeypatch.setattr(demo, "run_sweep", lambda *a: 1)
     rc, _, err = run(capsys, "demo", "--name", name)
     assert rc == console.EXIT_ERROR

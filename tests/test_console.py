@@ -56,3 +56,21 @@ def test_default_train_prints_one_line_per_epoch_and_no_library_noise(tmp_path):
     assert [n for n in NOISE if n in out] == [], out
     assert re.search(r"^run [0-9a-f]{32} \(.*\) finished in", out, re.M)
     assert "[dermsweep][INFO]" in (tmp_path / "run" / "train.log").read_text()  # the file keeps timestamps
+
+
+def test_evaluate_says_how_far_it_is_on_a_large_set():
+    import numpy as np
+
+    from dermsweep.shipping.evaluate import predict_batches
+
+    class Uniform:
+        def predict_on_batch(self, x):
+            return np.full((len(x), 7), 1 / 7)
+
+    said: list[str] = []
+    probs = predict_batches(Uniform(), np.zeros((1000, 2, 2, 3)), 64, said.append)
+    assert probs.shape == (1000, 7)
+    assert said[-1] == "predicted 1,000/1,000 images (100%)" and 8 <= len(said) <= 11, said
+    said.clear()
+    predict_batches(Uniform(), np.zeros((40, 2, 2, 3)), 16, said.append)
+    assert said == []  # a small set: no progress lines
