@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from dermsweep.quiet import ConsoleFormatter
 from dermsweep.training import progress
 
@@ -31,6 +33,7 @@ def test_console_formatter_bare_info_labelled_warnings():
     assert fmt.format(info) == "epoch 1/2" and fmt.format(warn) == "warning: skipped 2 rows"
 
 
+@pytest.mark.slow
 def test_default_train_prints_one_line_per_epoch_and_no_library_noise(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "ABSL", "MLFLOW_", "PYTHONWARN"))}
     cmd = [
