@@ -114,15 +114,16 @@ def test_runs_reads_well_at_100_and_200_columns(wide_store, capsys, width):
     # no cell cut to a stub: every column at least as wide as its header, no "…" in numbers
     assert "…" not in out
     # only chosen hyperparameters; augment.zoom follows from augment.name, so only the name shows
-    for derived in ("data.n_test", "model.weights_source", "model.params", "hardware.platform", "augment.zoom"):
+    for derived in ("n_test", "weights_source", "params", "platform", "zoom", "steps_per_epoch_used"):
         assert derived not in out
     if width == 200:
         assert ids == [i for i in ids if len(i) == 32]  # whole run ids when they fit
-        for key in ("model.alpha", "augment.name", "trainer.finetune.lr", "model.height", "name"):
+        for key in ("alpha", "augment", "lr", "height", "name"):  # model.alpha, augment.name, trainer.finetune.lr
             assert key in header
         assert "not shown" not in out
     else:
         assert "not shown at 100 columns:" in out  # what was left out is said
+        assert "run ids: their first 8 characters" in out
 
 
 def test_runs_metric_must_exist(wide_store, capsys):
@@ -164,3 +165,10 @@ def test_fit_shortens_ids_then_drops_least_important():
     assert id_col.cells == ids  # unique only at full length: kept whole
     assert dropped == ["param.one", "split"] and [c.header for c in kept] == ["#", "run id"]
     assert runs_table.short_ids(["abcdef0123", "abcdef0199", "ffffffff00"]) == ["abcdef012", "abcdef019", "ffffffff0"]
+    labels = runs_table.param_labels(["augment.name", "model.alpha", "trainer.frozen.lr", "trainer.finetune.lr"])
+    assert labels == {
+        "augment.name": "augment",
+        "model.alpha": "alpha",
+        "trainer.frozen.lr": "frozen.lr",
+        "trainer.finetune.lr": "finetune.lr",
+    }

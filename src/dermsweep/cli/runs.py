@@ -16,6 +16,7 @@ from .runs_table import (
     Column,
     fit,
     metric_label,
+    param_labels,
     render,
     short_value,
     shown_params,
@@ -84,6 +85,8 @@ def run(args) -> int:
     con.print(literal_lines(render(kept)), soft_wrap=True)
     if len(table.rows) > args.limit:
         con.print(f"... {len(table.rows) - args.limit} more (--limit)")
+    if len(ids.cells[0]) < len(shown[0].run_id):
+        con.print(f"run ids: their first {len(ids.cells[0])} characters (unique here); --json has them whole")
     if dropped:
         con.print(literal(f"not shown at {width} columns: {', '.join(dropped)} (wider terminal, --width or --json)"))
     if not any(c.priority == PARAM for c in columns):
@@ -118,8 +121,9 @@ def _columns(table, shown, show_status: bool) -> tuple[list[Column], Column]:
     columns.append(Column("study", studies, CONTEXT))
     if show_status:
         columns.append(Column("status", [r.status for r in shown], CONTEXT))
-    for key in shown_params(table.differing, [r.params for r in shown]):
-        columns.append(Column(key, [short_value(r.params.get(key)) for r in shown], PARAM))
+    keys = shown_params(table.differing, [r.params for r in shown])
+    for key, label in param_labels(keys).items():
+        columns.append(Column(label, [short_value(r.params.get(key)) for r in shown], PARAM))
     columns.append(Column("name", [printable(r.name) for r in shown], DETAIL))
     columns.append(Column("model", ["yes" if r.has_model else "no" for r in shown], DETAIL))
     columns.append(Column("split", [r.split_id or "-" for r in shown], DETAIL))

@@ -69,7 +69,6 @@ def fit(columns: list[Column], width: int, id_column: Column | None = None) -> t
     last ones first within a priority; KEEP_ALWAYS columns stay even if the line then runs over."""
     if total_width(columns) > width and id_column is not None:
         id_column.cells = short_ids(id_column.cells)
-        id_column.header = "run id" if len(id_column.cells[0]) >= 32 else "run id (start)"
     kept = list(columns)
     dropped: list[str] = []
     for _, victim in sorted(enumerate(columns), key=lambda ic: (-ic[1].priority, -ic[0])):
@@ -101,6 +100,14 @@ def short_value(value: str | None) -> str:
         pass
     value = printable(value)
     return value if len(value) <= MAX_CELL else value[: MAX_CELL - 1] + "…"
+
+
+def param_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Short column headers for param keys: a group's chosen option by the group's name (augment.name -> augment),
+    others by their last part where that is unambiguous (model.alpha -> alpha), else by their last two parts."""
+    labels = {k: k.removesuffix(".name") if k.endswith(".name") else k.rpartition(".")[2] for k in keys}
+    taken = list(labels.values())
+    return {k: ".".join(k.split(".")[-2:]) if taken.count(label) > 1 else label for k, label in labels.items()}
 
 
 def shown_params(keys: Sequence[str], rows: Sequence[dict[str, str]]) -> list[str]:
