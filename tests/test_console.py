@@ -51,7 +51,7 @@ def test_default_train_prints_one_line_per_epoch_and_no_library_noise(tmp_path):
         f"hydra.run.dir={tmp_path}/run",
         f"cache_dir={tmp_path}/cache",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env, cwd=tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     epochs = [m.groups() for m in map(EPOCH.match, out.splitlines()) if m]
