@@ -59,6 +59,7 @@ sweep: $(STAMP)  ## run a sweep from sweeps/ (SWEEP=name)
 	$(PY) train.py -m +sweep=$(SWEEP) $(ARGS)
 
 ui: $(STAMP)  ## MLflow UI on the local store
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the runs view, not GenAI)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns --port 5000
 
 runs: $(STAMP)  ## table of the best runs (ARGS='--sweep STUDY', '--json', '--metric NAME')

@@ -33,6 +33,14 @@ def test_new_and_old_experiments_open_on_the_runs_list(tmp_path):
     assert client.get_experiment(old).tags[experiment_kind.KIND_TAG] == "genai_development"
 
 
+def test_printed_links_open_the_runs_view():
+    """MLflow 3.17.2's GenAI / Model training switch overrides the experiment's kind tag unless the link asks."""
+    from dermsweep.tracking.store import ui_hint
+
+    for uri in ("sqlite:///mlruns/mlflow.db", "http://mlflow.internal:5000"):
+        assert ui_hint(uri, "3", "abc").endswith("#/experiments/3/runs/abc?workflowType=machine_learning")
+
+
 def test_owner_records_are_hidden_and_old_ones_still_read():
     from dermsweep import liveness
 

@@ -41,6 +41,15 @@ def latest_sweep(tracking, since_ms: int):
     return runs[0] if runs else None
 
 
+def _runs_page(parent) -> str:
+    """The experiment's runs list in `make ui` (opened on the classic view, not MLflow's GenAI overview)."""
+    from ..tracking.experiment_kind import UI_QUERY
+
+    if parent is None:
+        return "http://127.0.0.1:5000"
+    return f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}{UI_QUERY}"
+
+
 def run(args) -> int:
     from ..shipping.promotion import PromotionRefused, promote
     from .promote import explain
@@ -74,7 +83,7 @@ def run(args) -> int:
     sweep_arg = f" --sweep {parent.info.run_id}" if parent else ""
     img = Path.cwd().parent / "shared" / "data" / "ham10000" / "HAM10000_images_part_1" / "ISIC_0024306.jpg"
     con.print(
-        f"  make ui                  -> http://127.0.0.1:5000  (experiment {experiment!r}, Models tab)\n"
+        f"  make ui                  -> {_runs_page(parent)}  (experiment {experiment!r}, Models tab)\n"
         f"  dermsweep runs{sweep_arg}\n"
         f"  dermsweep predict {img if img.is_file() else 'IMAGE.jpg'}\n"
         f"  dermsweep export         -> SavedModel, TFLite f32/f16/int8, ONNX + size/latency/accuracy table\n"

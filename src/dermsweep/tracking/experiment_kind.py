@@ -19,3 +19,8 @@ def mark(client: Any, experiment: Any) -> None:
     """Tag an existing experiment (an entity with .tags) that has no kind yet; one that has one keeps it."""
     if not (getattr(experiment, "tags", None) or {}).get(KIND_TAG):
         client.set_experiment_tag(experiment.experiment_id, KIND_TAG, CLASSIC_ML)
+
+
+# MLflow 3.17.2's UI has a GenAI / Model training switch that overrides the tag: a browser's first visit is GenAI
+# (the overview of traces) unless the link asks. Every link dermsweep prints carries this.
+UI_QUERY = "?workflowType=machine_learning"

@@ -129,8 +129,8 @@ def local_checkpoint_dir() -> Path:
 
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{experiment_kind.UI_QUERY}"
     return (
         f"make ui  (or: mlflow ui --backend-store-uri {uri}), then "
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}{experiment_kind.UI_QUERY}"
     )
