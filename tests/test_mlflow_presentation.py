@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -64,7 +65,7 @@ def test_a_training_run_shows_no_bookkeeping_and_both_reliability_diagrams(smoke
     for part in ("val", "test"):
         listed = [a.path for a in client.list_artifacts(run.info.run_id, f"evaluation/{part}")]
         assert rf.evaluation_artifact(part, rf.RELIABILITY_PNG) in listed, listed
-    gains = json.loads(client.download_artifacts(run.info.run_id, rf.GAINS_REPORT))
+    gains = json.loads(Path(client.download_artifacts(run.info.run_id, rf.GAINS_REPORT)).read_text())
     assert {"reliability_val", "reliability_test"} <= set(gains)
 
 
