@@ -59,15 +59,16 @@ sweep: $(STAMP)  ## run a sweep from sweeps/ (SWEEP=name)
 	$(PY) train.py -m +sweep=$(SWEEP) $(ARGS)
 
 ui: $(STAMP)  ## MLflow UI on the local store
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the runs view, not GenAI)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns --port 5000
 
-runs: $(STAMP)  ## table of the best runs
+runs: $(STAMP)  ## table of the best runs (ARGS='--sweep STUDY', '--json', '--metric NAME')
 	$(VENV)/bin/dermsweep runs $(ARGS)
 
 promote: $(STAMP)  ## register the best run and point @champion at it
 	$(VENV)/bin/dermsweep promote $(ARGS)
 
-export: $(STAMP)  ## export @champion to SavedModel and TFLite (f32, f16, int8)
+export: $(STAMP)  ## export @champion to SavedModel, TFLite (f32, f16, int8) and ONNX, with a comparison table
 	$(VENV)/bin/dermsweep export $(ARGS)
 
 web: $(STAMP)  ## serve the browser app for @champion on localhost

@@ -90,7 +90,15 @@ def smoke_run(tmp_path_factory):
     store = tmp_path_factory.mktemp("smoke_store")
     uri = f"sqlite:///{store}/mlflow.db"
     cfg = compose(
-        ["data=synthetic", "trainer=smoke", f"tracking.uri={uri}", "experiment=smoke-test", f"cache_dir={store}/cache"]
+        [
+            "data=synthetic",
+            "trainer=smoke",
+            "resolution=64x64",
+            "data.max_images=140",
+            f"tracking.uri={uri}",
+            "experiment=smoke-test",
+            f"cache_dir={store}/cache",
+        ]
     )
     value = run(cfg)
     client = mlflow.MlflowClient(uri)

@@ -27,7 +27,14 @@ from dermsweep.training import hardware
 from dermsweep.training.devices import Devices
 
 RUNNER = str(REPO / "tests" / "backend_runner.py")
-TINY = ["data=synthetic", "trainer=smoke", "model.height=32", "model.width=32", "tracking.log_model=always"]
+TINY = [
+    "data=synthetic",
+    "trainer=smoke",
+    "data.max_images=140",
+    "model.height=32",
+    "model.width=32",
+    "tracking.log_model=always",
+]
 
 
 def needs(module: str):

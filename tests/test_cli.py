@@ -26,7 +26,8 @@ def assert_one_line_error(err: str, needle: str):
 
 def test_runs_table_and_json(store, capsys):
     rc, out, _ = run(capsys, "runs", "--sweep", "study-a")
-    assert rc == 0 and "final_val/balanced_accuracy" in out and "trainer.finetune.lr" in out and "augment.name" in out
+    header = out.splitlines()[1].split()  # searched params by short names: trainer.finetune.lr, augment.name
+    assert rc == 0 and "final_val/balanced_accuracy" in out and "lr" in header and "augment" in header
     assert "pruned" not in out
     rc, out, _ = run(capsys, "runs", "--sweep", store.a["parent"], "--all", "--json", "--metric", "val_loss")
     data = json.loads(out)
@@ -168,6 +169,9 @@ def test_demo_with_stubbed_sweep(store, capsys, monkeypatch, tmp_path):
     assert f"{name} v1 is now @champion" in out
     for hint in ("make ui", "http://127.0.0.1:5000", "dermsweep runs --sweep", "dermsweep predict", "dermsweep export"):
         assert hint in out
+    last = out.strip().splitlines()[-3:]  # the last lines say how to get `dermsweep` on PATH, and the dashboard
+    assert any("optuna-dashboard sqlite:///mlruns/optuna.db" in line for line in last)
+    assert ".venv/bin/dermsweep" in last[-1] and "source .venv/bin/activate" in last[-1]
     monkeypatch.setattr(demo, "run_sweep", lambda *a: 1)
     rc, _, err = run(capsys, "demo", "--name", name)
     assert rc == console.EXIT_ERROR

@@ -88,10 +88,15 @@ def test_light_augmentation_is_the_classic_recipe():
     assert a.horizontal_flip and a.vertical_flip and a.fill_mode == "nearest"
 
 
-def test_smoke_trainer_is_tiny():
-    cfg = compose(["data=synthetic", "trainer=smoke"])
-    assert cfg.trainer.frozen.epochs == 1 and cfg.trainer.finetune.epochs == 1
-    assert cfg.model.height <= 64 and cfg.trainer.steps_per_epoch <= 8
+def test_smoke_trainer_is_tiny_and_sets_only_the_trainer():
+    plain = compose(["data=ham10000", "model=mobilenet_v1_a075", "resolution=150x200"])
+    cfg = compose(["data=ham10000", "model=mobilenet_v1_a075", "resolution=150x200", "trainer=smoke"])
+    assert cfg.trainer.frozen.epochs == 1 and cfg.trainer.finetune.epochs == 1 and cfg.trainer.steps_per_epoch <= 8
+    # `make train ARGS='trainer=smoke'` keeps the recipe's input size and data (it trained at 64x64 on 140 images)
+    assert (cfg.model.height, cfg.model.width) == (plain.model.height, plain.model.width) == (150, 200)
+    assert cfg.model == plain.model and cfg.data == plain.data
+    tiny = compose(["data=synthetic", "trainer=smoke", "resolution=64x64"])
+    assert (tiny.model.height, tiny.model.width) == (64, 64)
 
 
 def test_local_weights_file_validates():

@@ -74,6 +74,8 @@ def two_runs(tmp_path_factory):
                 [
                     "data=synthetic",
                     "trainer=smoke",
+                    "resolution=64x64",
+                    "data.max_images=140",
                     f"tracking.uri={uri}",
                     "experiment=ens",
                     f"seed={seed}",

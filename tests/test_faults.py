@@ -216,6 +216,7 @@ def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
             "model.height=32",
             "model.width=32",
             "trainer=smoke",
+            "data.max_images=140",
             "trainer.frozen.epochs=3",
             "trainer.finetune.epochs=0",
             f"tracking.uri={url}",
@@ -230,7 +231,7 @@ def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
     )
     try:
         for line in proc.stdout:  # kill the server as soon as the first epoch was logged
-            if "epoch   1" in line:
+            if line.startswith("epoch 1/"):  # the first epoch line (training/progress.py)
                 os.killpg(server.pid, signal.SIGKILL)
                 break
         out = proc.stdout.read()

@@ -195,6 +195,7 @@ def test_killed_single_run_is_marked_killed_by_the_next_command(tmp_path, capsys
             str(REPO / "train.py"),
             "data=synthetic",
             "trainer=smoke",
+            "data.max_images=140",
             "model.height=32",
             "model.width=32",
             "trainer.frozen.epochs=50",

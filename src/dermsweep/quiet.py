@@ -1,11 +1,13 @@
 """Keeping library chatter off the terminal: C-level writes (TensorFlow, converters, MLIR) bypass Python's
-sys.stdout, so these swap the file descriptors themselves."""
+sys.stdout, so these swap the file descriptors themselves; a training process's logging and warnings."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 
@@ -50,3 +52,29 @@ def import_tensorflow() -> None:
     with redirected(2):
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
+
+
+def quiet_training(verbose: bool = False) -> None:
+    """Keep a training process's console to its own lines: no TensorFlow C++ start-up lines (set before TensorFlow
+    is imported), no MLflow info lines ("Creating initial MLflow database tables") and no Python warnings (MLflow's
+    "Add type hints" comes coloured with raw escape codes). verbose=True (train.py verbose=true) leaves all on."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore")
+    for name in ("mlflow", "alembic", "absl", "tensorflow"):  # those already imported
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """A training run's console lines (conf/hydra/job_logging/dermsweep.yaml): the message alone for information
+    (the epoch lines), `warning: ...` / `error: ...` above it; the run's log file keeps the timestamped format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message

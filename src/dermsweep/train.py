@@ -1,7 +1,8 @@
 """The Hydra door: train one model (or, with -m, a sweep of them) from the configs in conf/.
 
-    python -m dermsweep.train data=synthetic trainer=smoke      (or the repository's train.py, or dermsweep-train)
-    python -m dermsweep.train -m +sweep=smoke
+    python -m dermsweep.train data=synthetic trainer=smoke resolution=64x64   (or the repository's train.py, or
+    python -m dermsweep.train -m +sweep=smoke                                 dermsweep-train)
+    ... -v (= verbose=true): also TensorFlow's and MLflow's own lines and Python warnings
 
 All the work happens in dermsweep.training.task; this only hands Hydra's composed config over, after making its
 hardware.backend the Keras backend of this process (before anything imports keras: keras_backend.py).
@@ -17,8 +18,19 @@ from omegaconf import DictConfig
 from .paths import conf_dir
 
 
+def main() -> None:
+    """Quiet the libraries, unless asked on the command line (-v or verbose=true), then run Hydra. Decided before
+    Hydra composes the config: a sweep's process imports MLflow (and its log lines) before any trial's config."""
+    from .quiet import quiet_training
+
+    args = ["verbose=true" if a in ("-v", "--verbose") else a for a in sys.argv[1:]]
+    sys.argv[1:] = args
+    quiet_training(verbose=any(a.lstrip("+").lower() == "verbose=true" for a in args))
+    hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-def main(cfg: DictConfig):
+def hydra_main(cfg: DictConfig):
     from .errors import DermsweepError  # imported late: `--help` and `--cfg` stay fast
     from .keras_backend import select
 

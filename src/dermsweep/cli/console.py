@@ -12,7 +12,10 @@ from typing import Any
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2, 3
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep TensorFlow's C++ start-up lines, MLflow's advice and Python warnings off the terminal (unless -v)."""
+    if verbose:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
@@ -21,12 +24,15 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False, width: int | None = None):
+    """A rich console on stdout (or stderr): `width` columns, else the terminal's ($COLUMNS first), else 220."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Not a terminal (pipes, CI logs): wide enough that tables are not squeezed into 80 columns.
-    width = None if stream.isatty() else 220
+    if width is None and not stream.isatty():
+        # Not a terminal (pipes, CI logs): $COLUMNS when set, else wide enough that tables are not squeezed.
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else 220
     return Console(file=stream, highlight=False, width=width)
 
 

@@ -20,7 +20,9 @@ def add_parser(sub: Any, common: Any) -> None:
     p = sub.add_parser("demo", help="small sweep on synthetic data, promote the winner, show where to look")
     common(p)
     p.add_argument("--sweep", default="demo", help="sweep definition (conf/sweep/NAME.yaml; default demo)")
-    p.add_argument("--name", default=rf.REGISTERED_MODEL)
+    p.add_argument(
+        "--name", default=rf.REGISTERED_MODEL, help=f"registered model to promote into (default {rf.REGISTERED_MODEL})"
+    )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweep")
     p.set_defaults(fn=run)
 
@@ -37,6 +39,15 @@ def latest_sweep(tracking, since_ms: int):
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def _runs_page(parent) -> str:
+    """The experiment's runs list in `make ui` (opened on the classic view, not MLflow's GenAI overview)."""
+    from ..tracking.experiment_kind import UI_QUERY
+
+    if parent is None:
+        return "http://127.0.0.1:5000"
+    return f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}{UI_QUERY}"
 
 
 def run(args) -> int:
@@ -72,10 +83,15 @@ def run(args) -> int:
     sweep_arg = f" --sweep {parent.info.run_id}" if parent else ""
     img = Path.cwd().parent / "shared" / "data" / "ham10000" / "HAM10000_images_part_1" / "ISIC_0024306.jpg"
     con.print(
-        f"  make ui                  -> http://127.0.0.1:5000  (experiment {experiment!r}, Models tab)\n"
+        f"  make ui                  -> {_runs_page(parent)}  (experiment {experiment!r}, Models tab)\n"
         f"  dermsweep runs{sweep_arg}\n"
         f"  dermsweep predict {img if img.is_file() else 'IMAGE.jpg'}\n"
         f"  dermsweep export         -> SavedModel, TFLite f32/f16/int8, ONNX + size/latency/accuracy table\n"
-        f"  dermsweep serve          -> REST endpoint for base64 images"
+        f"  dermsweep serve          -> REST endpoint for base64 images\n"
+        f"  optuna-dashboard sqlite:///mlruns/optuna.db   -> the study (pip install optuna-dashboard)\n"
+    )
+    con.print(
+        "`dermsweep` is in .venv/bin: run .venv/bin/dermsweep, or `source .venv/bin/activate` once per shell; "
+        'shell completion: eval "$(dermsweep completion bash)"'
     )
     return EXIT_OK

@@ -24,7 +24,7 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--metric", help="validation metric to choose by (default: the runs' objective)")
     p.add_argument("--promote", action="store_true", help="then promote the experiment's best run through the gate")
     p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="the gate's parameter limit for --promote")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(fn=run)
 
 

@@ -24,7 +24,9 @@ def add_parser(sub: Any, common: Any) -> None:
         "to evaluate and calibrate on, instead of the run's own split",
     )
     p.add_argument("--calibration-dir", help="images to calibrate int8 on (default: the run's training split)")
-    p.add_argument("--calibration-count", type=int, default=150)
+    p.add_argument(
+        "--calibration-count", type=int, default=150, metavar="N", help="images to calibrate int8 on (default 150)"
+    )
     p.add_argument("--runs", type=int, default=50, help="timed batch-1 calls per format (median reported)")
     p.add_argument(
         "--int8-io",
@@ -58,7 +60,7 @@ def add_parser(sub: Any, common: Any) -> None:
     )
     p.add_argument("--formats", help=f"comma-separated subset of: {', '.join(FORMATS)} (keras always; default all)")
     p.add_argument("--no-log", action="store_true", help="do not log the export to the source run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the comparison table as JSON")
     p.set_defaults(fn=run)
 
 

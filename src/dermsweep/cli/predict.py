@@ -13,12 +13,12 @@ from .console import EXIT_OK, EXIT_PARTIAL, client, console, literal, literal_li
 def add_parser(sub: Any, common: Any) -> None:
     p = sub.add_parser("predict", help="top-k diagnoses for image files")
     common(p, experiment=False)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files of skin lesions")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help=f"model reference (default {DEFAULT_MODEL_URI})")
     g.add_argument("--tflite", help="an exported .tflite file")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="show the K likeliest classes (default 3)")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(fn=run)
 
 

@@ -31,7 +31,7 @@ def add_parser(sub: Any, common: Any) -> None:
         help="promote only when a paired bootstrap on the shared validation images finds the candidate better with "
         f"at least this probability (default {CONFIDENCE})",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(fn=run)
 
 

@@ -6,7 +6,21 @@ from typing import Any
 
 from ..liveness import STALE_AFTER_S
 from ..tracking import run_format as rf
-from .console import EXIT_ERROR, EXIT_OK, client, console, print_json
+from .console import EXIT_ERROR, EXIT_OK, client, console, literal, literal_lines, print_json, printable
+from .runs_table import (
+    CONTEXT,
+    DETAIL,
+    KEEP_ALWAYS,
+    OBJECTIVE,
+    PARAM,
+    Column,
+    fit,
+    metric_label,
+    param_labels,
+    render,
+    short_value,
+    shown_params,
+)
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -14,9 +28,15 @@ def add_parser(sub: Any, common: Any) -> None:
     common(p)
     p.add_argument("--sweep", help="a sweep's parent run id or study name")
     p.add_argument("--metric", help="rank by this metric (default: the runs' objective, e.g. val_balanced_accuracy)")
-    p.add_argument("--limit", type=int, default=15)
+    p.add_argument("--limit", type=int, default=15, metavar="N", help="show the best N runs (default 15)")
     p.add_argument("--all", action="store_true", help="include pruned and failed runs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the table as JSON (full run ids, every metric)")
+    p.add_argument(
+        "--width",
+        type=int,
+        metavar="COLUMNS",
+        help="fit the table into this many columns (default: the terminal's width; 220 when not a terminal)",
+    )
     p.add_argument(
         "--reap",
         action="store_true",
@@ -37,65 +57,83 @@ def add_parser(sub: Any, common: Any) -> None:
 def run(args) -> int:
     if args.reap:
         return reap(args)
-    from rich.table import Table
-
     from ..shipping.ranking import collect_runs
 
     table = collect_runs(client(args), args.experiment, args.sweep, args.metric, finished_only=not args.all)
+    if args.metric and table.rows and not any(r.metric(table.metric) is not None for r in table.rows):
+        valid = known_metrics(table.rows)
+        console(stderr=True).print(
+            literal(f"error: no run here has metric {args.metric!r}; choose one of: {', '.join(valid) or 'none'}")
+        )
+        return EXIT_ERROR
     if args.json:
         data = table.to_json()
         data["runs"] = data["runs"][: args.limit]
         print_json(data)
         return EXIT_OK
-    con = console()
-    if not table.rows:
-        con.print(
-            f"no {'finished ' if not args.all else ''}runs in "
-            f"{'sweep ' + args.sweep if args.sweep else 'experiment ' + args.experiment}"
-        )
-        return EXIT_OK
-    arrow = "↑" if table.direction == "maximize" else "↓"
+    con = console(width=args.width)
     scope = f"sweep {args.sweep}" if args.sweep else f"experiment {args.experiment}"
-    t = Table(title=f"{scope}: best runs by {table.metric} {arrow}", title_justify="left")
-    test_metric = rf.test_twin(table.metric)
-    for col in ("#", "run", "id", "status", table.metric, test_metric, "split", "model"):
-        t.add_column(col, justify="right" if col in ("#", table.metric, test_metric) else "left")
-    for key in table.differing:
-        t.add_column(key)
-    for i, r in enumerate(table.rows[: args.limit], 1):
-
-        def num(k: str, row=r) -> str:
-            v = row.metric(k)
-            return "-" if v is None else f"{v:.4f}"
-
-        t.add_row(
-            str(i),
-            r.name,
-            r.run_id[:8],
-            r.status,
-            num(table.metric),
-            num(test_metric),
-            r.split_id or "-",
-            "yes" if r.has_model else "no",
-            *[_short(r.params.get(k, "-")) for k in table.differing],
-        )
-    con.print(t)
-    if not table.differing:
-        con.print("(no hyperparameter differs between these runs)")
+    if not table.rows:
+        con.print(literal(f"no {'finished ' if not args.all else ''}runs in {scope}"))
+        return EXIT_OK
+    shown = table.rows[: args.limit]
+    arrow = "↑" if table.direction == "maximize" else "↓"
+    width = args.width or con.width
+    columns, ids = _columns(table, shown, show_status=args.all)
+    kept, dropped = fit(columns, width, ids)
+    con.print(literal(f"{scope}: best runs by {table.metric} {arrow}"))
+    con.print(literal_lines(render(kept)), soft_wrap=True)
     if len(table.rows) > args.limit:
         con.print(f"... {len(table.rows) - args.limit} more (--limit)")
+    if len(ids.cells[0]) < len(shown[0].run_id):
+        con.print(f"run ids: their first {len(ids.cells[0])} characters (unique here); --json has them whole")
+    if dropped:
+        con.print(literal(f"not shown at {width} columns: {', '.join(dropped)} (wider terminal, --width or --json)"))
+    if not any(c.priority == PARAM for c in columns):
+        con.print("(no hyperparameter differs between these runs)")
     return EXIT_OK
 
 
-def _short(value: str) -> str:
-    """Parameter values for a table: floats to 4 significant digits, long strings cut."""
-    try:
-        f = float(value)
-        if "." in value or "e" in value.lower():
-            return f"{f:.4g}"
-    except (TypeError, ValueError):
-        pass
-    return value if len(value) <= 24 else value[:23] + "…"
+def _columns(table, shown, show_status: bool) -> tuple[list[Column], Column]:
+    """Every column the table could show, most important first, and the run id column (which may be shortened)."""
+    test_metric = rf.test_twin(table.metric)
+
+    def num(row, name: str) -> str:
+        v = row.metric(name)
+        return "-" if v is None else f"{v:.4f}"
+
+    def interval(row, name: str) -> str:
+        lo, hi = row.metric(rf.canonical(name) + "_lo95"), row.metric(rf.canonical(name) + "_hi95")
+        return "-" if lo is None or hi is None else f"{lo:.3f}-{hi:.3f}"
+
+    ids = Column("run id", [r.run_id for r in shown], KEEP_ALWAYS)
+    columns = [
+        Column("#", [str(i) for i in range(1, len(shown) + 1)], KEEP_ALWAYS, right=True),
+        ids,
+        Column(metric_label(table.metric), [num(r, table.metric) for r in shown], KEEP_ALWAYS, right=True),
+    ]
+    intervals = [interval(r, table.metric) for r in shown]
+    if any(i != "-" for i in intervals):
+        columns.append(Column("95% interval", intervals, OBJECTIVE, right=True))
+    if test_metric != table.metric:
+        columns.append(Column(metric_label(test_metric), [num(r, test_metric) for r in shown], OBJECTIVE, right=True))
+    studies = [r.tags.get(rf.STUDY_NAME) or f"({r.role or 'run'})" for r in shown]
+    columns.append(Column("study", studies, CONTEXT))
+    if show_status:
+        columns.append(Column("status", [r.status for r in shown], CONTEXT))
+    keys = shown_params(table.differing, [r.params for r in shown])
+    for key, label in param_labels(keys).items():
+        columns.append(Column(label, [short_value(r.params.get(key)) for r in shown], PARAM))
+    columns.append(Column("name", [printable(r.name) for r in shown], DETAIL))
+    columns.append(Column("model", ["yes" if r.has_model else "no" for r in shown], DETAIL))
+    columns.append(Column("split", [r.split_id or "-" for r in shown], DETAIL))
+    return columns, ids
+
+
+def known_metrics(rows) -> list[str]:
+    """The run-level result metrics (final validation and test) the rows carry, in their current names."""
+    names = {rf.canonical(k) for r in rows for k in r.metrics if rf.is_result(k)}
+    return sorted(n for n in names if not n.endswith(("_lo95", "_hi95")))
 
 
 def reap(args) -> int:

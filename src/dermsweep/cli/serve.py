@@ -15,8 +15,8 @@ def add_parsers(sub: Any, common: Any) -> None:
     p = sub.add_parser("serve", help="REST endpoint (MLflow's scoring protocol) for base64 images")
     common(p, experiment=False)
     p.add_argument("--model", help=f"registered model URI (default {DEFAULT_MODEL_URI})")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5001, help="port to listen on (default 5001)")
     p.add_argument(
         "--allow-host",
         action="append",
@@ -31,8 +31,8 @@ def add_parsers(sub: Any, common: Any) -> None:
     p = sub.add_parser("web", help="local web page: classify a lesion photo in the browser (ONNX, onnxruntime-web)")
     common(p, experiment=False)
     p.add_argument("--model", help=f"model reference (default {DEFAULT_MODEL_URI})")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     p.add_argument(
         "--no-install",
         action="store_true",

@@ -44,6 +44,7 @@ def onnx_session(path: str | Path, threads: int = 1):
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3  # errors only: its warnings list each unused initializer by TF op name
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

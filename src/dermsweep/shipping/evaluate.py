@@ -35,6 +35,7 @@ from .model_ref import DEFAULT_MODEL_URI, ModelRef, load
 DEFAULT_EXPERIMENT = "dermsweep-evaluations"
 WATCHED_CLASS = "mel"  # the class whose sensitivity and specificity are reported when no operating point names one
 HEADLINE = ("balanced_accuracy", "accuracy", "macro_f1", "macro_auc", "top2_accuracy", "loss")
+PROGRESS_FROM = 500  # images: on smaller sets the prediction takes seconds and needs no progress lines
 
 
 @dataclass
@@ -124,14 +125,10 @@ def evaluate(
     model, ref = load(model_uri, client)
     say(f"model {ref.describe()}")
     h, w = ref.input_size
+    say(f"reading the images at {h}x{w}")
     found = read_dataset(data, ref.class_names, h, w, max_images=max_images)
     say(f"data {found.source}" + (f"; {len(found.skipped)} skipped" if found.skipped else ""))
-    probs = np.concatenate(
-        [
-            np.asarray(model.predict_on_batch(found.x[i : i + batch_size].astype(np.float32)), dtype=np.float64)
-            for i in range(0, len(found.x), batch_size)
-        ]
-    )
+    probs = predict_batches(model, found.x, batch_size, say)
     report = score(found, probs, ref, str(data), bins)
     if log:
         say(f"logging the evaluation run to experiment {experiment!r}")
@@ -187,6 +184,18 @@ def _intervals(y: np.ndarray, probs: np.ndarray, names: list[str], decision: Dec
         operating = bootstrap.Operating(names.index(decision.class_name), decision.class_name, threshold)
     found = bootstrap.intervals(y, probs, metrics=(*bootstrap.HEADLINE, "accuracy"), operating=operating)
     return {k: [v.lo, v.hi] for k, v in found.items() if math.isfinite(v.lo) and math.isfinite(v.hi)}
+
+
+def predict_batches(model, x: np.ndarray, batch_size: int, say, min_images: int = PROGRESS_FROM) -> np.ndarray:
+    """The model's probabilities for `x`, batch by batch; on a large set, how far it is, about every tenth."""
+    parts, step, next_said = [], max(len(x) // 10, 1), 0
+    for i in range(0, len(x), batch_size):
+        parts.append(np.asarray(model.predict_on_batch(x[i : i + batch_size].astype(np.float32)), dtype=np.float64))
+        done = min(i + batch_size, len(x))
+        if len(x) >= min_images and (done >= next_said + step or done == len(x)):
+            say(f"predicted {done:,}/{len(x):,} images ({done / len(x):.0%})")
+            next_said = done
+    return np.concatenate(parts)
 
 
 def _folder(data: str | Path) -> Path:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..data.images import BadImage, load_rgb
 from ..diagnoses import flag, ranked
+from ..quiet import redirected
 from ..tracking import run_format as rf
 from .model_ref import ModelNotFound, complete_meta, load
 
@@ -50,8 +51,9 @@ class TFLiteRunner:
         if not path.is_file():
             raise ModelNotFound(f"no such TFLite file: {path}")
         try:
-            self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with redirected(2):  # TFLite's C++ "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelNotFound(f"cannot load TFLite model {path}: {str(exc).splitlines()[0]}") from exc
         self.input = self.interpreter.get_input_details()[0]

@@ -313,10 +313,16 @@ def version_tags(p: Promotion, best: RunRow) -> dict[str, str]:
         rf.REPLACED_VERSION: (p.champion.version or "") if p.champion else "",
         rf.PROMOTED_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # A short set (the registry page showed 33 metric.* tags): the promotion metric, balanced accuracy and macro F1,
+    # each on validation and test, and the promotion metric's 95% interval; the run has every other figure.
+    bases = {rf.base_name(p.metric), "balanced_accuracy", "macro_f1"}
+    headline = {rf.metric(section, b) for b in bases for section in (rf.FINAL_VAL, rf.TEST)}
+    headline |= {rf.canonical(p.metric) + "_lo95", rf.canonical(p.metric) + "_hi95"}
     if p.comparison is not None:
         tags[COMPARISON_TAG] = json.dumps(p.comparison)[:4000]
     for key, value in best.results().items():
-        tags[f"{rf.VERSION_METRIC}{key}"] = repr(float(value))
+        if key in headline:
+            tags[f"{rf.VERSION_METRIC}{key}"] = repr(float(value))
     return tags
 
 

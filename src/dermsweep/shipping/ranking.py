@@ -209,7 +209,16 @@ def _runs_with_model(experiment_id: str) -> set[str]:
     return {m.source_run_id for m in models if m.source_run_id}
 
 
+# Params a run records about itself rather than chose (counts, ids, paths, versions, the machine): never
+# hyperparameters, so never "differing" ones (`dermsweep runs` showed data.n_test and model.weights_source).
+NOT_HYPERPARAMETERS = (
+    "tracking.", "hydra.", "run_name", "git.", "model.params", "provenance.", "host.", "hardware.", "paths.",
+    "cache_dir", "experiment", "data.split_id", "data.dataset_id", "data.class_names", "data.n_", "data.skipped",
+    "model.weights_source", "trainer.steps_per_epoch_used", "verbose",
+)  # fmt: skip
+
+
 def _differing_params(rows: list[RunRow]) -> list[str]:
     keys = sorted({k for r in rows for k in r.params})
-    skip = ("tracking.", "hydra.", "run_name", "git.", "model.params", "provenance.", "host.")
-    return [k for k in keys if not k.startswith(skip) and len({r.params.get(k) for r in rows}) > 1]
+    chosen = [k for k in keys if k == "hardware.backend" or not k.startswith(NOT_HYPERPARAMETERS)]
+    return [k for k in chosen if len({r.params.get(k) for r in rows}) > 1]

@@ -22,12 +22,14 @@ OBJECTIVE_METRIC = "dermsweep.objective_metric"  # the config's name, e.g. val_b
 OBJECTIVE_DIRECTION = "dermsweep.objective_direction"
 SPLIT_ID = "dermsweep.split_id"
 DATASET_ID = "dermsweep.dataset_id"
-CHECKPOINT = "dermsweep.checkpoint"
+# Bookkeeping kept out of sight: the MLflow UI lists no `mlflow.`-prefixed tag (it treats them as system tags).
+CHECKPOINT = "mlflow.dermsweep.checkpoint"  # this machine's path of the best weights (was dermsweep.checkpoint)
 BACKEND = "dermsweep.backend"  # the Keras backend that trained: tensorflow | jax | torch
 MODEL_NOTE = "dermsweep.model"  # why a trial logged no model
 # + ".<host>.<pid>": one per process running the run (a sweep's parent has one per worker), a JSON owner record of
 # dermsweep.liveness refreshed by a heartbeat; a RUNNING run whose owners are all dead is reaped (tracking.run_owner)
-OWNER = "dermsweep.owner"
+OWNER = "mlflow.dermsweep.owner"  # hidden in the UI (host, machine id, pid are no one's reading)
+LEGACY_OWNER = "dermsweep.owner"  # the same, in runs recorded before it was hidden
 STUDY_NAME = "dermsweep.study_name"
 TRIAL_NUMBER = "dermsweep.trial_number"
 SWEEP_DIR = "dermsweep.sweep_dir"

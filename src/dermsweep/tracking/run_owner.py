@@ -1,6 +1,6 @@
 """Who runs an MLflow run, and reaping the runs whose process died (SIGKILL, OOM killer, a lost machine).
 
-A run's process claims it when it starts (`claim`): a tag `dermsweep.owner.<host>.<pid>` holding its owner record
+A run's process claims it when it starts (`claim`): a tag `mlflow.dermsweep.owner.<host>.<pid>` with its owner record
 (dermsweep.liveness), refreshed by a heartbeat while the run is RUNNING. A sweep's parent run is claimed by every
 worker, so it has one such tag per worker process. `reap` finds RUNNING runs whose owners are all dead and marks
 them KILLED with the reason (tags `dermsweep.status=killed`, `dermsweep.failure_reason`); `tracking.store.connect`
@@ -55,7 +55,7 @@ def claim(client: Any, run_id: str) -> None:
 
 
 def owners(tags: dict[str, str]) -> list[liveness.Owner | None]:
-    return [liveness.parse(v) for k, v in tags.items() if k.startswith(rf.OWNER + ".")]
+    return [liveness.parse(v) for k, v in tags.items() if k.startswith((rf.OWNER + ".", rf.LEGACY_OWNER + "."))]
 
 
 def death(tags: dict[str, str], stale_after: float = liveness.STALE_AFTER_S) -> str | None:

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from mlflow.tracking import MlflowClient
 
 from ..errors import TrackingError
-from . import run_owner
+from . import experiment_kind, run_owner
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # conf/config.yaml's tracking.uri says the same (pinned by a test)
 # A server that does not answer costs seconds, not MLflow's default minutes of retries; users may override both.
@@ -98,6 +98,7 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     if found is not None:
         if found.lifecycle_stage == "deleted":
             raise TrackingError(f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another name")
+        experiment_kind.mark(client, found)  # made before the tag existed: open it on the runs list too
         return str(found.experiment_id)
     uri = str(client.tracking_uri or "")
     root = None
@@ -107,7 +108,8 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
         root = Path(uri.removeprefix("sqlite:///")).resolve().parent.as_uri()
     slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
     try:
-        return str(client.create_experiment(name, artifact_location=f"{root}/{slug}" if root else None))
+        location = f"{root}/{slug}" if root else None
+        return str(client.create_experiment(name, artifact_location=location, tags=experiment_kind.tags()))
     except Exception:  # created meanwhile by another process
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -127,8 +129,8 @@ def local_checkpoint_dir() -> Path:
 
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{experiment_kind.UI_QUERY}"
     return (
         f"make ui  (or: mlflow ui --backend-store-uri {uri}), then "
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}{experiment_kind.UI_QUERY}"
     )

@@ -190,22 +190,23 @@ def log_gains(
     if point is not None:
         out[rf.metric(rf.OPERATING_POINT, "threshold")] = point.threshold
     mlflow.log_metrics({key: float(v) for key, v in out.items() if math.isfinite(v)})
-    val_steps = shipping.steps["val"]
-    report["reliability_val"] = {
-        s: reliability_table(y["val"], val_steps[s]) for s in ("views", "calibrated", "adjusted")
-    }
+    for part, title in (("val", "validation"), ("test", "test")):  # the README promises both
+        part_steps, labels = shipping.steps[part], y[part]
+        report[f"reliability_{part}"] = {
+            s: reliability_table(labels, part_steps[s]) for s in ("views", "calibrated", "adjusted")
+        }
+        figures.figure(
+            lambda part_steps=part_steps, labels=labels, title=title: plot_reliability(
+                {
+                    "before calibration": (labels, part_steps["views"]),
+                    "temperature": (labels, part_steps["calibrated"]),
+                    "temperature + prior": (labels, part_steps["adjusted"]),
+                },
+                title,
+            ),
+            rf.evaluation_artifact(part, rf.RELIABILITY_PNG),
+        )
     log_json(report, rf.GAINS_REPORT)
-    figures.figure(
-        lambda: plot_reliability(
-            {
-                "before calibration": (y["val"], val_steps["views"]),
-                "temperature": (y["val"], val_steps["calibrated"]),
-                "temperature + prior": (y["val"], val_steps["adjusted"]),
-            },
-            "validation",
-        ),
-        rf.evaluation_artifact("val", rf.RELIABILITY_PNG),
-    )
 
 
 def log_view_logits(shipping: Shipping, y: dict[str, np.ndarray]) -> None:

@@ -27,7 +27,7 @@ from ..tracking import run_owner
 from ..tracking.artifacts import BackgroundArtifacts, flatten, log_splits
 from ..tracking.model_log import log_keras_model
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
-from . import config, hardware, provenance
+from . import config, hardware, progress, provenance
 from .class_weights import class_weights
 from .fit import FitResult, fit
 from .model import build, weights_label
@@ -104,7 +104,7 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
 
         def on_epoch(epoch: int, phase: str, figures: dict[str, float]) -> None:
             mlflow.log_metrics(epoch_metrics(figures), step=epoch)
-            log.info(_progress_line(epoch, phase, figures, started))
+            log.info(progress.epoch_line(epoch, last_epoch, phase, figures, objective, started))
             if link is not None:  # raises optuna.TrialPruned when the pruner says so (never after the last epoch)
                 link.report(epoch, figures[objective], prunable=epoch < last_epoch)
 
@@ -291,14 +291,6 @@ def _record_failure(exc: BaseException, run_id: str, checkpoint) -> None:
             f"lost the MLflow tracking store during run {run_id} ({tracking_exc.__class__.__name__}: "
             f"{str(tracking_exc)[:300]}); {where}"
         ) from exc
-
-
-def _progress_line(epoch: int, phase: str, f: dict[str, float], started: float) -> str:
-    return (
-        f"epoch {epoch:>3} [{phase:<8}] loss {f.get('loss', math.nan):.4f} acc {f.get('accuracy', math.nan):.3f} | "
-        f"val loss {f['val_loss']:.4f} bal_acc {f['val_balanced_accuracy']:.3f} f1 {f['val_macro_f1']:.3f} "
-        f"auc {f['val_macro_auc']:.3f} | lr {f['lr']:.2e} | {time.perf_counter() - started:.0f}s"
-    )
 
 
 def _scores_line(s: dict[str, float]) -> str:

@@ -1,0 +1,7 @@
+"""`python -m dermsweep ...`: the same as the `dermsweep` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
