@@ -131,8 +131,10 @@ def _model(cfg) -> None:
             fail(
                 "model.weights",
                 weights,
-                "no such file; use imagenet, null, or the path of a Keras weights file "
-                "without top (e.g. ../shared/weights/mobilenet_v1_0.25_224_no_top.weights.h5)",
+                f"no such file ({path.name}); the presets read it from paths.weights_dir "
+                f"(now {cfg.paths.get('weights_dir')}): point paths.weights_dir at the folder holding {path.name}, "
+                "or set model.weights=imagenet (downloads; needs internet), null (random init) or the path of a "
+                "Keras weights file without top",
             )
         if not path.name.endswith(".h5"):
             fail("model.weights", weights, "expected a Keras weights file (*.weights.h5)")
