@@ -5,6 +5,8 @@ and the best epoch follow the smoothed objective."""
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 
 import keras
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 
 from conftest import compose
 from dermsweep.data.pipeline import eval_dataset, training_dataset
+from dermsweep.data.stream import BatchStream
 from dermsweep.training import determinism, fit, provenance
 from dermsweep.training.averaging import ExponentialAverage, WindowAverage
 from dermsweep.training.smoothing import RunningMean
@@ -83,7 +86,21 @@ def same(a, b) -> bool:
     return all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
 
 
-def test_same_config_and_seed_give_the_same_run_and_another_seed_does_not(tmp_path):
+@pytest.fixture
+def jittery_batches(monkeypatch):
+    """Each batch takes a random while to build (not from any seeded generator): worker threads finish out of
+    order and prefetch to varying depths, as on a busy machine, where runs used to differ."""
+    clock = random.SystemRandom()
+    build_batch = BatchStream.batch
+
+    def slow_batch(self, start, stop):
+        time.sleep(clock.uniform(0, 0.03))
+        return build_batch(self, start, stop)
+
+    monkeypatch.setattr(BatchStream, "batch", slow_batch)
+
+
+def test_same_config_and_seed_give_the_same_run_and_another_seed_does_not(tmp_path, jittery_batches):
     history, weights = train(tmp_path, 3)
     again_history, again_weights = train(tmp_path, 3)
     assert history["loss"] == again_history["loss"]  # every epoch's training loss, to the last bit
