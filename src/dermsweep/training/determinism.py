@@ -23,6 +23,8 @@ def configure(deterministic: bool, backend: str) -> None:
 
         (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
     elif backend == "torch":
+        if deterministic:  # cuBLAS's deterministic mode needs a fixed workspace, read when CUDA starts
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         import torch
 
         # warn_only: an op without a deterministic kernel warns instead of failing the run.
