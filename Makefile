@@ -50,10 +50,10 @@ demo: $(STAMP)  ## small sweep on synthetic data, promote the winner, show where
 	$(VENV)/bin/dermsweep demo
 
 # v1 a=0.75 at 150x200: the best backbone on validation over two seeds (0.716, 0.720 against v2 a=0.35's 0.717,
-# 0.688; docs/quality.md); its ImageNet weights come from WEIGHTS. ~50 minutes on 2 cores.
+# 0.688; docs/quality.md), which is what the default config composes; its ImageNet weights come from WEIGHTS.
+# ~50 minutes on 2 cores.
 train: $(STAMP)  ## one real training run on HAM10000 with the sweep-chosen recipe (HAM10000=path WEIGHTS=path)
-	$(PY) train.py data=ham10000 data.root=$(HAM10000) model=mobilenet_v1_a075 resolution=150x200 \
-	  paths.weights_dir=$(WEIGHTS) $(ARGS)
+	$(PY) train.py data.root=$(HAM10000) paths.weights_dir=$(WEIGHTS) $(ARGS)
 
 sweep: $(STAMP)  ## run a sweep from sweeps/ (SWEEP=name)
 	$(PY) train.py -m +sweep=$(SWEEP) $(ARGS)

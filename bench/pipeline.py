@@ -113,7 +113,7 @@ def bench_size(label, table, paths, args, tf_keras) -> dict:
     with C.Timer() as dec:
         decoded = pixels.decode(catalog, t, h, w, cache_dir=None)
     steps = math.ceil(n / args.batch)
-    batches = iter(training_dataset(decoded.pixels, y, len(names), args.batch, aug, 0, steps))
+    batches = iter(training_dataset(decoded.pixels, y, len(names), args.batch, aug, 0, steps).from_epoch(0))
 
     def project_epoch() -> float:
         s = time.perf_counter()

@@ -86,9 +86,9 @@ def main(argv=None) -> dict:
     geometric_off = {"rotation": 0, "width_shift": 0.0, "height_shift": 0.0, "zoom": 0.0}
     no_aug = OmegaConf.merge(aug, {**geometric_off, "horizontal_flip": False, "vertical_flip": False})
     feeds = {
-        "pipeline": training_dataset(x, y, k, args.batch, aug, 0, steps, args.workers),
+        "pipeline": training_dataset(x, y, k, args.batch, aug, 0, steps, args.workers).from_epoch(0),
         # the same pipeline with augmentation off: what feeding costs, apart from the augmentation's own compute
-        "pipeline_no_aug": training_dataset(x, y, k, args.batch, no_aug, 0, steps, args.workers),
+        "pipeline_no_aug": training_dataset(x, y, k, args.batch, no_aug, 0, steps, args.workers).from_epoch(0),
         # the limit: float32 batches already in memory, nothing computed per step
         "in_memory": in_memory(x.astype(np.float32), np.eye(k, dtype=np.float32)[y], args.batch, steps),
     }

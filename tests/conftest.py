@@ -93,6 +93,7 @@ def smoke_run(tmp_path_factory):
         [
             "data=synthetic",
             "trainer=smoke",
+            "model=mobilenet_v1",
             "resolution=64x64",
             "data.max_images=140",
             f"tracking.uri={uri}",

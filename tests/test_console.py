@@ -42,6 +42,8 @@ def test_default_train_prints_one_line_per_epoch_and_no_library_noise(tmp_path):
         "data=synthetic",
         "data.max_images=70",
         "trainer=smoke",
+        "model=mobilenet_v1",
+        "resolution=64x64",
         "trainer.steps_per_epoch=2",
         "model.height=32",
         "model.width=32",

@@ -74,6 +74,7 @@ def two_runs(tmp_path_factory):
                 [
                     "data=synthetic",
                     "trainer=smoke",
+                    "model=mobilenet_v1",
                     "resolution=64x64",
                     "data.max_images=140",
                     f"tracking.uri={uri}",

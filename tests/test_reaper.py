@@ -195,6 +195,8 @@ def test_killed_single_run_is_marked_killed_by_the_next_command(tmp_path, capsys
             str(REPO / "train.py"),
             "data=synthetic",
             "trainer=smoke",
+            "model=mobilenet_v1",
+            "resolution=64x64",
             "data.max_images=140",
             "model.height=32",
             "model.width=32",

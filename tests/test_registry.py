@@ -184,6 +184,8 @@ def test_real_smoke_run_promotes_serves_and_predicts(tmp_path, monkeypatch):
             overrides=[
                 "data=synthetic",
                 "trainer=smoke",
+                "model=mobilenet_v1",
+                "resolution=64x64",
                 "data.max_images=140",
                 f"tracking.uri={uri}",
                 f"tracking.artifact_root={tmp_path}/artifacts",

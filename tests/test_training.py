@@ -190,10 +190,10 @@ def test_bad_input_fails_before_any_run(tmp_path, overrides, error, match):
         pytest.skip("shared weights not present")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.raises(error, match=match):
-        run(compose(["data=synthetic", "trainer=smoke", f"tracking.uri={uri}", *overrides]))
+        run(compose(["data=synthetic", "trainer=smoke", "model=mobilenet_v1", f"tracking.uri={uri}", *overrides]))
     assert _runs(uri) == []
 
 
 def test_unreachable_tracking_server_fails_fast(tmp_path):
     with pytest.raises(TrackingError, match="unreachable.*Nothing was trained"):
-        run(compose(["data=synthetic", "trainer=smoke", "tracking.uri=http://127.0.0.1:9"]))
+        run(compose(["data=synthetic", "trainer=smoke", "model=mobilenet_v1", "tracking.uri=http://127.0.0.1:9"]))

@@ -1,7 +1,8 @@
 """The Hydra door: train one model (or, with -m, a sweep of them) from the configs in conf/.
 
-    python -m dermsweep.train data=synthetic trainer=smoke resolution=64x64   (or the repository's train.py, or
-    python -m dermsweep.train -m +sweep=smoke                                 dermsweep-train)
+    python -m dermsweep.train data=synthetic trainer=smoke model=mobilenet_v1 resolution=64x64
+    python -m dermsweep.train -m +sweep=smoke
+(or the repository's train.py, or dermsweep-train)
     ... -v (= verbose=true): also TensorFlow's and MLflow's own lines and Python warnings
 
 All the work happens in dermsweep.training.task; this only hands Hydra's composed config over, after making its

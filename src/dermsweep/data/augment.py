@@ -11,8 +11,9 @@ shifts uniform in +-fraction of the size, zoom factor uniform in [1 - zoom, 1 + 
 contrast follow Keras' RandomBrightness/RandomContrast (value range 0-255): one delta, and one contrast factor
 around each channel's mean, per image, then clipped.
 
-The random parameters come from the NumPy Generator the caller passes: the pipeline seeds one per batch from
-(seed, batch number), so a batch is the same whichever worker thread draws it and in whatever order. The resampling
+The random parameters come from DRAWS uniforms per image that the caller passes (one row per image): the pipeline
+derives them from (seed, pass, image index) without any random state (stream.uniforms), so an image is augmented
+the same whichever worker thread, batch or backend serves it. The resampling
 is OpenCV's warpAffine on the uint8 pixels: 11 ms per batch of 32 at 150x200 on one thread, where TensorFlow's
 ImageProjectiveTransformV3 took 45 ms and chaining the four Keras layers resampled every image four times; it
 releases the GIL, so worker threads run it in parallel.
@@ -25,6 +26,10 @@ import math
 import cv2
 import numpy as np
 
+# Uniforms each image's augmentation reads, one column per random choice (see Augmenter.__call__).
+DRAWS = 8
+_HFLIP, _VFLIP, _ANGLE, _ZOOM, _SHIFT_X, _SHIFT_Y, _BRIGHTNESS, _CONTRAST = range(DRAWS)
+
 BORDERS = {
     "nearest": cv2.BORDER_REPLICATE,
     "reflect": cv2.BORDER_REFLECT,
@@ -34,7 +39,7 @@ BORDERS = {
 
 
 class Augmenter:
-    """augmenter(batch, rng) -> the augmented batch, for a batch (n, h, w, 3) of uint8 (or float32) pixels."""
+    """augmenter(batch, draws) -> the augmented batch, for a batch (n, h, w, 3) of uint8 (or float32) pixels."""
 
     def __init__(self, cfg):
         # The pipeline already runs several batches at once; OpenCV's own threads on top would only fight over cores.
@@ -60,19 +65,21 @@ class Augmenter:
         self.photometric = self.brightness > 0 or self.contrast > 0
 
     @staticmethod
-    def _uniform(rng: np.random.Generator, n: int, bound: float) -> np.ndarray:
-        return rng.uniform(-bound, bound, n) if bound > 0 else np.zeros(n)
+    def _symmetric(u: np.ndarray, bound: float) -> np.ndarray:
+        """Uniform in [-bound, bound) from uniforms in [0, 1)."""
+        return (2.0 * u - 1.0) * bound
 
     @staticmethod
-    def _flip(rng: np.random.Generator, n: int, enabled: bool) -> np.ndarray:
-        return np.where(rng.random(n) < 0.5, -1.0, 1.0) if enabled else np.ones(n)
+    def _flip(u: np.ndarray, enabled: bool) -> np.ndarray:
+        return np.where(u < 0.5, -1.0, 1.0) if enabled else np.ones(len(u))
 
-    def matrices(self, n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-        """(n, 2, 3) float32 affine maps from output pixel to input pixel, one random draw per image."""
-        fx, fy = self._flip(rng, n, self.hflip), self._flip(rng, n, self.vflip)
-        angle = self._uniform(rng, n, self.rotation)
-        zoom = 1.0 + self._uniform(rng, n, self.zoom)
-        tx, ty = self._uniform(rng, n, self.width_shift) * w, self._uniform(rng, n, self.height_shift) * h
+    def matrices(self, h: int, w: int, draws: np.ndarray) -> np.ndarray:
+        """(n, 2, 3) float32 affine maps from output pixel to input pixel, from each image's row of `draws`."""
+        fx, fy = self._flip(draws[:, _HFLIP], self.hflip), self._flip(draws[:, _VFLIP], self.vflip)
+        angle = self._symmetric(draws[:, _ANGLE], self.rotation)
+        zoom = 1.0 + self._symmetric(draws[:, _ZOOM], self.zoom)
+        tx = self._symmetric(draws[:, _SHIFT_X], self.width_shift) * w
+        ty = self._symmetric(draws[:, _SHIFT_Y], self.height_shift) * h
         cos, sin = np.cos(angle) * zoom, np.sin(angle) * zoom
         # output pixel p -> input pixel A (p - c) + c - t, with A = zoom * R(angle) * diag(fx, fy)
         a0, a1, b0, b1 = cos * fx, -sin * fy, sin * fx, cos * fy
@@ -89,30 +96,31 @@ class Augmenter:
             cv2.warpAffine(image, matrix, (w, h), dst=dst, flags=flags, borderMode=self.border, borderValue=0)
         return out
 
-    def _photometric(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n = len(images)
+    def _photometric(self, images: np.ndarray, draws: np.ndarray) -> np.ndarray:
         if self.brightness > 0:
-            images += (rng.uniform(-self.brightness, self.brightness, n) * 255.0).astype(np.float32)[
-                :, None, None, None
-            ]
+            delta = (self._symmetric(draws[:, _BRIGHTNESS], self.brightness) * 255.0).astype(np.float32)
+            images += delta[:, None, None, None]
             np.clip(images, 0.0, 255.0, out=images)
         if self.contrast > 0:
-            factor = rng.uniform(1.0 - self.contrast, 1.0 + self.contrast, n).astype(np.float32)[:, None, None, None]
+            factor = (1.0 + self._symmetric(draws[:, _CONTRAST], self.contrast)).astype(np.float32)
             mean = images.mean(axis=(1, 2), keepdims=True)
             images -= mean
-            images *= factor
+            images *= factor[:, None, None, None]
             images += mean
             np.clip(images, 0.0, 255.0, out=images)
         return images
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A new batch: uint8 stays uint8 (pixels 0-255, which the model casts itself) unless brightness or
-        contrast change it, which makes float32."""
+    def __call__(self, images: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """A new batch from `images` and `draws`, (n, DRAWS) uniforms in [0, 1), one row per image: uint8 stays
+        uint8 (pixels 0-255, which the model casts itself) unless brightness or contrast change it, which makes
+        float32."""
+        if draws.shape != (len(images), DRAWS):
+            raise ValueError(f"augmentation needs draws of shape ({len(images)}, {DRAWS}), got {draws.shape}")
         if self.geometric:
-            images = self.warp(images, self.matrices(len(images), images.shape[1], images.shape[2], rng))
+            images = self.warp(images, self.matrices(images.shape[1], images.shape[2], draws))
         if not self.photometric:
             return images
-        return self._photometric(images.astype(np.float32), rng)  # a copy: the caller's pixels are never changed
+        return self._photometric(images.astype(np.float32), draws)  # a copy: the caller's pixels are never changed
 
 
 def build_augmenter(cfg) -> Augmenter | None:

@@ -1,7 +1,7 @@
 """The input pipeline over decoded images held in memory, the same on every Keras backend.
 
-Images are decoded and resized once (pixels.py). Training batches are a pure function of (seed, batch number)
-(`BatchStream`): shuffle indices, gather, augment the whole batch in NumPy/OpenCV (augment.py). They stay uint8
+Images are decoded and resized once (pixels.py). Training batches are a pure function of (seed, stream position)
+(stream.BatchStream): shuffle indices, gather, augment the whole batch in NumPy/OpenCV (augment.py). They stay uint8
 pixels unless brightness or contrast augmentation makes them float32: the model's float32 input casts them on its
 device, so a quarter of the bytes cross the queue and, on a GPU, the bus. JAX and PyTorch get them through a
 `keras.utils.PyDataset` whose worker threads build the next batches while the model trains (OpenCV and NumPy
@@ -10,70 +10,20 @@ release the GIL); TensorFlow through tf.data calling the same batch function (tf
 Two ways to cut epochs:
 - steps_per_epoch=N (training): epochs of N full batches from an endless stream of shuffled passes over the data,
   so a batch may span two passes and every batch has the same shape (one compiled step on JAX; even shards for data
-  parallelism). The next epoch, and the next training phase, go on in the stream: no batch is served twice
-  (a few that Keras prefetched and dropped at an epoch's or a fit's end are skipped or served later).
+  parallelism). The next epoch, and the next training phase, go on in the stream: epoch e is always batches
+  e * N .. e * N + N - 1 (TrainingFeed.from_epoch), so what a fit() prefetched and dropped changes nothing.
 - steps_per_epoch=None: each epoch is one shuffled pass over the data, the last batch smaller.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 
 import keras
 import numpy as np
 
-from .augment import build_augmenter
-
-# Domains of the seeds drawn from (seed, domain, number): the shuffle of a pass and the augmentation of a batch.
-_SHUFFLE, _AUGMENT = 0, 1
-
-
-class BatchStream:
-    """Shuffled, augmented batches of (x, y): `batch(start, stop)` holds stream positions start..stop-1, where
-    position p is image perm(p // n)[p % n] of pass p // n. Deterministic: the same batch on any thread or backend."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, augment_cfg, seed: int):
-        self.x, self.batch_size, self.seed = x, int(batch_size), int(seed)
-        self.labels = np.eye(num_classes, dtype=np.float32)[y]
-        self.augmenter = build_augmenter(augment_cfg)
-        self._perms: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def _perm(self, n_pass: int) -> np.ndarray:
-        with self._lock:  # worker threads share it; two passes are live at most at a pass boundary
-            perm = self._perms.get(n_pass)
-            if perm is None:
-                perm = np.random.default_rng([self.seed, _SHUFFLE, n_pass]).permutation(len(self.x))
-                self._perms = {p: v for p, v in self._perms.items() if p >= n_pass - 1}
-                self._perms[n_pass] = perm
-            return perm
-
-    def batch(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.x)
-        positions = np.arange(start, stop)
-        passes = positions // n
-        idx = np.empty(len(positions), dtype=np.int64)
-        for p in np.unique(passes):
-            mask = passes == p
-            idx[mask] = self._perm(int(p))[positions[mask] % n]
-        images = self.x[idx]
-        if self.augmenter is not None:
-            images = self.augmenter(images, np.random.default_rng([self.seed, _AUGMENT, start]))
-        return images, self.labels[idx]
-
-    def epoch_batch(self, epoch: int, i: int, steps_per_epoch: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Batch i of epoch `epoch` (both from 0), epochs cut as the module docstring says."""
-        b, n = self.batch_size, len(self.x)
-        if steps_per_epoch:
-            start = (epoch * steps_per_epoch + i) * b
-            return self.batch(start, start + b)
-        start = epoch * n + i * b
-        return self.batch(start, min(start + b, (epoch + 1) * n))
+from .stream import BatchStream
 
 
 class TrainingBatches(keras.utils.PyDataset):
@@ -111,6 +61,28 @@ def training_batches(
     return TrainingBatches(BatchStream(x, y, num_classes, batch_size, augment_cfg, seed), steps_per_epoch, workers)
 
 
+class TrainingFeed:
+    """What fit() trains from: `from_epoch(e)` is what model.fit reads for epochs e, e+1, ... of `steps_per_epoch`
+    full batches each. Batch i of epoch e is always stream batch e * steps_per_epoch + i, whatever an earlier fit()
+    prefetched and dropped, so a run's batches depend only on its seed and how many epochs it has trained.
+
+    On TensorFlow a tf.data pipeline over the stream (tf_feed.py says why); elsewhere the PyDataset. `deterministic`
+    keeps tf.data's parallel batches in order (the PyDataset always serves them in order)."""
+
+    def __init__(self, stream: BatchStream, steps_per_epoch: int, workers: int, deterministic: bool = True):
+        self.stream, self.steps, self.workers = stream, int(steps_per_epoch), int(workers)
+        self.deterministic = bool(deterministic)
+
+    def from_epoch(self, epoch: int):
+        if keras.backend.backend() == "tensorflow":
+            from .tf_feed import dataset
+
+            return dataset(self.stream, first_batch=epoch * self.steps, deterministic=self.deterministic)
+        batches = TrainingBatches(self.stream, self.steps, self.workers)
+        batches.epoch = epoch
+        return batches
+
+
 def training_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -120,15 +92,11 @@ def training_dataset(
     seed: int,
     steps_per_epoch: int,
     workers: int = 2,
-):
-    """What model.fit reads best on the running backend, for epochs of `steps_per_epoch` full batches: a tf.data
-    pipeline over the same batches on TensorFlow (tf_feed.py says why), the PyDataset elsewhere."""
-    batches = training_batches(x, y, num_classes, batch_size, augment_cfg, seed, steps_per_epoch, workers)
-    if keras.backend.backend() == "tensorflow":
-        from .tf_feed import dataset
-
-        return dataset(batches.stream)
-    return batches
+    deterministic: bool = True,
+) -> TrainingFeed:
+    """The training feed for epochs of `steps_per_epoch` full batches (TrainingFeed)."""
+    stream = BatchStream(x, y, num_classes, batch_size, augment_cfg, seed)
+    return TrainingFeed(stream, steps_per_epoch, workers, deterministic)
 
 
 class EvalBatches:

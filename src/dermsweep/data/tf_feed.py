@@ -10,20 +10,20 @@ pipeline, within the machine's noise, at the same CPU time per epoch (bench/READ
 
 from __future__ import annotations
 
-import itertools
-
 import tensorflow as tf
 
-from .pipeline import BatchStream
+from .stream import BatchStream
+
+_ENDLESS = 2**62  # batch numbers run on far beyond any training run
 
 
-def dataset(stream: BatchStream) -> tf.data.Dataset:
-    """Batches k = 0, 1, 2... of the stream's endless sequence, each full, as (uint8 or float32 pixels, one-hot)."""
+def dataset(stream: BatchStream, first_batch: int = 0, deterministic: bool = True) -> tf.data.Dataset:
+    """Batches k = first_batch, first_batch + 1, ... of the stream's endless sequence, each full, as (uint8 or
+    float32 pixels, one-hot). Every iterator starts at first_batch: each fit() phase gets a dataset of its own
+    (pipeline.TrainingFeed), so what an earlier iterator prefetched never shifts the batches.
+    deterministic=False lets parallel batches finish out of order: the model then sees the same batches in an
+    order that depends on thread timing."""
     b = stream.batch_size
-    # One counter for every iterator made from this dataset: each model.fit() makes one, and a new phase goes on
-    # where the last stopped (the few batches the last iterator had prefetched are skipped, never repeated).
-    numbers = itertools.count()
-    positions = tf.data.Dataset.from_generator(lambda: numbers, output_signature=tf.TensorSpec((), tf.int64))
     probe_x, probe_y = stream.batch(0, b)  # the dtypes and shapes numpy_function must declare
 
     def load(k):
@@ -33,5 +33,6 @@ def dataset(stream: BatchStream) -> tf.data.Dataset:
         return tf.ensure_shape(x, probe_x.shape), tf.ensure_shape(y, probe_y.shape)
 
     options = tf.data.Options()
-    options.deterministic = False  # let parallel batches finish out of order
-    return positions.map(load, num_parallel_calls=tf.data.AUTOTUNE).with_options(options).prefetch(tf.data.AUTOTUNE)
+    options.deterministic = bool(deterministic)
+    numbers = tf.data.Dataset.range(int(first_batch), _ENDLESS)
+    return numbers.map(load, num_parallel_calls=tf.data.AUTOTUNE).with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -21,6 +21,7 @@ from ..evaluation.metrics import METRICS
 from ..keras_backend import BACKENDS
 from ..objectives import DIRECTIONS
 from ..views import VIEW_SETS
+from .averaging import AVERAGING
 from .backbones import BACKBONES
 from .class_weights import CLASS_WEIGHTS
 from .optimizers import OPTIMIZERS
@@ -53,7 +54,7 @@ def log_model_mode(cfg) -> str:
 
 
 def validate(cfg: DictConfig) -> None:
-    for registry in (SOURCES, BACKBONES, SCHEDULES, CLASS_WEIGHTS, OPTIMIZERS):
+    for registry in (SOURCES, BACKBONES, SCHEDULES, CLASS_WEIGHTS, OPTIMIZERS, AVERAGING):
         registry.validate(cfg)
     _data(cfg)
     _model(cfg)
@@ -130,8 +131,10 @@ def _model(cfg) -> None:
             fail(
                 "model.weights",
                 weights,
-                "no such file; use imagenet, null, or the path of a Keras weights file "
-                "without top (e.g. ../shared/weights/mobilenet_v1_0.25_224_no_top.weights.h5)",
+                f"no such file ({path.name}); the presets read it from paths.weights_dir "
+                f"(now {cfg.paths.get('weights_dir')}): point paths.weights_dir at the folder holding {path.name}, "
+                "or set model.weights=imagenet (downloads; needs internet), null (random init) or the path of a "
+                "Keras weights file without top",
             )
         if not path.name.endswith(".h5"):
             fail("model.weights", weights, "expected a Keras weights file (*.weights.h5)")
@@ -176,3 +179,5 @@ def _trainer(cfg) -> None:
         _in(cfg, "trainer.early_stopping_patience", 1, math.inf, integer=True)
     if t.steps_per_epoch is not None:
         _in(cfg, "trainer.steps_per_epoch", 1, math.inf, integer=True)
+    _in(cfg, "trainer.objective_smoothing", 1, 1000, integer=True)
+    boolean("trainer.deterministic", t.deterministic)

@@ -2,7 +2,9 @@
 
 One validation pass per epoch computes every metric (evaluate.scores), drives early stopping, keeps the best
 weights and hands the epoch's figures to `on_epoch` (tracking, pruning, progress). The best weights over both
-phases are restored at the end.
+phases are restored at the end. What is validated and kept is the averaged weights where `trainer.averaging` asks
+for it (averaging.py); early stopping and the best epoch follow the objective's running mean over
+`trainer.objective_smoothing` epochs (smoothing.py), while the per-epoch figures logged stay the epoch's own.
 
 The best weights are kept in memory (a copy costs milliseconds; an HDF5 save cost 0.2-0.5 s, several times per
 short trial) and written to the checkpoint file when training stops on an error or Ctrl-C, and on improvement
@@ -23,10 +25,12 @@ import numpy as np
 from ..errors import TrainingDiverged
 from ..evaluation.metrics import scores
 from ..objectives import better
-from . import optimizers, schedules
+from . import averaging, optimizers, schedules
+from .averaging import Averaging
 from .batch_predict import predict
 from .config import objectives
 from .model import set_finetune_depth
+from .smoothing import RunningMean
 
 # on_epoch(epoch, phase, figures): figures holds loss/accuracy/top2_accuracy (training), val_* and lr, and the
 # epoch's seconds of training (epoch_seconds, MLflow train/epoch_seconds) and of validation (val_seconds, MLflow
@@ -98,11 +102,16 @@ class _EpochEvaluator(keras.callbacks.Callback):
         phase: str,
         on_epoch: EpochHook,
         result: FitResult,
+        averager: Averaging | None = None,
+        smoothed: RunningMean | None = None,
     ):
         super().__init__()
         self.val_ds, self.y_val = val_ds, y_val
         self.objective, self.best = objective, best
         self.patience, self.phase, self.on_epoch, self.result = patience, phase, on_epoch, result
+        self.averager = averager or Averaging()
+        self.smoothed = smoothed or RunningMean(1)
+        self.smoothed.reset()  # one curve per phase: the frozen phase's figures say little about fine-tuning's
         self.waited = 0
         self.started = time.perf_counter()
 
@@ -118,10 +127,20 @@ class _EpochEvaluator(keras.callbacks.Callback):
                 f"training loss became {loss} in epoch {epoch + 1} ({self.phase} phase); lower the learning rate "
                 f"(trainer.{self.phase}.lr) or check the data"
             )
-        probs = predict(self.model, self.val_ds)
-        if not np.isfinite(probs).all():
-            raise TrainingDiverged(f"validation predictions became NaN in epoch {epoch + 1} ({self.phase} phase)")
-        val = {f"val_{k}": v for k, v in scores(self.y_val, probs).items()}
+        self.averager.after_epoch(self.model, self.phase)
+        with self.averager.evaluated(self.model, self.phase):
+            probs = predict(self.model, self.val_ds)
+            if not np.isfinite(probs).all():
+                raise TrainingDiverged(f"validation predictions became NaN in epoch {epoch + 1} ({self.phase} phase)")
+            val = {f"val_{k}": v for k, v in scores(self.y_val, probs).items()}
+            value = self.smoothed.add(val[self.objective])
+            if self.best.improved(value):
+                self.best.keep(self.model, value, epoch + 1)
+                self.waited = 0
+            else:
+                self.waited += 1
+                if self.patience is not None and self.waited >= self.patience:
+                    self.model.stop_training = True
         logs.update(val)  # ReduceLROnPlateau (after us in the list) reads the objective from logs
         figures = {k: float(logs[k]) for k in ("loss", "accuracy", "top2_accuracy") if k in logs}
         figures.update(val)
@@ -130,14 +149,6 @@ class _EpochEvaluator(keras.callbacks.Callback):
         figures["val_seconds"] = time.perf_counter() - trained
         for k, v in figures.items():
             self.result.history.setdefault(k, []).append(v)
-        value = val[self.objective]
-        if self.best.improved(value):
-            self.best.keep(self.model, value, epoch + 1)
-            self.waited = 0
-        else:
-            self.waited += 1
-            if self.patience is not None and self.waited >= self.patience:
-                self.model.stop_training = True
         self.on_epoch(epoch + 1, self.phase, figures)  # may raise optuna.TrialPruned: training stops at once
 
 
@@ -186,6 +197,8 @@ def _run_phases(
     trainer = cfg.trainer
     objective, _ = objectives(cfg)[0]
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(trainer.label_smoothing))
+    averager = averaging.build(trainer.averaging)
+    smoothed = RunningMean(int(trainer.objective_smoothing))
     epoch = 0
     for phase, phase_cfg in (("frozen", trainer.frozen), ("finetune", trainer.finetune)):
         if phase_cfg.epochs <= 0:
@@ -203,15 +216,15 @@ def _run_phases(
         )
         with scope():
             model.compile(
-                optimizer=optimizers.build(trainer, schedule.rate),
+                optimizer=optimizers.build(trainer, schedule.rate, **averager.optimizer_options()),
                 loss=loss,
                 metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
             )
         evaluator = _EpochEvaluator(
-            val_ds, y_val, objective, best, trainer.early_stopping_patience, phase, on_epoch, result
+            val_ds, y_val, objective, best, trainer.early_stopping_patience, phase, on_epoch, result, averager, smoothed
         )
         model.fit(
-            train_ds,
+            train_ds.from_epoch(epoch),  # the stream's batches for this epoch on, whatever came before
             epochs=epoch + int(phase_cfg.epochs),
             initial_epoch=epoch,
             steps_per_epoch=steps_per_epoch,

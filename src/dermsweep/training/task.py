@@ -27,7 +27,7 @@ from ..tracking import run_owner
 from ..tracking.artifacts import BackgroundArtifacts, flatten, log_splits
 from ..tracking.model_log import log_keras_model
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
-from . import config, hardware, progress, provenance
+from . import config, determinism, hardware, progress, provenance
 from .class_weights import class_weights
 from .fit import FitResult, fit
 from .model import build, weights_label
@@ -42,6 +42,7 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
     client = connect(str(cfg.tracking.uri))
     uri = str(client.tracking_uri)
     provenance.seed_everything(int(cfg.seed))
+    determinism.configure(bool(cfg.trainer.deterministic), str(cfg.hardware.backend))  # before the backend runs
     hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
     split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
     height, width = int(cfg.model.height), int(cfg.model.width)
@@ -65,6 +66,7 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
         int(cfg.seed),
         steps,
         hw.data_workers,
+        bool(cfg.trainer.deterministic),
     )
     val_ds = eval_dataset(data.x["val"], batch)
     checkpoint = local_checkpoint_dir() / "checkpoints" / "best.weights.h5"
