@@ -518,7 +518,11 @@ def test_serve_refuses_a_bomb_and_keeps_the_others(pyfunc, bombs):
     preds = body["predictions"]
     assert [p["error"] is None for p in preds] == [True, False, False, True]
     assert "too large" in preds[1]["error"] and "too large" in preds[2]["error"]
-    assert preds[0]["label"] in CLASSES and preds[0]["probabilities"] == preds[3]["probabilities"]
+    assert preds[0]["label"] in CLASSES
+    # the same image at two places in one batch: equal up to float32 rounding (the CPU kernels' sums are blocked
+    # by batch position)
+    first, last = preds[0]["probabilities"], preds[3]["probabilities"]
+    assert first.keys() == last.keys() and all(abs(first[k] - last[k]) < 1e-6 for k in first)
     assert "Traceback" not in json.dumps(body) and "site-packages" not in json.dumps(body)
 
 
