@@ -4,7 +4,8 @@
     python -m dermsweep.train -m +sweep=smoke
 
 All the work happens in dermsweep.training.task; this only hands Hydra's composed config over, after making its
-hardware.backend the Keras backend of this process (before anything imports keras: keras_backend.py).
+hardware.backend the Keras backend of this process (before anything imports keras: keras_backend.py). SIGTERM
+(a scheduler, `timeout`, a container stop) ends a run the way Ctrl-C does: tracking.stop_signal.
 """
 
 import sys
@@ -15,10 +16,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .paths import conf_dir
+from .tracking.stop_signal import stop_on_sigterm, stop_reason
+
+EXIT_STOPPED = 130  # as a shell reports Ctrl-C
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-def main(cfg: DictConfig):
+def _task(cfg: DictConfig):
     from .errors import DermsweepError  # imported late: `--help` and `--cfg` stay fast
     from .keras_backend import select
 
@@ -32,6 +36,17 @@ def main(cfg: DictConfig):
             raise  # the sweeper records the trial as failed, with this message, and goes on
         print(f"error: {exc}", file=sys.stderr)  # a user mistake: the message, not a traceback
         sys.exit(2)
+    except KeyboardInterrupt as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper gives the running trials back
+        print(f"error: {stop_reason(exc)}: the run was ended KILLED (see the log for its checkpoint)", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
+
+
+def main():
+    """Train (or sweep) from the command line's overrides; SIGTERM stops it as Ctrl-C would."""
+    stop_on_sigterm()
+    return _task()
 
 
 if __name__ == "__main__":

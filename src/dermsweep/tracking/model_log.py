@@ -8,10 +8,14 @@ used `mlflow.tensorflow` (the same `.keras` file under data/): shipping.model_re
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import TrackingError
 from . import run_format
 from .artifacts import log_json
 
@@ -55,3 +59,49 @@ def requirements() -> list[str]:
         except PackageNotFoundError:
             continue
     return [f"keras=={keras.__version__}", *pinned, "numpy", "pillow"]
+
+
+def save_checkpoint(model: Any, checkpoint: Path) -> None:
+    """The trained weights on disk before the model is logged: if logging fails (a full disk), they are kept."""
+    try:
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(checkpoint)
+    except OSError as exc:
+        raise TrackingError(f"{_why(exc)} while saving the trained weights to {checkpoint}") from exc
+
+
+def log_model_or_explain(log_model: Callable[[], None], checkpoint: Path) -> None:
+    """`log_model()`, with an error that names the cause when the disk is full or the artifact store refuses the
+    write, instead of the upload's chained tracebacks; the weights are already at `checkpoint`."""
+    try:
+        log_model()
+    except Exception as exc:
+        cause = os_error_in(exc)
+        if cause is None:
+            raise
+        full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        advice = "free space where the run's artifacts are stored" if full else "check where the run's artifacts go"
+        raise TrackingError(
+            f"{_why(cause)} while logging the model; weights kept at {checkpoint} ({advice}, then train again or "
+            "log the model from that file)"
+        ) from exc
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind an exception (MLflow wraps upload errors in its own, sometimes several deep)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return f"{exc.strerror or exc.__class__.__name__} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
