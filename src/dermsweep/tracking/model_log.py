@@ -1,8 +1,9 @@
 """Logging a trained Keras model into the active run, in the form every consumer (promotion, export, predict,
 serve, web) reads back: MLflow's Keras 3 flavour under the name `run_format.MODEL`, with its signature and metadata.
 
-The flavour (`mlflow.keras`) saves the backend-neutral `.keras` file, so a model trained on JAX or PyTorch loads on
-any backend, export's TensorFlow included; its MLmodel records the backend it was trained on. Runs logged before
+The flavour (`mlflow.keras`, with dermsweep's layers as the model's code: tracking.keras_flavor) saves the
+backend-neutral `.keras` file, so a model trained on JAX or PyTorch loads on any backend, export's TensorFlow
+included; its MLmodel records the backend it was trained on. Runs logged before
 used `mlflow.tensorflow` (the same `.keras` file under data/): shipping.model_ref reads both.
 """
 
@@ -30,15 +31,24 @@ def log_keras_model(model: Any, example: np.ndarray, info: dict) -> None:
     (2-4 s per run, a tenth of a short trial). The tests load logged models through pyfunc and predict instead.
     """
     import keras
-    import mlflow.keras
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
+
+    from . import keras_flavor
 
     example = example.astype(np.float32)
     probs = np.asarray(keras.ops.convert_to_numpy(model(example, training=False)), dtype=np.float32)
     signature = infer_signature(example, probs)
     # Explicit requirements: inferring them imports the model in a subprocess (~15 s per run on 2 cores).
-    mlflow.keras.log_model(
-        model, name=run_format.MODEL, signature=signature, metadata=info, pip_requirements=requirements()
+    # mlflow.keras.log_model's own call, through a flavour module that adds the layers' code (keras_flavor.py)
+    Model.log(
+        artifact_path=None,
+        name=run_format.MODEL,
+        flavor=keras_flavor,
+        flavor_name="mlflow.keras",
+        model=model,
+        signature=signature,
+        metadata=info,
+        pip_requirements=requirements(),
     )
     log_json(info, run_format.MODEL_INFO)
 
