@@ -187,7 +187,9 @@ class SweepParent:
         the run RUNNING forever."""
         from optuna.trial import TrialState
 
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        trials = study.get_trials(deepcopy=False)
+        running = {t.number for t in trials if t.state == TrialState.RUNNING}
+        newest = max((t.number for t in trials), default=-1)  # a trial asked after this snapshot is not orphaned
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{rf.PARENT_RUN_ID}` = '{self.run_id}' and attributes.status = 'RUNNING'",
@@ -195,7 +197,7 @@ class SweepParent:
         )
         for r in runs:
             num = r.data.tags.get(rf.TRIAL_NUMBER)
-            if num is None or int(num) in running:
+            if num is None or int(num) in running or int(num) > newest:
                 continue
             self.client.set_tag(r.info.run_id, rf.STATUS, "killed")
             self.client.set_tag(
