@@ -366,3 +366,45 @@ def test_sigterm_to_a_sweep_gives_its_trial_back(tmp_path):
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and "WAITING" in states, states  # given back: its parameters queued again
+
+
+def test_a_full_disk_while_logging_the_model_keeps_the_weights_and_says_so(tmp_path, monkeypatch):
+    """The model's upload fails with ENOSPC: the trained weights are already on disk, the run ends FAILED with
+    the real cause in one line (not "lost the tracking store"), and the error says where the weights are."""
+    import errno
+
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from conftest import compose
+    from dermsweep.errors import TrackingError
+    from dermsweep.training.task import run
+
+    upload = LocalArtifactRepository.log_artifacts
+
+    def full_disk(self, local_dir, artifact_path=None):
+        if (Path(local_dir) / "MLmodel").is_file():  # the model's folder; every other artifact is written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return upload(self, local_dir, artifact_path)
+
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", full_disk)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose(
+        [
+            "data=synthetic",
+            "trainer=smoke",
+            *TINY[:3],
+            "tracking.log_model=always",
+            f"tracking.uri={uri}",
+            f"cache_dir={tmp_path}/c",
+        ]
+    )
+    with pytest.raises(TrackingError) as caught:
+        run(cfg)
+    message = str(caught.value)
+    assert message.startswith("no space left on device while logging the model; weights kept at "), message
+    assert "\n" not in message and "lost the MLflow tracking store" not in message
+    (found,) = all_runs(uri)
+    assert found.info.status == "FAILED" and found.data.tags[rf.STATUS] == "failed"
+    assert "no space left on device while logging the model" in found.data.tags[rf.FAILURE_REASON]
+    checkpoint = Path(found.data.tags[rf.CHECKPOINT])
+    assert str(checkpoint) in message and checkpoint.is_file() and checkpoint.stat().st_size > 0
