@@ -356,7 +356,8 @@ def test_sigterm_to_a_sweep_gives_its_trial_back(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = sweep_cmd(tmp_path, 1, *LONG[1:])
     done, out = _sigterm_after_first_epoch(cmd, tmp_path)
-    assert done.returncode != 0, out[-3000:]
+    assert done.returncode == 130, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith("error: stopped by SIGTERM"), out[-3000:]
     runs = all_runs(uri)
     trial_runs = [r for r in runs if r.data.tags.get(rf.ROLE) == "trial"]
     assert len(trial_runs) == 1 and trial_runs[0].info.status == "KILLED", [r.info.status for r in runs]

@@ -129,6 +129,7 @@ def test_a_full_disk_while_logging_the_model_is_named_with_where_the_weights_are
 CLEAN_LOAD = """
 import sys, numpy as np, mlflow
 assert "dermsweep" not in sys.modules
+sys.modules["dermsweep"] = None  # as where dermsweep is not installed: `import dermsweep` fails from here on
 mlflow.set_tracking_uri(sys.argv[1])
 model = mlflow.pyfunc.load_model(sys.argv[2])
 x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
@@ -138,8 +139,8 @@ print(p.shape, float(p.sum(axis=1).min()))
 
 
 def test_a_logged_model_with_views_loads_through_mlflow_pyfunc_in_a_clean_interpreter(client, tmp_path):
-    """`mlflow.pyfunc.load_model(runs:/.../model)` in a Python that never imported dermsweep: the model's layers
-    (test-time views, calibrated softmax) travel with it."""
+    """`mlflow.pyfunc.load_model(runs:/.../model)` in a Python that never imported dermsweep and cannot: the
+    model's layers (test-time views, calibrated softmax) travel with it."""
     import keras
 
     from dermsweep.keras_layers import CalibratedSoftmax, DihedralView

@@ -36,17 +36,19 @@ def _task(cfg: DictConfig):
             raise  # the sweeper records the trial as failed, with this message, and goes on
         print(f"error: {exc}", file=sys.stderr)  # a user mistake: the message, not a traceback
         sys.exit(2)
-    except KeyboardInterrupt as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweeper gives the running trials back
-        print(f"error: {stop_reason(exc)}: the run was ended KILLED (see the log for its checkpoint)", file=sys.stderr)
-        sys.exit(EXIT_STOPPED)
 
 
 def main():
     """Train (or sweep) from the command line's overrides; SIGTERM stops it as Ctrl-C would."""
     stop_on_sigterm()
-    return _task()
+    try:
+        return _task()
+    except KeyboardInterrupt as exc:  # the run was ended KILLED, a sweep gave its trials back: one line, no traceback
+        print(
+            f"error: {stop_reason(exc)}: the run in progress ended KILLED (the log says where its checkpoint is)",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_STOPPED)
 
 
 if __name__ == "__main__":
