@@ -35,11 +35,9 @@ def _run(run_id: str, number: int):
 def test_a_trial_started_after_the_snapshot_is_not_taken_for_an_orphan():
     # the study as read: trial 0 finished, trial 1 failed by a dead worker; trial 2 was asked (and its run started)
     # by another worker between reading the trials and searching the runs
+    trials = [SimpleNamespace(number=0, state=TrialState.COMPLETE), SimpleNamespace(number=1, state=TrialState.FAIL)]
     study = SimpleNamespace(
-        get_trials=lambda deepcopy=False, states=None: [
-            SimpleNamespace(number=0, state=TrialState.COMPLETE),
-            SimpleNamespace(number=1, state=TrialState.FAIL),
-        ]
+        get_trials=lambda deepcopy=False, states=None: [t for t in trials if states is None or t.state in states]
     )
     client = _Client([_run("dead", 1), _run("new", 2)])
     SweepParent(client, "parent", "0").close_orphans(study)
