@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from dermsweep import cli
-from dermsweep.cli import console, demo, serve
+from dermsweep.cli import console, demo
 from shipping_helpers import champion_of, ham_images, log_sweep
 
 
@@ -174,21 +174,24 @@ def test_demo_with_stubbed_sweep(store, capsys, monkeypatch, tmp_path):
     assert_one_line_error(err, "the sweep failed")
 
 
-def test_serve_builds_the_mlflow_command(store, capsys, monkeypatch):
+def test_serve_starts_the_guarded_scoring_server(store, capsys, monkeypatch):
+    from dermsweep.shipping import rest_server
+
     champion_of(store, "cli-predict")
     seen = {}
 
-    def fake_call(cmd, env):
-        seen.update(cmd=cmd, env=env)
+    def fake_serve(uri, host, port, allow_hosts, limits):
+        seen.update(uri=uri, host=host, port=port, allow_hosts=allow_hosts, limits=limits)
         return 0
 
-    monkeypatch.setattr(serve.subprocess, "call", fake_call)
-    rc, _, err = run(capsys, "serve", "--model", "models:/cli-predict@champion", "--port", "5055")
+    monkeypatch.setattr(rest_server, "serve", fake_serve)
+    argv = ["serve", "--model", "models:/cli-predict@champion", "--port", "5055", "--allow-host", "lesions.example"]
+    rc, _, err = run(capsys, *argv, "--max-body-mb", "8")
     assert rc == 0 and "http://127.0.0.1:5055/invocations" in err
-    cmd = seen["cmd"]
-    assert cmd[1:5] == ["models", "serve", "-m", "models:/cli-predict@champion"]
-    assert cmd[cmd.index("--env-manager") + 1] == "local" and cmd[cmd.index("--port") + 1] == "5055"
-    assert seen["env"]["MLFLOW_TRACKING_URI"] == store.uri
+    assert seen["uri"] == "models:/cli-predict@champion" and (seen["host"], seen["port"]) == ("127.0.0.1", 5055)
+    assert seen["allow_hosts"] == ["lesions.example"] and seen["limits"].max_body == 8 * 1024 * 1024
+    rc, _, err = run(capsys, "serve", "--model", "models:/cli-predict@champion", "--max-body-mb", "0")
+    assert rc == console.EXIT_ERROR and "--max-body-mb" in err
     rc, _, err = run(capsys, "serve", "--model", "models:/cli-predict@nope")
     assert rc == console.EXIT_ERROR
     assert_one_line_error(err, "no registered model")

@@ -1,4 +1,4 @@
-"""Ensembles: members chosen on validation (greedy with replacement, or top-k), one shipped model averaging their
+"""Ensembles: members chosen on validation (greedy until the noise, or top-k), one shipped model averaging their
 logits, logged as a run of its own that goes through the promotion gate like any run."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import compose
+from dermsweep.evaluation.metrics import scores
 from dermsweep.shipping import ensemble as ens
 from dermsweep.shipping.ranking import NoEligibleRun, RunRow
 from dermsweep.tracking import run_format as rf
@@ -17,31 +18,44 @@ def _candidate(name: str, value: float) -> ens.Candidate:
     return ens.Candidate(row, {}, {}, value, {})
 
 
-def test_greedy_selection_adds_with_replacement_and_stops_when_nothing_improves():
+def test_greedy_selection_stops_when_the_next_member_does_not_improve_beyond_the_noise():
+    from test_bootstrap import probs_of, real_shaped
+
     a, b, c = _candidate("a", 0.70), _candidate("b", 0.68), _candidate("c", 0.60)
-    # An ensemble's objective: better with b once, better still with a twice, nothing helps after that.
-    table = {
-        ("a",): 0.70,
-        ("a", "b"): 0.73,
-        ("a", "c"): 0.69,
-        ("a", "a"): 0.70,
-        ("a", "a", "b"): 0.71,
-        ("a", "b", "b"): 0.72,
-        ("a", "a", "b", "c"): 0.70,
-        ("a", "b", "c"): 0.72,
-    }
+    y, lesions, look, rng = real_shaped()
+    alone = probs_of(y, lesions, look, rng, 1.5)
 
-    def objective(members):
-        return table.get(tuple(sorted(m.row.name for m in members)), 0.0)
+    def nudged(probs):
+        """In every class one wrong decision put right and one right decision made wrong, plus one more nevus put
+        right: better on these images by a hair, and within the noise (the changes go both ways)."""
+        out, pred = probs.copy(), probs.argmax(axis=1)
+        fixes = [np.flatnonzero((y == k) & (pred != k))[:1] for k in range(probs.shape[1])]
+        fixes.append(np.flatnonzero((y == 5) & (pred != 5))[1:2])
+        for i in np.concatenate(fixes):
+            out[i] = np.eye(probs.shape[1])[y[i]] * 0.9 + 0.1 / probs.shape[1]
+        for k in range(probs.shape[1]):
+            for i in np.flatnonzero((y == k) & (pred == k))[:1]:
+                out[i] = np.eye(probs.shape[1])[(k + 1) % probs.shape[1]] * 0.9 + 0.1 / probs.shape[1]
+        return out
 
-    table[("a", "a", "b")] = 0.74  # a second a after b
-    chosen = ens._select([a, b, c], 5, "greedy", objective, lambda m: None)
-    assert [m.row.name for m in chosen.members] == ["a", "b", "a"]
-    assert [t["objective"] for t in chosen.trace] == [0.70, 0.73, 0.74]
-    top = ens._select([a, b, c], 2, "top", objective, lambda m: None)
-    assert [m.row.name for m in top.members] == ["a", "b"]
-    with pytest.raises(ens.EnsembleError, match="no second run improves"):
-        ens._select([a, c], 3, "greedy", lambda members: 0.7 if len(members) == 1 else 0.6, lambda m: None)
+    with_b = probs_of(y, lesions, look, np.random.default_rng(7), 3.0)  # clearly better than a alone
+    table = {("a",): alone, ("a", "b"): with_b, ("a", "c"): nudged(alone), ("a", "b", "c"): nudged(with_b)}
+    for noisy, base in ((("a", "c"), ("a",)), (("a", "b", "c"), ("a", "b"))):  # only the bootstrap tells them apart
+        assert scores(y, table[noisy])["balanced_accuracy"] > scores(y, table[base])["balanced_accuracy"]
+
+    def probabilities_of(members):
+        return table[tuple(sorted(m.row.name for m in members))]
+
+    def select(pool, size=5, method="greedy"):
+        return ens._select(pool, size, method, probabilities_of, y, "balanced_accuracy", lesions, 0.9, lambda m: None)
+
+    chosen = select([a, b, c])
+    assert [m.row.name for m in chosen.members] == ["a", "b"]  # each run once; c adds only noise
+    assert [t["run"] for t in chosen.trace] == ["a", "b", "c"] and chosen.trace[-1]["added"] is False
+    assert chosen.trace[1]["p_better"] >= 0.9 and chosen.trace[2]["p_better"] < 0.9
+    assert [m.row.name for m in select([a, b, c], 2, "top").members] == ["a", "b"]
+    with pytest.raises(ens.EnsembleError, match="no second run improves .* beyond the noise"):
+        select([a, c])
 
 
 @pytest.fixture(scope="module")

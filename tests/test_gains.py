@@ -106,11 +106,18 @@ def test_choices_are_made_on_validation_and_the_cheaper_view_set_wins_a_tie():
     chosen = g.choose_gains(_cfg(), y, views, priors, names, "val_balanced_accuracy")
     assert chosen.view_scores["flips"] > chosen.view_scores["none"]
     assert chosen.views == "flips"  # dihedral only repeats views here: no better, so the cheaper set
-    # A gain smaller than inference.min_gain is not bought: within it of the best, the fewest views win.
-    margin = chosen.view_scores["flips"] - chosen.view_scores["none"]
+    # The choice is logged with its evidence: flips clearly beat no views in the paired bootstrap.
+    flips = next(e for e in chosen.evidence if e["key"] == "views_flips")
+    assert flips["taken"] and flips["p_better"] >= 0.9 and flips["lo"] > 0
+    # Views that add only noise are not bought, though they score higher on these images.
+    jitter = {v: views[0, False] + rng.normal(0, 0.02, (n, K)) * (v != (0, False)) for v in VIEWS["dihedral"]}
+    noisy = g.choose_gains(_cfg(), y, jitter, priors, names, "val_balanced_accuracy")
+    assert noisy.views == "none" and not any(e["taken"] for e in noisy.evidence if e["key"].startswith("views"))
+    # gain_confidence 0: any gain on the validation images is taken (the old point rule).
     cfg = _cfg()
-    cfg.min_gain = margin + 0.001
-    assert g.choose_gains(cfg, y, views, priors, names, "val_balanced_accuracy").views == "none"
+    cfg.gain_confidence = 0.0
+    best = max(noisy.view_scores, key=lambda name: (noisy.view_scores[name], -len(VIEWS[name])))
+    assert g.choose_gains(cfg, y, jitter, priors, names, "val_balanced_accuracy").views == best
     point = chosen.operating_point
     assert point is not None and point.class_name == "mel" and point.val_sensitivity >= 0.8
     probs = g.probabilities(chosen, views)

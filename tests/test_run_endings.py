@@ -17,7 +17,9 @@ class _Client:
         self.terminated: list[tuple[str, str]] = []
 
     def search_runs(self, *args, **kwargs):
-        return self.runs
+        from mlflow.store.entities.paged_list import PagedList
+
+        return PagedList(self.runs, None)  # one page
 
     def set_tag(self, *args):
         pass

@@ -390,8 +390,9 @@ def test_web_refuses_missing_or_odd_lengths(web, headers, status):
 
 
 def test_web_drops_silent_clients_and_bounds_its_threads(web):
-    """Defect 6: an idle socket is closed after the socket timeout, and at most MAX_CONNECTIONS handler threads
-    exist (one more connection is answered 503 at once) however many clients stall."""
+    """Defect 6 (round 2: uvicorn, tests/test_web_doors.py has the rest): no thread per connection, an idle socket is
+    closed by the request-head deadline, and silent clients past MAX_CONNECTIONS are pushed out to make room, so a
+    real request is still answered however many clients stall."""
     port = web["port"]
     before = threading.active_count()
     stalled = [socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT + 15) for _ in range(40)]
@@ -400,9 +401,9 @@ def test_web_drops_silent_clients_and_bounds_its_threads(web):
         grown = threading.active_count() - before
         assert grown <= MAX_CONNECTIONS, f"{grown} handler threads for 40 stalled clients"
         late = exchange(port, raw_request(port, "GET", "/api/info"), timeout=5)
-        assert status_of(late) == 503, late[:200]
+        assert status_of(late) == 200, late[:200]
         start, answers = time.monotonic(), []
-        for s in stalled:  # every one is closed by the server: 503 at once, or nothing after the timeout
+        for s in stalled:  # every one is closed by the server: pushed out (503), or at its head deadline (408)
             data = b""
             try:
                 while chunk := s.recv(4096):
@@ -413,7 +414,7 @@ def test_web_drops_silent_clients_and_bounds_its_threads(web):
                 pass
             answers.append(status_of(data))
         assert time.monotonic() - start < SOCKET_TIMEOUT + 10
-        assert answers.count(0) <= MAX_CONNECTIONS and set(answers) <= {0, 503}
+        assert answers.count(408) <= MAX_CONNECTIONS and set(answers) <= {408, 503}, answers
     finally:
         for s in stalled:
             s.close()

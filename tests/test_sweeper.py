@@ -178,7 +178,7 @@ def test_sweep_files_compose():
 def test_grammar(line, expected):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import create_distribution_from_override
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import create_distribution_from_override
 
     dist = create_distribution_from_override(OverridesParser.create().parse_override(line))
     cls, attrs = expected
@@ -192,7 +192,7 @@ def test_grammar(line, expected):
 def test_search_space_params_fixed_and_command_line_precedence():
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import parse_search_space
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import parse_search_space
 
     space, fixed = parse_search_space(
         {
@@ -213,7 +213,7 @@ def test_search_space_params_fixed_and_command_line_precedence():
 def test_unsupported_sweep_is_rejected():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import create_distribution_from_override
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import create_distribution_from_override
 
     with pytest.raises(NotImplementedError):
         create_distribution_from_override(OverridesParser.create().parse_override("k=glob(*)"))
@@ -303,7 +303,7 @@ def test_the_last_epoch_is_reported_but_never_pruned(monkeypatch):
 def test_env_override_quoting_roundtrip():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import env_overrides
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import env_overrides
 
     values = {"A": "sqlite:////tmp/a b/optuna.db", "B": "postgresql://u:p@h:5432/db?x=1", "C": "it's"}
     parser = OverridesParser.create()
@@ -356,18 +356,20 @@ def test_sweep_prunes_fails_goes_on_and_logs_parent(ws):
     assert (sweep_metric("n_complete"), sweep_metric("n_pruned"), sweep_metric("n_failed")) == (2, 1, 2)
     assert sweep_metric("best_value") == pytest.approx(study.best_value)
     assert parent.data.tags[rf.BEST_RUN_ID] == study.best_trial.user_attrs["mlflow_run_id"]
-    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    arts = {a.path: a.file_size for a in client.list_artifacts(parent.info.run_id, "study")}
     for name in (
         "trials.csv",
         "summary.json",
-        "optimization_history.html",
         "optimization_history.png",
-        "param_importances.html",
         "param_importances.png",
-        "parallel_coordinate.html",
         "parallel_coordinate.png",
     ):
         assert f"study/{name}" in arts, (name, arts)
+    # small artifacts: no Plotly HTML carrying its own 4.8 MB plotly.js each
+    assert not [p for p in arts if p.endswith(".html")] and max(arts.values()) < 1_000_000, arts
+    assert parent.data.params["search.y"] == "choice(0.2, 0.6, 0.9)" and parent.data.params["sweeper.n_trials"] == "5"
+    assert "ThresholdPruner" in parent.data.params["sweeper.pruner"]
+    assert parent.data.tags[rf.DESCRIPTION].startswith("Optuna sweep of study s: maximize val_score")
     assert (ws / "ms" / "optimization_results.yaml").is_file()
 
 
@@ -530,15 +532,24 @@ def test_a_worker_done_with_its_share_waits_for_the_others(ws):
     """Two workers on one study, one with slow trials: the fast one, once every trial is taken, waits for the slow
     one's running trial (so a trial of a worker that dies meanwhile is re-run, and the summary is complete)."""
     args = ["hydra.sweeper.sampler.seed=null", "epochs=2"]
-    slow = spawn_app(ws, optuna_args(ws, 2, "sleep=10", *args, sweep_dir="slow"))
+    release = ws / "release"  # the slow worker's trial runs until the test creates it: no race with machine load
+    slow = spawn_app(ws, optuna_args(ws, 2, f"hold_until={release}", *args, sweep_dir="slow"))
     seen = []
     for line in slow.stdout:  # the slow worker holds a trial before the fast one starts
         seen.append(line)
         if "Launching trials" in line:
             break
-    fast = spawn_app(ws, optuna_args(ws, 2, "sleep=0", *args, sweep_dir="fast"))
+    fast = spawn_app(ws, optuna_args(ws, 2, *args, sweep_dir="fast"))
+    fast_seen = []
+    assert fast.stdout is not None
+    for line in fast.stdout:  # until the fast worker waits for the slow one's trial (or ends without waiting)
+        fast_seen.append(line)
+        if "waiting for running trials" in line:
+            break
+    release.touch()
     outs = {name: p.communicate(timeout=TIMEOUT * 2)[0] for name, p in (("slow", slow), ("fast", fast))}
     outs["slow"] = "".join(seen) + outs["slow"]
+    outs["fast"] = "".join(fast_seen) + outs["fast"]
     assert slow.returncode == 0 and fast.returncode == 0, outs
     assert "Launching trials" in outs["fast"] and "waiting for running trials" in outs["fast"], outs["fast"][-3000:]
     assert states(load_study(ws)) == {"COMPLETE": 2}

@@ -71,7 +71,7 @@ def spec_of(study) -> dict:
     [(30, 30.0), (2.5, 2.5), ("600", 600.0), ("90m", 5400.0), ("3h", 10800.0), ("1h30m", 5400.0), ("45 s", 45.0)],
 )
 def test_timeout_values(value, seconds):
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import parse_timeout
+    from hydra_plugins.dermsweep_optuna_sweeper._options import parse_timeout
 
     assert parse_timeout(value) == seconds
     assert parse_timeout(None) is None
@@ -79,7 +79,7 @@ def test_timeout_values(value, seconds):
 
 @pytest.mark.parametrize("value", [0, -5, "soon", "3 days", True, "1h tomorrow"])
 def test_timeout_refuses_nonsense(value):
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import parse_timeout
+    from hydra_plugins.dermsweep_optuna_sweeper._options import parse_timeout
 
     with pytest.raises(ValueError, match="hydra.sweeper.timeout"):
         parse_timeout(value)
@@ -213,7 +213,7 @@ def test_warm_start_from_maps_logged_params_onto_the_space():
 def test_best_runs_of_an_earlier_experiment(ws):
     """Top k FINISHED runs by the objective (any spelling: val_x finds final_val/x, legacy final_val_x or the exact
     name); sweep parents, failed runs and runs without the metric are left out."""
-    from dermsweep.sweep.parent_run import best_runs
+    from dermsweep.sweep.warm_start_runs import best_runs
 
     client = mlflow_client(ws)
     exp = client.create_experiment("earlier", artifact_location=(ws / "art").as_uri())
@@ -286,25 +286,22 @@ def test_second_copy_of_a_warm_start_is_voided_not_run():
     is a duplicate (released without requeue); after an interruption, the requeued original is not."""
     import optuna
 
-    from dermsweep.sweep.parent_run import WARM_START_ATTR
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import OptunaSweeperImpl
+    from dermsweep.sweep.warm_start_runs import WARM_START_ATTR
+    from hydra_plugins.dermsweep_optuna_sweeper._slots import duplicate_warm_start, release
 
-    impl = OptunaSweeperImpl(
-        sampler=None, pruner=None, direction="maximize", study_name="d", storage=None, n_trials=10, n_jobs=1
-    )
     study = optuna.create_study(direction="maximize")
     for _ in range(2):  # two workers
         study.enqueue_trial({"x": 0.5}, user_attrs={WARM_START_ATTR: "warm_start[0]"})
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     first = study.ask(dist)
-    assert not impl._duplicate_warm_start(study, first)
+    assert not duplicate_warm_start(study, first)
     copy = study.ask(dist)
-    assert impl._duplicate_warm_start(study, copy)  # trial 0 runs with the same label
-    impl._release(study, copy, reason="duplicate", requeue=False)
-    impl._release(study, first, reason="interrupted")  # Ctrl-C: requeued with its label
+    assert duplicate_warm_start(study, copy)  # trial 0 runs with the same label
+    release(study, copy, reason="duplicate", requeue=False)
+    release(study, first, reason="interrupted")  # Ctrl-C: requeued with its label
     requeued = study.ask(dist)
     assert requeued.params == {"x": 0.5} and requeued.user_attrs[WARM_START_ATTR] == "warm_start[0]"
-    assert not impl._duplicate_warm_start(study, requeued)  # the interrupted original and the copy are void
+    assert not duplicate_warm_start(study, requeued)  # the interrupted original and the copy are void
     assert not [t for t in study.trials if t.state.name == "WAITING"]
 
 
@@ -341,7 +338,7 @@ def _study_with_history():
 
 
 def test_time_to_quality_counts_sweep_time():
-    from dermsweep.sweep.parent_run import study_stats, sweep_seconds, time_to_quality
+    from dermsweep.sweep.study_report import study_stats, sweep_seconds, time_to_quality
 
     study = _study_with_history()
     assert sweep_seconds(study) == 20 + 50  # [0, 20] and [100, 150]: the gap, the stale and the running one left out
@@ -356,7 +353,7 @@ def test_time_to_quality_counts_sweep_time():
 
 
 def test_time_to_quality_table_and_figure(tmp_path):
-    from dermsweep.sweep.parent_run import draw_time_to_quality, time_to_quality, write_time_to_quality_table
+    from dermsweep.sweep.study_report import draw_time_to_quality, time_to_quality, write_time_to_quality_table
 
     study = _study_with_history()
     rows = time_to_quality(study)
@@ -377,7 +374,7 @@ def test_time_to_quality_table_and_figure(tmp_path):
 def test_auto_pruner_settings_are_pinned_once():
     import optuna
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import resolve_auto, with_pinned
+    from hydra_plugins.dermsweep_optuna_sweeper._study import resolve_auto, with_pinned
 
     hb = {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "reduction_factor": 2}
     sha = {"_target_": "optuna.pruners.SuccessiveHalvingPruner", "reduction_factor": 3}

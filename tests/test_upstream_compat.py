@@ -105,7 +105,7 @@ def test_upstream_grammar_cases(line, expected):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import create_distribution_from_override
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import create_distribution_from_override
 
     got = create_distribution_from_override(OverridesParser.create().parse_override(line))
     kind, value = expected
@@ -118,7 +118,7 @@ def test_upstream_grammar_cases(line, expected):
 def test_fixed_and_delete_overrides_pass_through():
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import override_line, parse_search_space
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import override_line, parse_search_space
 
     space, fixed = parse_search_space(None, ["key1=choice(1,2)", "key2=5", "key3=range(1,3)", "~z", "~w=10"])
     assert space == {"key1": CategoricalDistribution([1, 2]), "key3": IntDistribution(1, 3)}
@@ -128,11 +128,10 @@ def test_fixed_and_delete_overrides_pass_through():
 def test_deprecated_search_space_form():
     """hydra.sweeper.search_space (upstream 1.1): used when params is unset, command line on top; ignored (with a
     warning) when params is set."""
-    from types import SimpleNamespace
 
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import OptunaSweeperImpl
+    from hydra_plugins.dermsweep_optuna_sweeper._search_space import search_space
 
     old = {
         "a": {"type": "int", "low": 1, "high": 9, "step": 2},
@@ -142,23 +141,8 @@ def test_deprecated_search_space_form():
         "e": {"type": "int", "low": 1, "high": 64, "log": True},
     }
 
-    def impl(params):
-        s = OptunaSweeperImpl(
-            sampler=None,
-            pruner=None,
-            direction="minimize",
-            study_name=None,
-            storage=None,
-            n_trials=1,
-            n_jobs=1,
-            params=params,
-            search_space=old,
-        )
-        s.hydra_context = SimpleNamespace(config_loader=None)
-        return s
-
     with pytest.warns(UserWarning, match="deprecated"):
-        space, fixed = impl(None)._space(["c=x", "f=choice(1, 2)"])
+        space, fixed = search_space(None, False, old, ["c=x", "f=choice(1, 2)"], None)
     assert space == {
         "a": IntDistribution(1, 9, step=2),
         "b": FloatDistribution(1e-3, 1, log=True),
@@ -168,7 +152,7 @@ def test_deprecated_search_space_form():
     }
     assert fixed == {"c": "x"}
     with pytest.warns(UserWarning, match="params defines"):
-        space, _ = impl({"g": "interval(0, 1)"})._space([])
+        space, _ = search_space({"g": "interval(0, 1)"}, True, old, [], None)
     assert list(space) == ["g"]
 
 
@@ -176,7 +160,8 @@ def test_direction_left_unset():
     """null = the task config's objective.direction (dermsweep's train.py), else upstream's default: minimize."""
     from omegaconf import OmegaConf
 
-    from hydra_plugins.dermsweep_optuna_sweeper._impl import _directions, default_directions
+    from hydra_plugins.dermsweep_optuna_sweeper._options import default_directions
+    from hydra_plugins.dermsweep_optuna_sweeper._options import directions as _directions
 
     assert default_directions(OmegaConf.create({"objective": {"direction": "maximize"}}))[0] == ["maximize"]
     assert default_directions(OmegaConf.create({"x": 1}))[0] == ["minimize"]
@@ -376,6 +361,7 @@ def test_max_failure_rate_is_checked_per_batch():
     from optuna.trial import TrialState
 
     from hydra_plugins.dermsweep_optuna_sweeper._impl import OptunaSweeperImpl
+    from hydra_plugins.dermsweep_optuna_sweeper._outcome import check_failure_rate
 
     def impl(rate):
         return OptunaSweeperImpl(
@@ -389,20 +375,23 @@ def test_max_failure_rate_is_checked_per_batch():
             max_failure_rate=rate,
         )
 
+    def check(rate, results):
+        check_failure_rate(results, impl(rate).max_failure_rate)
+
     def ret(exc=None):
         r = JobReturn()
         r.status, r._return_value = (JobStatus.FAILED, exc) if exc else (JobStatus.COMPLETED, 1.0)
         return r
 
     half = [(ret(RuntimeError("boom")), TrialState.FAIL, "RuntimeError: boom"), (ret(), TrialState.COMPLETE, "")]
-    impl(0.5)._check_failure_rate(half)  # 1/2 does not exceed 0.5
+    check(0.5, half)  # 1/2 does not exceed 0.5
     with pytest.raises(RuntimeError, match="boom"):  # the job's own exception
-        impl(0.49)._check_failure_rate(half)
+        check(0.49, half)
     pruned = [(ret(), TrialState.PRUNED, ""), (ret(), TrialState.COMPLETE, "")]
-    impl(0.0)._check_failure_rate(pruned)  # pruning is no failure
+    check(0.0, pruned)  # pruning is no failure
     bad_value = [(ret(), TrialState.FAIL, "ValueError: the task returned a non-finite objective: [nan]")]
     with pytest.raises(ValueError, match="non-finite"):
-        impl(0.0)._check_failure_rate(bad_value)
+        check(0.0, bad_value)
     with pytest.raises(ValueError, match="between 0 and 1"):
         impl(1.5)
 
@@ -444,7 +433,7 @@ def test_sphere_example_unchanged(ws):
     assert out["name"] == "optuna" and out["study_name"] == "sphere"
     assert out["best_value"] <= 2.27
     assert out["best_value"] == pytest.approx(out["best_params"]["x"] ** 2 + out["best_params"]["y"] ** 2)
-    assert log_of(proc).count("trial ") >= 20 and "trial 19: COMPLETE" in log_of(proc)
+    assert log_of(proc).count("trial ") >= 20 and "trial 19 COMPLETE" in log_of(proc)
     assert "sampler TPESampler, n_trials=20" in log_of(proc)
     assert list((ws / "mlartifacts").glob("*/artifacts/study/summary.json"))  # the MLflow parent run's summary
     print(f"sphere: best {out['best_params']} value {out['best_value']}")
@@ -558,7 +547,7 @@ def test_lightning_style_hparams_search_unchanged(ws):
     _target_ with the template's keys."""
     proc = run(ws, EXAMPLES / "lightning_style" / "train.py", "hparams_search=toy_optuna")
     assert f"{ALIAS} is dermsweep's Optuna sweeper" in log_of(proc)
-    assert "sampler TPESampler, n_trials=20" in log_of(proc) and "trial 19: COMPLETE" in log_of(proc)
+    assert "sampler TPESampler, n_trials=20" in log_of(proc) and "trial 19 COMPLETE" in log_of(proc)
     out = results(ws)
     assert set(out["best_params"]) == {
         "model.optimizer.lr",

@@ -1,6 +1,7 @@
 """Stand-in Hydra app for the sweeper tests: follows dermsweep.task's contract without TensorFlow."""
 
 import math
+import os
 import time
 
 import hydra
@@ -48,6 +49,9 @@ def main(cfg: DictConfig):
     mlflow.log_params(_flat(OmegaConf.to_container(cfg, resolve=True)))
     try:
         value = 0.0
+        deadline = time.time() + 240
+        while cfg.hold_until and not os.path.exists(cfg.hold_until) and time.time() < deadline:
+            time.sleep(0.2)
         for epoch in range(cfg.epochs):
             if cfg.sleep:
                 time.sleep(cfg.sleep)

@@ -89,7 +89,7 @@ def show(report) -> None:
     m, watched = report.metrics, report.decision.class_name
     t = Table(title="overall", title_justify="left")
     t.add_column("metric")
-    t.add_column("value", justify="right")
+    t.add_column("value [95% interval]", justify="right")
     for key, label in (
         ("balanced_accuracy", "balanced accuracy"),
         ("accuracy", "accuracy"),
@@ -97,11 +97,12 @@ def show(report) -> None:
         ("macro_auc", "macro AUC"),
         ("ece", f"calibration error (ECE, {report.reliability['bins']} bins)"),
     ):
-        t.add_row(label, _fmt(m.get(key)))
+        t.add_row(label, _fmt(m.get(key), report.intervals.get(key)))
     if watched:
         at = "at the operating point" if report.decision.kind == "operating_point" else "at argmax"
-        t.add_row(f"{watched} sensitivity {at}", _fmt(m.get(f"{watched}_sensitivity")))
-        t.add_row(f"{watched} specificity {at}", _fmt(m.get(f"{watched}_specificity")))
+        for rate in ("sensitivity", "specificity"):
+            key = f"{watched}_{rate}"
+            t.add_row(f"{watched} {rate} {at}", _fmt(m.get(key), report.intervals.get(key)))
     con.print(t)
     con.print(f"{watched or 'melanoma'} figures: {report.decision.describe()}")
 
@@ -128,5 +129,8 @@ def show(report) -> None:
         con.print(f"note: {note}")
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def _fmt(value: float | None, interval: list[float] | None = None) -> str:
+    """0.7210, or 0.7210 [0.6740, 0.7690] with its 95% bootstrap interval."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")

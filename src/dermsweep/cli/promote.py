@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..quiet import import_tensorflow, redirected
-from ..shipping.promotion import MAX_PARAMS
+from ..shipping.promotion import CONFIDENCE, MAX_PARAMS
 from ..tracking import run_format as rf
 from .console import EXIT_OK, EXIT_REFUSED, client, console, print_json
 
@@ -24,6 +24,13 @@ def add_parser(sub: Any, common: Any) -> None:
         default=MAX_PARAMS,
         help=f"only runs with at most this many parameters can become champion (default {MAX_PARAMS:,})",
     )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=CONFIDENCE,
+        help="promote only when a paired bootstrap on the shared validation images finds the candidate better with "
+        f"at least this probability (default {CONFIDENCE})",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=run)
 
@@ -39,6 +46,12 @@ def explain(p, con) -> None:
     else:
         v = "n/a" if ch.value is None else f"{ch.value:.4f}"
         con.print(f"champion:  {p.model_name} v{ch.version} (run {ch.run_id}) {p.metric} = {v} on split {ch.split_id}")
+    if p.comparison is not None:
+        d = p.comparison
+        con.print(
+            f"paired:    candidate - champion {d['describe']} on {d['n_images']} shared validation images "
+            f"({d['n_groups']} lesions); promotes at P >= {p.confidence:g}"
+        )
 
 
 def run(args) -> int:
@@ -57,6 +70,7 @@ def run(args) -> int:
                 args.force,
                 args.dry_run,
                 max_params=args.max_params,
+                confidence=args.confidence,
             )
     except PromotionRefused as exc:
         if args.json:

@@ -1,24 +1,31 @@
-"""`dermsweep serve` (REST: `mlflow models serve` for @champion) and `dermsweep web` (the browser app)."""
+"""`dermsweep serve` (REST: MLflow's scoring app for @champion behind a guard) and `dermsweep web` (browser app)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..quiet import import_tensorflow
 from ..shipping.model_ref import DEFAULT_MODEL_URI
+from ..shipping.serve_guard import Limits
 from .console import client, console
 
 
 def add_parsers(sub: Any, common: Any) -> None:
-    p = sub.add_parser("serve", help="REST endpoint (mlflow models serve) for base64 images")
+    p = sub.add_parser("serve", help="REST endpoint (MLflow's scoring protocol) for base64 images")
     common(p, experiment=False)
     p.add_argument("--model", help=f"registered model URI (default {DEFAULT_MODEL_URI})")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5001)
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests addressed to this host name (a DNS name or proxy in front); repeatable",
+    )
+    p.add_argument(
+        "--max-body-mb", type=float, default=Limits().max_body / 1024 / 1024, help="largest request body (MiB)"
+    )
     p.set_defaults(fn=serve)
 
     p = sub.add_parser("web", help="local web page: classify a lesion photo in the browser (ONNX, onnxruntime-web)")
@@ -35,32 +42,26 @@ def add_parsers(sub: Any, common: Any) -> None:
 
 
 def serve(args) -> int:
-    from ..shipping.model_ref import resolve
+    import mlflow
 
+    from ..shipping.model_ref import resolve
+    from ..shipping.rest_server import serve as serve_rest
+
+    if not args.max_body_mb > 0:
+        raise ConfigError(f"--max-body-mb={args.max_body_mb}: must be a positive number of megabytes")
+    limits = Limits(max_body=int(args.max_body_mb * 1024 * 1024))
     uri = args.model or DEFAULT_MODEL_URI
     tracking = client(args)
     resolve(uri, tracking)  # fail fast with a clear message if the model is missing
-    cmd = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "models",
-        "serve",
-        "-m",
-        uri,
-        "--env-manager",
-        "local",
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    import_tensorflow()  # quietly, before the model loads it
+    mlflow.set_tracking_uri(str(tracking.tracking_uri))
+    mlflow.set_registry_uri(str(tracking.tracking_uri))
     console(stderr=True).print(
         f"serving {uri} on http://{args.host}:{args.port}/invocations "
-        '(POST {"dataframe_records": [{"image": "<base64>"}]})'
+        '(POST {"dataframe_records": [{"image": "<base64>"}]})',
+        markup=False,
     )
-    # mlflow execs `uvicorn` from PATH: put this environment's bin first (works without an activated venv)
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, MLFLOW_TRACKING_URI=str(tracking.tracking_uri), PATH=path)
-    return subprocess.call(cmd, env=env)
+    return serve_rest(uri, args.host, args.port, allow_hosts=args.allow_host or [], limits=limits)
 
 
 def web(args) -> int:

@@ -22,7 +22,7 @@ from .catalog import Catalog, digest
 from .images import BadImage
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # bump when decoding or resizing changes (2: EXIF orientation, alpha over white, 16-bit levels)
+CACHE_VERSION = 3  # bump when decoding or resizing changes (2: EXIF orientation, alpha, 16-bit; 3: strict JPEG)
 
 
 @dataclass

@@ -62,7 +62,8 @@ def fit_prior_tau(
 ) -> float:
     """The tau on `grid` nearest 0 whose `objective(y_true, adjusted probabilities)` on these (validation) labels is
     within `tolerance` of the best: no more adjustment than measurably helps. Each step of tau away from 0 trades
-    accuracy and macro F1 for rare-class recall, so a gain smaller than validation's noise is not worth buying."""
+    accuracy and macro F1 for rare-class recall; whether the result beats no adjustment beyond validation's noise is
+    for the caller to weigh (training.gains: a paired bootstrap)."""
     scored = [(objective(y_true, adjust(logits, temperature, prior_bias(priors, tau))), tau) for tau in grid]
     best = max(value for value, _ in scored)
     return float(min((abs(tau), tau) for value, tau in scored if value >= best - tolerance - 1e-12)[1])

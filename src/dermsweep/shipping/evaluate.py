@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data.catalog import digest
 from ..errors import ConfigError, DataError
-from ..evaluation import metrics, plots
+from ..evaluation import bootstrap, metrics, plots
 from ..evaluation.operating_point import META_KEY, OperatingPoint, sensitivity_specificity
 from ..evaluation.reliability import DEFAULT_BINS, expected_calibration_error, plot_reliability, reliability_table
 from ..tracking import run_format as rf
@@ -85,6 +85,7 @@ class EvaluationReport:
     decision: Decision
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # metric -> [lo, hi]: 95% bootstrap, by image
     run_id: str | None = None
     experiment: str | None = None
 
@@ -150,6 +151,7 @@ def score(found: Labelled, probs: np.ndarray, ref: ModelRef, data: str, bins: in
         figures[f"{decision.class_name}_specificity"] = specificity
         if sensitivity is None:
             notes.append(f"no {decision.class_name} images in this set: its sensitivity is undefined")
+    intervals = _intervals(y, probs, names, decision)
     counts, _ = metrics.confusion(y, probs, len(names))
     table = reliability_table(y, probs, bins)
     dataset_name = Path(data).expanduser().resolve().name or found.layout
@@ -173,7 +175,18 @@ def score(found: Labelled, probs: np.ndarray, ref: ModelRef, data: str, bins: in
         decision=decision,
         skipped=list(found.skipped),
         notes=notes,
+        intervals=intervals,
     )
+
+
+def _intervals(y: np.ndarray, probs: np.ndarray, names: list[str], decision: Decision) -> dict[str, list[float]]:
+    """95% bootstrap intervals of the headline figures (by image: these sets carry no lesion ids)."""
+    operating = None
+    if decision.class_name is not None:
+        threshold = decision.point.threshold if decision.point is not None else None
+        operating = bootstrap.Operating(names.index(decision.class_name), decision.class_name, threshold)
+    found = bootstrap.intervals(y, probs, metrics=(*bootstrap.HEADLINE, "accuracy"), operating=operating)
+    return {k: [v.lo, v.hi] for k, v in found.items() if math.isfinite(v.lo) and math.isfinite(v.hi)}
 
 
 def _folder(data: str | Path) -> Path:
@@ -288,6 +301,8 @@ def log_run(report: EvaluationReport, found: Labelled, probs: np.ndarray, client
 
 def _metrics(report: EvaluationReport) -> dict[str, float]:
     out = {rf.metric(rf.EVAL, k): v for k, v in report.metrics.items() if v is not None}
+    for k, (lo, hi) in report.intervals.items():  # eval/X_lo95, eval/X_hi95
+        out.update(bootstrap.bounds_metrics(rf.metric(rf.EVAL, k), bootstrap.Interval(math.nan, lo, hi)))
     out[rf.metric(rf.EVAL, "n_images")] = float(report.n_images)
     out[rf.metric(rf.EVAL, "n_skipped")] = float(len(report.skipped))
     point = report.decision.point

@@ -1,5 +1,14 @@
 """The promotion gate and the registry's aliases: is the best run better than `@champion` on the same split,
-and if so register it and move `@champion` (the old one becomes `@previous`).
+beyond the noise, and if so register it and move `@champion` (the old one becomes `@previous`).
+
+The gate compares candidate and champion on the same validation images: a paired bootstrap (by lesion) of the
+difference in the objective between their shipped predictions (validation_pairs). It promotes when the candidate is
+better in at least `confidence` (0.9) of the resamples; otherwise it keeps the champion and says why ("not clearly
+better: +0.8 points [-1.9, +3.4], P=0.71"). Runs that logged no shipped validation predictions (before the gate)
+are compared by their point values, and the reason says so.
+
+One promotion at a time: plan, register and alias move run under the store's promotion lock (registry_lock), and
+the alias moves only if `@champion` still names the version the plan saw (compare-and-set, for remote stores).
 
 Registry safety: the aliases move only after the new version is READY; `previous` is set (to the old champion)
 before `champion` moves, so at every instant `@champion` names a complete version. A failure before that leaves
@@ -8,22 +17,30 @@ the old champion in place and removes the half-made version.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 
-from ..errors import DermsweepError
+from ..errors import ConfigError, DermsweepError
+from ..evaluation import bootstrap
 from ..objectives import better
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
 from .model_card import model_card
 from .model_ref import resolve
 from .ranking import RegistryError, RunRow, best_candidate
+from .registry_lock import promotion_lock
 from .serving_model import ensure_serving_model
+from .training_data import from_run
+from .validation_pairs import NotPaired, compare
 
 log = logging.getLogger(__name__)
 # A champion runs on phones and in browsers: a single model or an ensemble, at most this many parameters.
 MAX_PARAMS = 4_000_000
+CONFIDENCE = 0.9  # promote when the candidate is better in at least this share of the paired resamples
+COMPARISON_TAG = "dermsweep.promotion_comparison"  # on the registered version: the paired bootstrap, as JSON
+COMPARISON_ARTIFACT = "promotion/comparison.json"  # in the promoted run: the same, beside its model card
 
 
 class PromotionRefused(DermsweepError):
@@ -58,6 +75,8 @@ class Promotion:
     forced: bool = False
     version: str | None = None
     notes: list[str] = field(default_factory=list)
+    confidence: float = CONFIDENCE
+    comparison: dict | None = None  # the paired bootstrap of the difference on shared validation images
 
     def to_json(self) -> dict:
         def side(s):
@@ -74,6 +93,8 @@ class Promotion:
             "forced": self.forced,
             "version": self.version,
             "notes": self.notes,
+            "confidence": self.confidence,
+            "comparison": self.comparison,
         }
 
 
@@ -112,13 +133,14 @@ def plan(
     metric: str | None = None,
     force: bool = False,
     max_params: int | None = MAX_PARAMS,
+    confidence: float = CONFIDENCE,
 ) -> tuple[Promotion, RunRow]:
     """Decide without changing anything. decision is 'promote' or 'refused' (with the reason)."""
     best, table = best_candidate(client, experiment, sweep, metric, max_params)
     sweep_ref = best.tags.get(rf.PARENT_RUN_ID) or best.tags.get(rf.STUDY_NAME)
     cand = Side(best.run_id, best.metric(table.metric), best.split_id, name=best.name, sweep=sweep_ref)
     champ = current_champion(client, name, table.metric)
-    p = Promotion(name, table.metric, table.direction, cand, champ, forced=force)
+    p = Promotion(name, table.metric, table.direction, cand, champ, forced=force, confidence=confidence)
     above = [r for r in table.rows[: table.rows.index(best)] if not r.has_model]
     too_big = [r for r in table.rows[: table.rows.index(best)] if r.has_model and r not in above]
     if too_big:
@@ -148,22 +170,50 @@ def plan(
             f"split {champ.split_id}; numbers from different validation sets cannot rank models "
             "(re-train both on one split, or use --force if you accept that)"
         )
-    elif not better(cand.value, champ.value, table.direction):
-        problems.append(
-            f"candidate {table.metric} = {cand.value:.4f} is not better than champion v{champ.version}'s "
-            f"{champ.value:.4f} ({table.direction}, same split {cand.split_id})"
-        )
+    else:
+        problems += _gate(client, p)
     if problems and not force:
         p.decision, p.reason = "refused", "; ".join(problems)
     elif problems:
         p.decision, p.reason = "promote", "forced over: " + "; ".join(problems)
+    elif p.comparison is not None:
+        p.decision = "promote"
+        p.reason = (
+            f"clearly better: {table.metric} {cand.value:.4f} vs champion v{champ.version}'s {champ.value:.4f}, "
+            f"{p.comparison['describe']} on {p.comparison['n_images']} shared validation images "
+            f"(P >= {confidence:g} needed)"
+        )
     else:
         p.decision = "promote"
         p.reason = (
             f"{table.metric} {cand.value:.4f} beats champion v{champ.version}'s {champ.value:.4f} "
-            f"on split {cand.split_id}"
+            f"on split {cand.split_id} (point values only: {p.notes[-1]})"
         )
     return p, best
+
+
+def _gate(client, p: Promotion) -> list[str]:
+    """The noise-aware comparison of a comparable candidate and champion: [] to promote, else the reason why not.
+    Sets p.comparison; without paired predictions, the point values decide and a note says so."""
+    cand, champ = p.candidate, p.champion
+    assert champ is not None and cand.run_id and champ.run_id and cand.value is not None and champ.value is not None
+    try:
+        found = compare(client, cand.run_id, champ.run_id, p.metric, p.direction)
+    except NotPaired as exc:
+        p.notes.append(f"no paired comparison ({exc})")
+        if better(cand.value, champ.value, p.direction):
+            return []
+        return [
+            f"candidate {p.metric} = {cand.value:.4f} is not better than champion v{champ.version}'s "
+            f"{champ.value:.4f} ({p.direction}, same split {cand.split_id})"
+        ]
+    p.comparison = {**found.to_json(), "describe": found.describe(), "confidence": p.confidence}
+    if bootstrap.clearly_better(found, p.confidence):
+        return []
+    return [
+        f"not clearly better: {found.describe()} over champion v{champ.version} on {found.n_images} shared "
+        f"validation images ({found.n_groups} lesions); promotion needs P >= {p.confidence:g}"
+    ]
 
 
 def promote(
@@ -176,32 +226,77 @@ def promote(
     dry_run: bool = False,
     await_seconds: int = 300,
     max_params: int | None = None,
+    confidence: float = CONFIDENCE,
 ) -> Promotion:
-    """Plan, then (unless dry_run) register the serving model and move the aliases. Raises PromotionRefused."""
-    p, best = plan(client, experiment, name, sweep, metric, force, MAX_PARAMS if max_params is None else max_params)
+    """Plan, then (unless dry_run) register the serving model and move the aliases, all under the store's
+    promotion lock. Raises PromotionRefused."""
+    if not 0.0 <= confidence <= 1.0:
+        raise ConfigError(f"--confidence {confidence}: a probability in [0, 1] (default {CONFIDENCE})")
+    limit = MAX_PARAMS if max_params is None else max_params
     if dry_run:
+        p, _ = plan(client, experiment, name, sweep, metric, force, limit, confidence)
         p.notes.append("dry run: nothing changed")
         if p.decision == "promote":
             p.decision = "dry-run"
         return p
-    if p.decision == "refused":
-        raise PromotionRefused(f"promotion refused: {p.reason}", p)
-
-    serving_uri = ensure_serving_model(client, best.run_id)
-    mv = _register(client, name, serving_uri, version_tags(p, best), await_seconds)
-    _write_card(client, name, str(mv.version), best)
-    try:
-        if p.champion is not None and p.champion.version != str(mv.version):
-            client.set_registered_model_alias(name, rf.PREVIOUS, p.champion.version)
-        client.set_registered_model_alias(name, rf.CHAMPION, str(mv.version))
-    except Exception as exc:
-        raise RegistryError(
-            f"registered v{mv.version} but could not move @{rf.CHAMPION} to it "
-            f"({first_line(exc)}); @{rf.CHAMPION} still names the old version"
-        ) from exc
+    with promotion_lock(getattr(client, "_registry_uri", None) or mlflow_registry_uri()):
+        p, best = plan(client, experiment, name, sweep, metric, force, limit, confidence)
+        if p.decision == "refused":
+            raise PromotionRefused(f"promotion refused: {p.reason}", p)
+        serving_uri = ensure_serving_model(client, best.run_id)
+        mv = _register(client, name, serving_uri, version_tags(p, best), await_seconds)
+        _move_aliases(client, p, str(mv.version))
+        _write_card(client, name, str(mv.version), best)
+        _log_comparison(client, p, best)
     p.version = str(mv.version)
     p.decision = "promoted"
     return p
+
+
+def mlflow_registry_uri() -> str:
+    import mlflow
+
+    return mlflow.get_registry_uri()
+
+
+def _move_aliases(client, p: Promotion, version: str) -> None:
+    """@previous -> the old champion, then @champion -> `version`, if @champion still names the version the plan
+    compared with (else another promotion won meanwhile: this version is removed and nothing moves)."""
+    name = p.model_name
+    now = current_champion(client, name, p.metric)
+    planned = p.champion.version if p.champion else None
+    if (now.version if now else None) != planned:
+        try:
+            client.delete_model_version(name, version)
+        except Exception as exc:
+            log.warning("could not remove %s v%s: %s", name, version, first_line(exc))
+        raise PromotionRefused(
+            f"promotion refused: another promotion moved @{rf.CHAMPION} to v{now.version if now else None} while "
+            f"this one ran (it planned against {'v' + planned if planned else 'no champion'}); nothing changed, "
+            "run promote again to compare with the new champion",
+            p,
+        )
+    try:
+        if p.champion is not None and p.champion.version != version:
+            client.set_registered_model_alias(name, rf.PREVIOUS, p.champion.version)
+        client.set_registered_model_alias(name, rf.CHAMPION, version)
+    except Exception as exc:
+        raise RegistryError(
+            f"registered v{version} but could not move @{rf.CHAMPION} to it "
+            f"({first_line(exc)}); @{rf.CHAMPION} still names the old version"
+        ) from exc
+
+
+def _log_comparison(client, p: Promotion, best: RunRow) -> None:
+    """The gate's evidence in the promoted run, beside its model card (best-effort, like the card)."""
+    if p.comparison is None:
+        return
+    try:
+        client.log_dict(
+            best.run_id, {**p.comparison, "champion_version": p.champion and p.champion.version}, COMPARISON_ARTIFACT
+        )
+    except Exception as exc:
+        log.warning("promotion comparison for run %s not logged: %s", best.run_id, first_line(exc))
 
 
 def version_tags(p: Promotion, best: RunRow) -> dict[str, str]:
@@ -218,6 +313,8 @@ def version_tags(p: Promotion, best: RunRow) -> dict[str, str]:
         rf.REPLACED_VERSION: (p.champion.version or "") if p.champion else "",
         rf.PROMOTED_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if p.comparison is not None:
+        tags[COMPARISON_TAG] = json.dumps(p.comparison)[:4000]
     for key, value in best.results().items():
         tags[f"{rf.VERSION_METRIC}{key}"] = repr(float(value))
     return tags
@@ -227,7 +324,7 @@ def _write_card(client, name: str, version: str, best: RunRow) -> None:
     """The model card, as the version's description and in the run; best-effort: a card never blocks a promotion."""
     try:
         meta = resolve(f"runs:/{best.run_id}/{rf.MODEL}", client).meta
-        card = model_card(name, version, best, meta)
+        card = model_card(name, version, best, meta, from_run(client.get_run(best.run_id)))  # ensembles: inputs
         client.update_model_version(name, version, description=card)
         client.log_text(best.run_id, card, rf.MODEL_CARD)
     except Exception as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import DermsweepError
 from ..tracking import run_format as rf
+from ..tracking.candidates import candidate_runs
 from ..tracking.store import first_line
 from .model_ref import RUN_ID
 
@@ -132,16 +133,16 @@ def _sweep_filter(client, exp_id: str, sweep: str) -> str:
 def collect_runs(
     client, experiment: str, sweep: str | None = None, metric: str | None = None, finished_only: bool = False
 ) -> RunsTable:
-    """All trial/single/ensemble runs of the experiment (or sweep), best first by `metric` (default: the
-    runs' objective)."""
+    """All candidate runs (rf.is_candidate: trials, single runs, ensembles) of the experiment (or sweep), best
+    first by `metric` (default: the runs' objective)."""
     exp = _experiment(client, experiment)
-    filters = [f"tags.`{rf.ROLE}` != 'sweep'", f"tags.`{rf.ROLE}` != 'evaluation'"]
+    filters = []
     if sweep:
         filters.append(_sweep_filter(client, exp.experiment_id, sweep))
     if finished_only:
         filters.append(f"tags.`{rf.STATUS}` = 'finished'")
-    try:
-        runs = client.search_runs([exp.experiment_id], filter_string=" and ".join(filters), max_results=5000)
+    try:  # the candidate rule is the run format's (rf.is_candidate), shared with a sweep's warm start
+        runs = candidate_runs(client, [exp.experiment_id], " and ".join(filters))
     except Exception as exc:
         raise RegistryError(f"cannot search runs: {first_line(exc)}") from exc
     rows = [

@@ -94,7 +94,8 @@ def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for dist in ("mlflow", "keras", "numpy", "pillow", "pandas", "tensorflow-cpu", "tensorflow"):
+    # simplejpeg: images.py's strict JPEG check (without it the served model refuses every JPEG)
+    for dist in ("mlflow", "keras", "numpy", "pillow", "simplejpeg", "pandas", "tensorflow-cpu", "tensorflow"):
         try:
             reqs.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:

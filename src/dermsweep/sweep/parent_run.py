@@ -1,4 +1,6 @@
-"""MLflow parent runs for multiruns: one per Optuna sweep (reused on resume) and one per plain grid multirun.
+"""MLflow parent runs for multiruns, their lifecycle: one per Optuna sweep (reused on resume) and one per plain grid
+multirun. Opened (found, or made by one worker), given the sweep's settings as params and a description, fed
+progress, closed with the study's files (sweep.study_report) and a status.
 
 Everything goes through ``MlflowClient`` (never ``mlflow.start_run``), so no MLflow run becomes "active" in the
 sweeper's process: in-process jobs (basic launcher) start their own child run with
@@ -11,28 +13,32 @@ Logging here is best-effort: a tracking hiccup logs a warning and never stops a 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import tempfile
 import time
-import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.experimental.callback import Callback
 
 from ..tracking import run_format as rf
 from ..tracking import run_owner
 from ..tracking.store import ensure_experiment
-from .trial_link import PARENT_RUN_FILE, VOID_PREFIX
+from . import study_report
+from .trial_link import PARENT_RUN_FILE
 
 log = logging.getLogger(__name__)
 
 OPTUNA_SWEEPER_TARGET_PREFIX = "hydra_plugins.dermsweep_optuna_sweeper"
-# A trial's user attr naming where its enqueued (warm-start) configuration came from; the sweeper sets it.
-WARM_START_ATTR = rf.WARM_START
-# How long a worker that created a sweep's parent run waits before checking whether another worker made one too.
+# Workers that joined a study another worker created wait this long for its parent run to appear.
+PARENT_WAIT_SECONDS = 30.0
+# A worker that made a parent run for a study it did not create (a resumed study without one, or the creator's
+# never appeared) waits this long before checking whether another worker made one too. The study's creator never
+# waits: it alone makes the parent of a new study.
 PARENT_SETTLE_SECONDS = 3.0
+MAX_PARAM_LENGTH = 500  # MLflow keeps up to 6,000 characters; a param is for reading at a glance
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def tracking_settings(config: Any) -> tuple[str | None, str, str | None]:
@@ -68,7 +74,7 @@ def write_parent_file(sweep_dir: str | Path, run_id: str) -> None:
     (d / PARENT_RUN_FILE).write_text(run_id)
 
 
-def _safe(fn: Any) -> Any:
+def _safe(fn: _F) -> _F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -77,7 +83,7 @@ def _safe(fn: Any) -> Any:
             return None
 
     wrapper.__name__ = fn.__name__
-    return wrapper
+    return wrapper  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------- Optuna sweeps
@@ -97,37 +103,65 @@ class SweepParent:
         artifact_root: str | None,
         study_name: str,
         tags: dict[str, str] | None = None,
+        *,
+        created_study: bool = True,
+        fresh_study: bool = True,
+        params: Mapping[str, str] | None = None,
+        description: str | None = None,
     ) -> SweepParent:
+        """The study's parent run: found, else made. ``created_study``: this process created the study, so it
+        alone makes the parent of a new study (no pause, no duplicate); a worker that joined a ``fresh_study`` (no
+        finished trial) waits for the creator's parent instead."""
         client = _client(uri)
         exp_id = ensure_experiment(client, experiment, artifact_root)
         found = cls._find(client, exp_id, study_name)
+        if not found and not created_study and fresh_study:
+            found = cls._await(client, exp_id, study_name)
         if found:
             run_id = found[0].info.run_id
             # Claimed before it is RUNNING again: its dead earlier workers' records must not get it reaped.
             run_owner.claim(client, run_id)
             if found[0].info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
-            log.info("MLflow: resuming parent run %s of study %s", run_id, study_name)
+            log.info("MLflow: parent run %s of study %s", run_id, study_name)
         else:
-            run = client.create_run(
-                exp_id,
-                run_name=study_name,
-                tags={rf.ROLE: "sweep", rf.STUDY_NAME: study_name, **(tags or {})},
-            )
-            run_id = run.info.run_id
-            # Several workers starting together may each have created one. A run's start time is taken before it
-            # is stored, so a search made at once can miss an older one still being written (seen on a loaded
+            run_id = cls._create(client, exp_id, study_name, tags, settle=not created_study)
+            run_owner.claim(client, run_id)  # each worker is an owner: the run is reaped once all of them died
+            log.info("MLflow: parent run %s for study %s", run_id, study_name)
+        for k, v in (tags or {}).items():
+            client.set_tag(run_id, k, v)
+        parent = cls(client, run_id, exp_id)
+        parent.describe(params or {}, description)
+        return parent
+
+    @classmethod
+    def _create(cls, client: Any, exp_id: str, study_name: str, tags: dict[str, str] | None, settle: bool) -> str:
+        run = client.create_run(
+            exp_id, run_name=study_name, tags={rf.ROLE: "sweep", rf.STUDY_NAME: study_name, **(tags or {})}
+        )
+        run_id: str = run.info.run_id
+        if settle:
+            # Not the study's creator, so other workers may each have made one. A run's start time is taken before
+            # it is stored, so a search made at once can miss an older one still being written (seen on a loaded
             # machine: two parents). After a pause every worker sees the same set and keeps the same, the oldest.
             time.sleep(PARENT_SETTLE_SECONDS)
             found = cls._find(client, exp_id, study_name)
             if found and found[0].info.run_id != run_id:
                 client.delete_run(run_id)
                 run_id = found[0].info.run_id
-            run_owner.claim(client, run_id)  # each worker is an owner: the run is reaped once all of them died
-            log.info("MLflow: parent run %s for study %s", run_id, study_name)
-        for k, v in (tags or {}).items():
-            client.set_tag(run_id, k, v)
-        return cls(client, run_id, exp_id)
+        return run_id
+
+    @classmethod
+    def _await(cls, client: Any, exp_id: str, study_name: str) -> list[Any]:
+        """The parent run the study's creator is making, once it is there (empty after PARENT_WAIT_SECONDS)."""
+        deadline = time.monotonic() + PARENT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            found = cls._find(client, exp_id, study_name)
+            if found:
+                return found
+        log.warning("MLflow: the study's creator made no parent run in %.0f s: making one", PARENT_WAIT_SECONDS)
+        return []
 
     @staticmethod
     def _find(client: Any, exp_id: str, study_name: str) -> list[Any]:
@@ -139,13 +173,38 @@ class SweepParent:
         )
         return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
+    @_safe
+    def describe(self, params: Mapping[str, str], description: str | None) -> None:
+        """The sweep's settings as params (search space, sampler, pruner, budget) and its description. MLflow keeps
+        a param's first value: a resumed sweep that changed one (a larger n_trials) says so in the description."""
+        logged = self.client.get_run(self.run_id).data.params
+        new = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items() if k not in logged}
+        changed = [
+            f"{k}: {logged[k]} -> {str(v)[:MAX_PARAM_LENGTH]}"
+            for k, v in params.items()
+            if k in logged and logged[k] != str(v)[:MAX_PARAM_LENGTH]
+        ]
+        if new:
+            from mlflow.entities import Param
+
+            items = list(new.items())
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+                self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+        if description:
+            if changed:
+                description += (
+                    "\n\nChanged since the first sweep of this study (params keep the first value): "
+                    + "; ".join(changed)
+                )
+            self.client.set_tag(self.run_id, rf.DESCRIPTION, description)
+
     # -- progress and summary
     @_safe
     def log_progress(self, study: Any, finished: list[int] | None = None) -> None:
         """The counts (step = trials finished) and, for each trial number in ``finished`` (the trials this process
         just told), a point of time to quality: the best first objective so far at that trial's end, step = seconds
         of sweep time then, timestamp = the trial's end (so MLflow's wall-time axis places it too)."""
-        stats = study_stats(study)
+        stats = study_report.study_stats(study)
         step = stats["n_finished"]
         from mlflow.entities import Metric
 
@@ -156,7 +215,7 @@ class SweepParent:
             if isinstance(v, int | float)
         ]
         wanted = set(finished or ())
-        for row in time_to_quality(study):
+        for row in study_report.time_to_quality(study):
             if row["number"] in wanted and row["best_so_far"] is not None:
                 metrics.append(
                     Metric(
@@ -187,13 +246,15 @@ class SweepParent:
         the run RUNNING forever."""
         from optuna.trial import TrialState
 
+        from ..tracking.candidates import search_all
+
         trials = study.get_trials(deepcopy=False)
         running = {t.number for t in trials if t.state == TrialState.RUNNING}
         newest = max((t.number for t in trials), default=-1)  # a trial asked after this snapshot is not orphaned
-        runs = self.client.search_runs(
+        runs = search_all(
+            self.client,
             [self.experiment_id],
-            filter_string=f"tags.`{rf.PARENT_RUN_ID}` = '{self.run_id}' and attributes.status = 'RUNNING'",
-            max_results=5000,
+            f"tags.`{rf.PARENT_RUN_ID}` = '{self.run_id}' and attributes.status = 'RUNNING'",
         )
         for r in runs:
             num = r.data.tags.get(rf.TRIAL_NUMBER)
@@ -211,331 +272,32 @@ class SweepParent:
 
     def child_run_ids(self) -> dict[int, str]:
         """trial number -> child run id, from the child runs' tags (fallback when a trial has no mlflow_run_id)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{rf.PARENT_RUN_ID}` = '{self.run_id}'",
-            max_results=5000,
-        )
+        from ..tracking.candidates import search_all
+
         out: dict[int, str] = {}
-        for r in runs:
+        for r in search_all(self.client, [self.experiment_id], f"tags.`{rf.PARENT_RUN_ID}` = '{self.run_id}'"):
             num = r.data.tags.get(rf.TRIAL_NUMBER)
             if num is not None and num.isdigit():
                 out.setdefault(int(num), r.info.run_id)
         return out
 
     def _log_study_artifacts(self, study: Any, plots: bool = True, stop_reason: str | None = None) -> None:
-        import optuna
-
-        multi = len(study.directions) > 1
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         run_ids = _safe(self.child_run_ids)() or {}
 
         def run_id_of(t: Any) -> str | None:
-            return t.user_attrs.get("mlflow_run_id") or run_ids.get(t.number)
+            found = t.user_attrs.get("mlflow_run_id") or run_ids.get(t.number)
+            return str(found) if found else None
 
-        best = []
-        if complete:
-            best = list(study.best_trials) if multi else [study.best_trial]
-        summary = {
-            "study_name": study.study_name,
-            "directions": [d.name.lower() for d in study.directions],
-            "metric_names": study.metric_names,
-            **study_stats(study),
-            "stop_reason": stop_reason,
-            "best_trials": [
-                {"number": t.number, "values": t.values, "params": t.params, "mlflow_run_id": run_id_of(t)}
-                for t in best
-            ],
-        }
-        if best and not multi:
-            self.client.set_tag(self.run_id, rf.BEST_TRIAL_NUMBER, str(best[0].number))
-            rid = run_id_of(best[0])
-            if rid:
-                self.client.set_tag(self.run_id, rf.BEST_RUN_ID, rid)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / rf.STUDY_DIR
             folder.mkdir()
-            (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-            df = study.trials_dataframe()
-            if not df.empty:
-                # by number: other workers may add trials between the two reads
-                trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-                void = {k[len(VOID_PREFIX) :]: v for k, v in study.user_attrs.items() if k.startswith(VOID_PREFIX)}
-                df["mlflow_run_id"] = [run_id_of(trials[n]) if n in trials else None for n in df["number"]]
-                # surplus / interrupted / stale / killed trials: shown as FAIL by Optuna, not counted by the sweep
-                df["void"] = [void.get(str(n), "") for n in df["number"]]
-            df.to_csv(folder / "trials.csv", index=False)
-            rows = time_to_quality(study)
-            write_time_to_quality_table(rows, folder / Path(rf.TIME_TO_QUALITY_TABLE).name)
-            if plots:
-                write_plots(study, folder)
-                if rows:
-                    try:
-                        draw_time_to_quality(rows, study).savefig(
-                            folder / Path(rf.TIME_TO_QUALITY_FIGURE).name, dpi=100, bbox_inches="tight"
-                        )
-                    except Exception as exc:
-                        log.warning("plot time_to_quality skipped: %s", exc)
+            summary = study_report.write_study_folder(study, folder, run_id_of, plots, stop_reason)
+            best = summary["best_trials"]
+            if len(best) == 1 and len(study.directions) == 1:
+                self.client.set_tag(self.run_id, rf.BEST_TRIAL_NUMBER, str(best[0]["number"]))
+                if best[0]["mlflow_run_id"]:
+                    self.client.set_tag(self.run_id, rf.BEST_RUN_ID, best[0]["mlflow_run_id"])
             self.client.log_artifacts(self.run_id, str(folder), artifact_path=rf.STUDY_DIR)
-
-
-def study_stats(study: Any) -> dict[str, Any]:
-    import optuna
-
-    S = optuna.trial.TrialState
-    void = {k for k in study.user_attrs if k.startswith(VOID_PREFIX)}
-    counts = dict.fromkeys((S.COMPLETE, S.PRUNED, S.FAIL, S.RUNNING, S.WAITING), 0)
-    for t in study.get_trials(deepcopy=False):
-        if t.state == S.FAIL and f"{VOID_PREFIX}{t.number}" in void:
-            continue
-        counts[t.state] = counts.get(t.state, 0) + 1
-    stats: dict[str, Any] = {
-        "n_complete": counts[S.COMPLETE],
-        "n_pruned": counts[S.PRUNED],
-        "n_failed": counts[S.FAIL],
-        "n_running": counts[S.RUNNING],
-        "n_finished": counts[S.COMPLETE] + counts[S.PRUNED] + counts[S.FAIL],
-        "best_value": None,
-        "elapsed_minutes": round(sweep_seconds(study) / 60.0, 3),
-    }
-    if counts[S.COMPLETE] and len(study.directions) == 1:
-        stats["best_value"] = study.best_value
-    elif counts[S.COMPLETE]:
-        stats["n_pareto"] = len(study.best_trials)
-    return stats
-
-
-# ----------------------------------------------------------------------------------------------- sweep time
-def _void_reasons(study: Any) -> dict[int, str]:
-    return {int(k[len(VOID_PREFIX) :]): str(v) for k, v in study.user_attrs.items() if k.startswith(VOID_PREFIX)}
-
-
-def busy_intervals(study: Any) -> list[tuple[float, float]]:
-    """The sweep's clock: merged (start, end) spans, in epoch seconds, during which at least one finished trial of
-    the study ran. Gaps between invocations (before a resume) are left out, several workers' overlapping trials
-    count once, and trials still RUNNING are left out (a dead sweep's RUNNING trial would otherwise tick forever),
-    as are trials a dead sweep left behind (void "stale": they end when a later sweep noticed, not when they died)."""
-    void = _void_reasons(study)
-    spans = sorted(
-        (t.datetime_start.timestamp(), t.datetime_complete.timestamp())
-        for t in study.get_trials(deepcopy=False)
-        if t.datetime_start is not None and t.datetime_complete is not None and void.get(t.number) != "stale"
-    )
-    merged: list[tuple[float, float]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, max(start, end)))
-    return merged
-
-
-def sweep_seconds(study: Any, at: float | None = None, intervals: list[tuple[float, float]] | None = None) -> float:
-    """Seconds of sweep time (see busy_intervals) up to the moment ``at`` (epoch seconds; None = all of it)."""
-    spans = busy_intervals(study) if intervals is None else intervals
-    if at is None:
-        return sum(end - start for start, end in spans)
-    return sum(min(end, at) - start for start, end in spans if start < at)
-
-
-def time_to_quality(study: Any) -> list[dict[str, Any]]:
-    """One row per finished trial that counts (void ones left out), in the order they ended: its number, state,
-    sweep time at its end (elapsed_s; ended_at in epoch seconds), its first objective (a pruned trial: its last
-    reported value, at pruned_at_step; a failed one: none), and the best first objective of the COMPLETE trials
-    ended by then (best_so_far; multi-objective studies: the first objective)."""
-    import optuna
-
-    S = optuna.trial.TrialState
-    void = _void_reasons(study)
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    spans = busy_intervals(study)
-    done = sorted(
-        (
-            t
-            for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
-            if t.number not in void and t.datetime_complete is not None
-        ),
-        key=lambda t: (t.datetime_complete, t.number),
-    )
-    rows: list[dict[str, Any]] = []
-    best: float | None = None
-    for t in done:
-        ended = t.datetime_complete.timestamp()
-        value: float | None = None
-        pruned_at: int | None = None
-        if t.state == S.COMPLETE and t.values:
-            value = float(t.values[0])
-            if best is None or (value > best if maximize else value < best):
-                best = value
-        elif t.state == S.PRUNED and t.intermediate_values:
-            pruned_at = t.last_step
-            value = float(t.intermediate_values[pruned_at])
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "ended_at": ended,
-                "elapsed_s": sweep_seconds(study, ended, spans),
-                "value": value,
-                "pruned_at_step": pruned_at,
-                "best_so_far": best,
-                "warm_start": t.user_attrs.get(rf.WARM_START, ""),
-            }
-        )
-    return rows
-
-
-def write_time_to_quality_table(rows: list[dict[str, Any]], path: Path) -> None:
-    """time_to_quality.csv: the rows of time_to_quality with elapsed minutes and the end as ISO time."""
-    import csv
-    import datetime
-
-    columns = ["number", "state", "elapsed_minutes", "value", "best_so_far", "pruned_at_step", "ended", "warm_start"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(
-                {
-                    **{k: r[k] for k in ("number", "state", "value", "best_so_far", "pruned_at_step", "warm_start")},
-                    "elapsed_minutes": round(r["elapsed_s"] / 60.0, 4),
-                    "ended": datetime.datetime.fromtimestamp(r["ended_at"]).isoformat(timespec="seconds"),
-                }
-            )
-
-
-def draw_time_to_quality(rows: list[dict[str, Any]], study: Any) -> Any:
-    """Best-so-far first objective (a step line) against sweep minutes, each complete trial's value as a dot,
-    pruned trials' last reported values as crosses, failed trials as ticks under the axis. A matplotlib Figure
-    made without pyplot."""
-    from matplotlib.figure import Figure
-
-    name = (study.metric_names or ["objective"])[0]
-    fig = Figure(figsize=(7.5, 4.2))
-    ax = fig.add_subplot()
-    minutes = [r["elapsed_s"] / 60.0 for r in rows]
-    best = [(m, r["best_so_far"]) for m, r in zip(minutes, rows, strict=True) if r["best_so_far"] is not None]
-    if best:
-        xs, ys = zip(*best, strict=True)
-        ax.step(xs, ys, where="post", color="tab:blue", linewidth=2, label="best so far")
-    for state, style in (
-        ("COMPLETE", dict(marker="o", color="tab:blue", alpha=0.6, label="complete trial")),
-        ("PRUNED", dict(marker="x", color="tab:orange", label="pruned trial (last reported value)")),
-    ):
-        pts = [
-            (m, r["value"])
-            for m, r in zip(minutes, rows, strict=True)
-            if r["state"] == state and r["value"] is not None
-        ]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.scatter(xs, ys, **style)
-    failed = [m for m, r in zip(minutes, rows, strict=True) if r["state"] == "FAIL"]
-    if failed:
-        ax.scatter(
-            failed,
-            [0.0] * len(failed),
-            marker="|",
-            s=120,
-            color="tab:red",
-            label="failed trial",
-            transform=ax.get_xaxis_transform(),
-            clip_on=False,
-        )
-    direction = study.directions[0].name.lower()
-    ax.set_xlabel("sweep time (minutes; gaps between invocations left out)")
-    ax.set_ylabel(f"{name} ({direction})")
-    ax.set_title(f"{study.study_name}: time to quality ({len(rows)} trials)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------- warm start
-def best_runs(
-    uri: str | None,
-    experiment: str,
-    metric: str,
-    direction: str,
-    top_k: int,
-    filter_string: str | None = None,
-) -> list[tuple[str, float, dict[str, str]]]:
-    """The ``top_k`` best FINISHED runs of an MLflow experiment by ``metric`` (any spelling rf.read accepts, e.g.
-    val_balanced_accuracy = final_val/balanced_accuracy, else the metric's exact name), sweep and multirun parent
-    runs left out: [(run id, value, params)], best first. Raises ValueError when the experiment does not exist."""
-    import math
-
-    client = _client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ValueError(f"experiment {experiment!r} not found in the tracking store {client.tracking_uri}")
-    wanted = "attributes.status = 'FINISHED'"
-    if filter_string:
-        wanted = f"{wanted} and {filter_string}"
-    found: list[tuple[str, float, dict[str, str]]] = []
-    page: str | None = None
-    while True:
-        runs = client.search_runs([exp.experiment_id], filter_string=wanted, max_results=1000, page_token=page)
-        for r in runs:
-            if r.data.tags.get(rf.ROLE) in ("sweep", "multirun"):
-                continue
-            value = rf.read(r.data.metrics, metric)
-            if value is None:
-                value = r.data.metrics.get(metric)
-            if value is None or not math.isfinite(value):
-                continue
-            found.append((r.info.run_id, float(value), dict(r.data.params)))
-        page = runs.token
-        if not page:
-            break
-    found.sort(key=lambda x: x[1], reverse=direction == "maximize")
-    return found[: max(0, int(top_k))]
-
-
-def write_plots(study: Any, folder: Path) -> list[str]:
-    """Optuna plots as HTML (plotly, self-contained) and PNG (matplotlib). Returns the names written."""
-    import optuna
-
-    written: list[str] = []
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return written
-    multi = len(study.directions) > 1
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
-    target_kw: dict[str, Any] = {}
-    if multi:
-        target_kw = {"target": (lambda t: t.values[0]), "target_name": names[0]}
-    plots: list[tuple[str, str, dict[str, Any]]] = [
-        ("optimization_history", "plot_optimization_history", target_kw),
-        ("parallel_coordinate", "plot_parallel_coordinate", target_kw),
-    ]
-    if len(complete) >= 2:
-        plots.append(("param_importances", "plot_param_importances", target_kw))
-    if multi and len(study.directions) in (2, 3):
-        plots.append(("pareto_front", "plot_pareto_front", {}))
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    for name, fn, kw in plots:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                fig = getattr(optuna.visualization, fn)(study, **kw)
-                fig.write_html(str(folder / f"{name}.html"), include_plotlyjs=True)
-                written.append(f"{name}.html")
-            except Exception as exc:
-                log.warning("plot %s (html) skipped: %s", name, exc)
-            try:
-                ax = getattr(optuna.visualization.matplotlib, fn)(study, **kw)
-                figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-                figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
-                plt.close(figure)
-                written.append(f"{name}.png")
-            except Exception as exc:
-                log.warning("plot %s (png) skipped: %s", name, exc)
-    return written
 
 
 # ----------------------------------------------------------------------------------------------- grid multiruns
@@ -581,9 +343,9 @@ class MultirunParentCallback(Callback):
         client, run_id = self._run
         try:
             exp_id = client.get_run(run_id).info.experiment_id
-            children = client.search_runs(
-                [exp_id], filter_string=f"tags.`{rf.PARENT_RUN_ID}` = '{run_id}'", max_results=5000
-            )
+            from ..tracking.candidates import search_all
+
+            children = list(search_all(client, [exp_id], f"tags.`{rf.PARENT_RUN_ID}` = '{run_id}'"))
             client.log_metric(run_id, rf.metric(rf.SWEEP_SECTION, "n_runs"), len(children))
             client.set_terminated(run_id, status="FINISHED")
         except Exception as exc:

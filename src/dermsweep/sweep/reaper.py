@@ -4,7 +4,9 @@ of the sweeps recorded there.
 MLflow runs go through tracking.run_owner.reap (KILLED, with the reason). Each sweep parent run names its study and
 storage (tags `dermsweep.study_name`, `dermsweep.optuna_storage`); its RUNNING trials whose owner died are failed,
 voided and re-queued by sweep.trial_owner.fail_dead, exactly as the next sweep on that study would do. A storage
-recorded without its password (`user:***@host`) or in memory cannot be opened from here: it is listed as skipped.
+recorded without its password (`user:***@host`) or in memory cannot be opened from here, nor a SQLite or journal
+file that is not there (opening it would create an empty one; sweeps record absolute paths, older ones may be
+relative to the directory they ran in): each is listed as skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .. import liveness
 from ..tracking import run_format as rf
 from ..tracking import run_owner
 from . import trial_owner
-from .storage import open_storage
+from .storage import local_file, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,13 @@ def reap(client: Any, stale_after: float = liveness.STALE_AFTER_S) -> ReapReport
     for storage_url, study_name in _sweeps(client):
         if storage_url == "memory" or "***" in storage_url:
             report.skipped.append(f"{study_name}: storage {storage_url} cannot be opened from here")
+            continue
+        path = local_file(storage_url)
+        if path is not None and not path.is_file():  # opening it would create an empty store
+            why = "no such file"
+            if not path.is_absolute():  # recorded before sweeps made it absolute: relative to the sweep's directory
+                why = "a relative path, not found here: run `dermsweep runs --reap` from the directory the sweep ran in"
+            report.skipped.append(f"{study_name}: storage {storage_url}: {why}")
             continue
         try:
             with warnings.catch_warnings():

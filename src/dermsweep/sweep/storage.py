@@ -53,6 +53,32 @@ def open_storage(url: str | None, **rdb_kwargs: Any) -> Any:
     raise last
 
 
+def absolute_url(url: str | None, base: str | Path | None = None) -> str | None:
+    """``url`` with a relative SQLite or journal file path made absolute against ``base`` (default: this process's
+    working directory, where Optuna would open it). The sweeper records and hands out the absolute URL, so a job
+    that changes directory and a reaper started elsewhere open the same file."""
+    if not url:
+        return url
+    for prefix in ("sqlite:///", "journal://", "journal:"):
+        if url.startswith(prefix):
+            path = url[len(prefix) :]
+            if not path or path.startswith((":memory:", "/")) or (prefix == "journal:" and path.startswith("//")):
+                return url
+            absolute = (Path(base) if base is not None else Path.cwd()) / path
+            return f"{prefix}{absolute}" if prefix == "sqlite:///" else f"journal://{absolute}"
+    return url
+
+
+def local_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL (None for a server database or memory)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        return None if not path or path.startswith(":memory:") else Path(path)
+    if url.startswith("journal:"):
+        return Path(url[len("journal://") :] if url.startswith("journal://") else url[len("journal:") :])
+    return None
+
+
 def _sqlite_prepare(url: str) -> None:
     import sqlite3
 

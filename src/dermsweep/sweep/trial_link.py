@@ -30,6 +30,7 @@ from typing import Any
 from ..cache import ProcessCache
 from ..objectives import better, dominates
 from ..tracking import run_format as rf
+from . import optuna_private
 from .storage import instantiate_filtered, open_storage
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,6 @@ ENV_PARENT_RUN = "DERMSWEEP_PARENT_RUN_ID"
 ENV_VARS = (ENV_STUDY, ENV_STORAGE, ENV_TRIAL_ID, ENV_TRIAL_NUMBER, ENV_PARENT_RUN)
 # Study user attr holding the pruner spec ({_target_: ..., kwargs}), so jobs in other processes prune alike.
 PRUNER_ATTR = "dermsweep.pruner"
-# Study user attr prefix marking a trial number void: surplus, interrupted, stale or killed (sweep.trial_owner),
-# shown as FAIL by Optuna but not counted by the sweep.
-VOID_PREFIX = "dermsweep.void."
 # Name of the file (in the multirun's sweep dir) holding the MLflow parent run id, for grid multiruns and sweeps.
 PARENT_RUN_FILE = ".dermsweep_parent_run_id"
 
@@ -165,12 +163,10 @@ class TrialLink:
     def trial(self) -> Any:
         """The live ``optuna.trial.Trial`` (rebuilt from storage)."""
         if self._trial is None:
-            import optuna
-
             study = _load_study(self._p)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._trial = optuna.trial.Trial(study, self.trial_id)
+                self._trial = optuna_private.attach(study, self.trial_id)
         return self._trial
 
     def report(self, step: int, value: float, prunable: bool = True) -> None:

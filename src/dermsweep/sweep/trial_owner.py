@@ -8,10 +8,15 @@ trial's id (so a re-queued copy, which inherits user attrs, is not mistaken for 
 owner is dead (at once on the owner's machine, after `grace_period` without heartbeat elsewhere): voided, so it is
 not counted (`void=killed` in the parent run's trials.csv), its reason in `dermsweep.failure_reason`, and its
 parameters re-queued (at most `max_retry` times) so a later trial runs them.
+
+A trial `study.ask()` created whose worker died before it could claim it has no owner record (and, on a journal
+file, no heartbeat either): nothing would ever fail it. `fail_dead` fails such a trial once it has been RUNNING
+unclaimed for `UNCLAIMED_AFTER_S` (the sweeper claims within a second of asking, so only a dead worker leaves one).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -19,11 +24,14 @@ from typing import Any
 
 from .. import liveness
 from ..tracking import run_format as rf
-from .trial_link import VOID_PREFIX
+from . import optuna_private, void
 
 log = logging.getLogger(__name__)
 
 OWNER_ATTR = rf.OWNER  # a trial user attr: the owner record of the sweep process that asked for the trial
+# How long a trial may stay RUNNING without an owner record before it counts as its dead worker's: generous, since
+# the asking machine's clock stamped its start and the reaper's clock reads it.
+UNCLAIMED_AFTER_S = 600.0
 _HEARTBEATS: dict[float, liveness.Heartbeats] = {}
 
 
@@ -38,10 +46,10 @@ def claim(study: Any, trial: Any, beat_every: float | None) -> None:
     (None: the storage keeps its own heartbeat)."""
     from optuna.trial import TrialState
 
-    storage = study._storage
+    storage = optuna_private.storage(study)
     if not _persistent(storage):
         return
-    trial_id = trial._trial_id
+    trial_id = optuna_private.trial_id(trial)
     owner = liveness.me()
     # beat_every rides along: a record that is never refreshed must not look stale to a reaper elsewhere
     extra = {"trial_id": trial_id, "beat_every": float(beat_every or 0)}
@@ -76,31 +84,45 @@ def death(trial: Any, stale_after: float | None) -> str | None:
     except ValueError:
         extra = {}
     owner = liveness.parse(record)
-    if owner is None or extra.get("trial_id") != trial._trial_id:
+    if owner is None or extra.get("trial_id") != optuna_private.trial_id(trial):
         return None
     if stale_after is None or not extra.get("beat_every"):
         stale_after = math.inf
     return liveness.death(owner, stale_after)
 
 
+def unclaimed(trial: Any, after_s: float = UNCLAIMED_AFTER_S, now: datetime.datetime | None = None) -> str | None:
+    """Why the RUNNING `trial` counts as abandoned before its worker claimed it, or None (claimed, or asked too
+    recently to tell)."""
+    if OWNER_ATTR in trial.user_attrs or trial.datetime_start is None:
+        return None
+    age = ((now or datetime.datetime.now()) - trial.datetime_start).total_seconds()
+    if age < after_s:
+        return None
+    return f"asked {age:.0f} s ago and never claimed (its worker died between asking and claiming)"
+
+
 def fail_dead(study: Any, stale_after: float | None, max_retry: int | None) -> list[int]:
-    """Fail, void and re-queue the RUNNING trials whose owner is dead; returns their numbers."""
+    """Fail, void and re-queue the RUNNING trials whose owner is dead, or that no worker ever claimed; returns
+    their numbers."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
-    if not _persistent(storage):
+    if not _persistent(optuna_private.storage(study)):
         return []
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        why = death(trial, stale_after)
+        why, reason = death(trial, stale_after), void.KILLED
+        if why is None:
+            why, reason = unclaimed(trial, max(UNCLAIMED_AFTER_S, stale_after or 0.0)), void.UNCLAIMED
         if why is None:
             continue
+        tid = optuna_private.trial_id(trial)
         # voided and explained first: once FAIL, a trial takes no more writes, and no other worker may count it
-        study.set_user_attr(f"{VOID_PREFIX}{trial.number}", "killed")
+        void.mark(study, trial.number, reason)
         try:
-            storage.set_trial_user_attr(trial._trial_id, rf.FAILURE_REASON, f"killed: {why}")
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            optuna_private.set_trial_user_attr(study, tid, rf.FAILURE_REASON, f"{reason}: {why}")
+            if not optuna_private.set_failed(study, tid):
                 continue
         except UpdateFinishedTrialError:  # another worker failed it first, and re-queued it
             continue
@@ -120,12 +142,14 @@ def _requeue(study: Any, trial: Any, max_retry: int | None) -> bool:
     dead trial's owner record and failure reason."""
     import optuna
 
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    if not trial.params or (max_retry is not None and len(history) > max_retry):
+    system = optuna_private.retry_system_attrs(trial)
+    enqueued = optuna_private.enqueued_params(trial)
+    if not (trial.params or enqueued) or (max_retry is not None and len(system["retry_history"]) > max_retry):
         return False
     keep = {k: v for k, v in trial.user_attrs.items() if k not in (OWNER_ATTR, rf.FAILURE_REASON)}
-    system = {**trial.system_attrs, "retry_history": history}
-    system.setdefault("failed_trial", trial.number)
+    if not trial.params:  # asked from the queue and never claimed: its enqueued configuration goes back
+        study.enqueue_trial(enqueued, user_attrs=keep or None)
+        return True
     study.add_trial(
         optuna.create_trial(
             state=optuna.trial.TrialState.WAITING,

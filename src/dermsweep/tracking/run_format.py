@@ -173,3 +173,15 @@ def base_name(name: str) -> str:
 def test_twin(name: str) -> str:
     """The test-split figure beside a validation one: final_val/macro_f1 -> test/macro_f1."""
     return metric(TEST, base_name(name))
+
+
+# ---------------------------------------------------------------- candidates
+# Which runs are candidates (ranked by `dermsweep runs`, promoted, warm-started from): the runs that trained or
+# combined a model. A sweep's or grid multirun's parent run and an evaluation run are not, whatever metrics they
+# carry; a run without a role tag (recorded by another tool) is. tracking.candidates applies it to searches.
+NOT_CANDIDATE_ROLES = ("sweep", "multirun", "evaluation")
+
+
+def is_candidate(tags: Mapping[str, str]) -> bool:
+    """Is a run with these tags a candidate (see NOT_CANDIDATE_ROLES)?"""
+    return tags.get(ROLE) not in NOT_CANDIDATE_ROLES

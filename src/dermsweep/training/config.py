@@ -154,7 +154,7 @@ def _inference(cfg) -> None:
     one_of("inference.views", cfg.inference.views, ("auto", *VIEW_SETS))
     boolean("inference.calibrate", cfg.inference.calibrate)
     boolean("inference.prior_adjustment", cfg.inference.prior_adjustment)
-    number("inference.min_gain", cfg.inference.get("min_gain", 0.0), 0, 1)
+    number("inference.gain_confidence", cfg.inference.get("gain_confidence", 0.9), 0, 1)
     point = cfg.inference.operating_point
     if point is not None:
         if not isinstance(point.get("class_name"), str) or not point.class_name:

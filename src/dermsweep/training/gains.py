@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from ..evaluation import calibration
+from ..evaluation import bootstrap, calibration
 from ..evaluation.metrics import scores
 from ..evaluation.operating_point import OperatingPoint, choose
 from ..keras_layers import CalibratedSoftmax, DihedralView
@@ -28,6 +28,8 @@ from .model import logits_of
 
 View = tuple[int, bool]  # (quarter turns, mirrored)
 Logits = Callable[[np.ndarray], np.ndarray]  # uint8 images (n, h, w, 3) -> logits (n, k)
+# A costlier gain must beat the cheaper choice in this share of the paired bootstrap resamples of validation.
+DEFAULT_GAIN_CONFIDENCE = 0.9
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Gains:
     bias: list[float] | None = None
     operating_point: OperatingPoint | None = None
     view_scores: dict[str, float] = field(default_factory=dict)  # validation objective of each view set tried
+    # Why each costlier choice was or was not taken: the paired bootstrap against the cheaper one on validation.
+    evidence: list[dict] = field(default_factory=list)
 
     def to_meta(self) -> dict:
         """What the model's metadata says about its inference (predict, the model card and the web page read it)."""
@@ -83,12 +87,24 @@ def choose_gains(
     train_priors: np.ndarray,
     class_names: list[str],
     objective: str,
+    groups: np.ndarray | None = None,
 ) -> Gains:
-    """Pick the view set, temperature, prior adjustment and operating point on validation (cfg = `inference`)."""
+    """Pick the view set, temperature, prior adjustment and operating point on validation (cfg = `inference`).
+
+    A costlier choice (more views, a prior adjustment) is taken only when it beats the cheaper one beyond
+    validation's noise: in at least `inference.gain_confidence` of the paired bootstrap resamples of the validation
+    images (by lesion when `groups` gives lesion ids). Each comparison is kept in `Gains.evidence`."""
     metric = objective.removeprefix("val_")
+    confidence = float(cfg.get("gain_confidence", DEFAULT_GAIN_CONFIDENCE))
 
     def score(y: np.ndarray, probs: np.ndarray) -> float:
         return scores(y, probs)[metric]
+
+    def weigh(key: str, step: str, costlier: np.ndarray, cheaper: np.ndarray) -> bool:
+        found = bootstrap.paired(y_val, costlier, cheaper, metric, groups)
+        taken = bootstrap.clearly_better(found, confidence)
+        gains.evidence.append({"key": key, "step": step, **found.to_json(), "confidence": confidence, "taken": taken})
+        return taken
 
     gains = Gains()
     wanted = VIEW_SETS if cfg.views == "auto" else (cfg.views,)
@@ -96,23 +112,27 @@ def choose_gains(
     candidates = [name for name in wanted if all(v in val_views for v in VIEWS[name])]
     if not candidates:
         raise ValueError(f"inference.views={cfg.views}: its views were not scored on validation")
-    min_gain = float(cfg.get("min_gain", 0.0))
+    probs_of = {name: calibration.adjust(mean_logits(val_views, name)) for name in candidates}
     for name in candidates:
-        gains.view_scores[name] = score(y_val, calibration.adjust(mean_logits(val_views, name)))
-    # The cheapest view set (fewest classifier calls per image) within min_gain of the best on validation.
-    best = max(gains.view_scores.values())
-    gains.views = min(
-        (name for name in candidates if gains.view_scores[name] >= best - min_gain - 1e-12), key=lambda n: len(VIEWS[n])
-    )
+        gains.view_scores[name] = score(y_val, probs_of[name])
+    # From the cheapest set (fewest classifier calls per image) up: a costlier set only when clearly better.
+    by_cost = sorted(candidates, key=lambda n: len(VIEWS[n]))
+    gains.views = by_cost[0]
+    for name in by_cost[1:]:
+        if weigh(f"views_{name}", f"views {name} over {gains.views}", probs_of[name], probs_of[gains.views]):
+            gains.views = name
     logits = mean_logits(val_views, gains.views)
     if cfg.calibrate:
         gains.temperature = calibration.fit_temperature(y_val, logits)
     if cfg.prior_adjustment:
-        gains.prior_tau = calibration.fit_prior_tau(
-            y_val, logits, train_priors, gains.temperature, score, tolerance=min_gain
-        )
-        if gains.prior_tau != 0.0:
-            gains.bias = calibration.prior_bias(train_priors, gains.prior_tau).tolist()
+        tau = calibration.fit_prior_tau(y_val, logits, train_priors, gains.temperature, score)
+        adjusted = calibration.adjust(logits, gains.temperature, calibration.prior_bias(train_priors, tau))
+        # Adjusting trades accuracy and macro F1 for rare-class recall: bought only beyond the noise.
+        if tau != 0.0 and weigh(
+            "prior", f"prior tau {tau:g} over none", adjusted, calibration.adjust(logits, gains.temperature)
+        ):
+            gains.prior_tau = tau
+            gains.bias = calibration.prior_bias(train_priors, tau).tolist()
     point = cfg.get("operating_point")
     if point is not None and point.class_name in class_names:
         k = class_names.index(point.class_name)

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..data import Prepared
 from ..data.pipeline import eval_dataset
+from ..evaluation import bootstrap, plots
 from ..evaluation import metrics as scoring
-from ..evaluation import plots
 from ..evaluation.operating_point import sensitivity_specificity
 from ..evaluation.reliability import expected_calibration_error, plot_reliability, reliability_table
 from ..tracking import run_format as rf
@@ -40,6 +40,11 @@ class Shipping:
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # split -> the shipped model's output
     steps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> gain step -> probabilities
     seconds: float = 0.0
+    # split -> a lesion id per image (intervals resample whole lesions), None where unknown (by image)
+    groups: dict[str, np.ndarray | None] = field(default_factory=dict)
+    image_ids: dict[str, np.ndarray] = field(default_factory=dict)  # split -> image id per row (pairs runs' images)
+    # split -> metric -> its 95% bootstrap interval (filled by log_scores)
+    intervals: dict[str, dict[str, bootstrap.Interval]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.probabilities = {part: probabilities(self.gains, v) for part, v in self.views.items()}
@@ -56,6 +61,7 @@ def ship(cfg, data: Prepared, classifier: keras.Model, batch: int, objective: st
     started = time.perf_counter()
     logits = view_logits(classifier, batch)
     val_views = per_view(logits, data.x["val"], views_needed(cfg.inference))
+    groups = lesion_groups(data)
     gains = choose_gains(
         cfg.inference,
         data.y["val"],
@@ -63,13 +69,20 @@ def ship(cfg, data: Prepared, classifier: keras.Model, batch: int, objective: st
         priors(data.y["train"], len(data.class_names)),
         data.class_names,
         objective,
+        groups["val"],
     )
     test_views = per_view(logits, data.x["test"], VIEWS[gains.views])
     model = wrap([classifier], int(cfg.model.height), int(cfg.model.width), gains)
-    shipping = Shipping(model, gains, {"val": val_views, "test": test_views})
+    ids = {part: getattr(data.split, part)["image_id"].to_numpy() for part in PARTS}
+    shipping = Shipping(model, gains, {"val": val_views, "test": test_views}, groups=groups, image_ids=ids)
     check(model, data.x["val"][:8], shipping.probabilities["val"][:8])
     shipping.seconds = time.perf_counter() - started
     return shipping
+
+
+def lesion_groups(data: Prepared) -> dict[str, np.ndarray | None]:
+    """Each evaluated split's lesion id per image, in the order of data.x / data.y (the split table's `group`)."""
+    return {part: getattr(data.split, part)["group"].to_numpy() for part in PARTS}
 
 
 def priors(y_train: np.ndarray, num_classes: int) -> np.ndarray:
@@ -88,6 +101,7 @@ def log_scores(
         probs = shipping.probabilities[part]
         final[part] = scoring.scores(y[part], probs)
         mlflow.log_metrics({rf.metric(section, m): v for m, v in final[part].items() if math.isfinite(v)})
+        mlflow.log_metrics(log_intervals(y[part], class_names, shipping, part, section))
         report = scoring.report(y[part], probs, class_names)
         log_json(report, rf.evaluation_artifact(part, rf.CLASSIFICATION_REPORT))
         counts, normalised = scoring.confusion(y[part], probs, k)
@@ -110,6 +124,28 @@ def log_scores(
     return final
 
 
+def log_intervals(
+    y: np.ndarray, class_names: list[str], shipping: Shipping, part: str, section: str
+) -> dict[str, float]:
+    """The 95% bootstrap intervals of the headline metrics (`<section>/<metric>_lo95` / `_hi95`, by lesion where
+    lesion ids are known) and of the operating point's sensitivity and specificity
+    (`operating_point/<part>_sensitivity_lo95` ...); kept on `shipping.intervals[part]`."""
+    point = shipping.gains.operating_point
+    operating = None
+    if point is not None and point.class_name in class_names:
+        operating = bootstrap.Operating(class_names.index(point.class_name), point.class_name, point.threshold)
+    found = bootstrap.intervals(y, shipping.probabilities[part], shipping.groups.get(part), operating=operating)
+    shipping.intervals[part] = found
+    out: dict[str, float] = {}
+    for name, interval in found.items():
+        if operating is not None and name.startswith(f"{operating.class_name}_"):
+            rate = name.removeprefix(f"{operating.class_name}_")
+            out.update(bootstrap.bounds_metrics(rf.metric(rf.OPERATING_POINT, f"{part}_{rate}"), interval))
+        else:
+            out.update(bootstrap.bounds_metrics(rf.metric(section, name), interval))
+    return out
+
+
 def log_gains(
     y: dict[str, np.ndarray], class_names: list[str], shipping: Shipping, figures: BackgroundArtifacts
 ) -> None:
@@ -117,11 +153,20 @@ def log_gains(
     gains = shipping.gains
     point = gains.operating_point
     k = class_names.index(point.class_name) if point is not None else None
-    report: dict = {"chosen": gains.to_meta(), "view_sets_val": gains.view_scores, "steps": {}}
+    report: dict = {
+        "chosen": gains.to_meta(),
+        "view_sets_val": gains.view_scores,
+        "evidence_val": gains.evidence,
+        "steps": {},
+    }
     out: dict[str, float] = {
         rf.metric(rf.CALIBRATION, "temperature"): gains.temperature,
         rf.metric(rf.CALIBRATION, "prior_tau"): gains.prior_tau,
     }
+    for found in gains.evidence:  # e.g. gains/views_flips_p_better: the paired bootstrap behind each choice
+        key = found["key"]
+        out[rf.metric(rf.GAINS, f"{key}_difference")] = found["difference"]
+        out[rf.metric(rf.GAINS, f"{key}_p_better")] = found["p_better"]
     for name, value in gains.view_scores.items():
         out[rf.metric(rf.GAINS, f"{name}_views_val_objective")] = value
     for part, steps in shipping.steps.items():
@@ -164,32 +209,48 @@ def log_gains(
 
 
 def log_view_logits(shipping: Shipping, y: dict[str, np.ndarray]) -> None:
-    """Every view's logits on validation and test, and the labels, as one .npz artifact: ensembles of runs are
-    chosen from these without predicting again."""
+    """Every view's logits on validation and test, the labels, and (where known) the shipped model's probabilities,
+    the image ids and lesion ids, as one .npz artifact: ensembles are chosen from these without predicting again,
+    and the promotion gate pairs two runs' predictions image by image."""
     arrays: dict[str, np.ndarray] = {f"y_{part}": y[part] for part in y}
     for part, views in shipping.views.items():
         for (quarter_turns, mirror), logits in views.items():
             arrays[f"{part}_{quarter_turns}_{int(mirror)}"] = logits.astype(np.float32)
+    for part, probs in shipping.probabilities.items():
+        arrays[f"{SHIPPED}_{part}"] = probs.astype(np.float32)
+    for prefix, table in ((IMAGES, shipping.image_ids), (GROUPS, shipping.groups)):
+        for part, values in table.items():
+            if values is not None:
+                arrays[f"{prefix}_{part}"] = np.asarray(values).astype(str)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(rf.VIEW_LOGITS).name
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle
         mlflow.log_artifact(str(path), str(Path(rf.VIEW_LOGITS).parent))
 
 
+SHIPPED, IMAGES, GROUPS = "shipped", "image", "group"  # view_logits.npz keys besides y_<part> and <part>_<view>
+
+
 @dataclass
 class LoggedViews:
-    """What log_view_logits wrote: per-view logits and the labels of each split."""
+    """What log_view_logits wrote: per-view logits and the labels of each split; runs logged since the promotion
+    gate also the shipped model's probabilities, image ids and lesion ids."""
 
     views: dict[str, dict[View, np.ndarray]]  # "val" / "test" -> view -> logits
     labels: dict[str, np.ndarray]  # "val" / "test" -> class indices
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    image_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def read_view_logits(path: str) -> LoggedViews:
     out = LoggedViews({"val": {}, "test": {}}, {})
-    with np.load(path) as data:
+    named = {"y": out.labels, SHIPPED: out.probabilities, IMAGES: out.image_ids, GROUPS: out.groups}
+    with np.load(path, allow_pickle=False) as data:
         for key in data.files:
-            if key.startswith("y_"):
-                out.labels[key.removeprefix("y_")] = data[key]
+            prefix, _, rest = key.partition("_")
+            if prefix in named:
+                named[prefix][rest] = data[key]
             else:
                 part, quarter_turns, mirror = key.split("_")
                 out.views[part][(int(quarter_turns), bool(int(mirror)))] = data[key]

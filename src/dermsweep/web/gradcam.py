@@ -92,6 +92,17 @@ class GradCAM:
         return cam.astype(np.float32), np.asarray(probs[0], np.float64)
 
 
+COLOURS = "jet"  # the overlay's colour map (low = blue, high = red); the page's legend shows the same colours
+
+
+def colour_scale(stops: int = 9) -> list[str]:
+    """The overlay's colours from 0 (no contribution) to 1 (the most), as CSS hex colours: the page's legend."""
+    from matplotlib import colormaps
+
+    rgb = colormaps[COLOURS](np.linspace(0.0, 1.0, stops))[:, :3]
+    return ["#" + "".join(f"{round(c * 255):02x}" for c in row) for row in rgb]
+
+
 def overlay_png(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45, min_side: int = 256) -> bytes:
     """The heat-map (jet colours) blended over the model-input image, upscaled for display. PNG bytes."""
     from matplotlib import colormaps
@@ -102,7 +113,7 @@ def overlay_png(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45, min_sid
     size = (w * scale, h * scale)
     base = Image.fromarray(image.astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
     heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    colored = (colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
+    colored = (colormaps[COLOURS](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
     blended = Image.blend(base, Image.fromarray(colored), alpha)
     buf = io.BytesIO()
     blended.save(buf, format="PNG")

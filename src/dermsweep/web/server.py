@@ -3,26 +3,21 @@
     GET  /                 the page (static/index.html, app.js, style.css)
     GET  /vendor/<file>    onnxruntime-web's dist/ files, from node_modules/ beside this file (npm, served locally)
     GET  /model.onnx       the model for the browser: ONNX with the training resize baked in (browser_model.py)
-    GET  /api/info         model version, metrics, promotion date, class names, input size
+    GET  /api/info         model version, metrics, training data (from its run), class names, input size
     POST /api/predict      body = the image file's bytes -> probabilities (server-side fallback, predict.py)
-    POST /api/gradcam      body = the image file's bytes -> Grad-CAM overlay PNG (data URL) and heat-map grid
+    POST /api/gradcam      body = the image file's bytes -> Grad-CAM overlay PNG (data URL), heat-map grid, colours
 
-Standard library only (ThreadingHTTPServer); the model is called under a lock (one TensorFlow call at a time).
-
-Every request is treated as hostile (docs/web.md, "Limits"): a Host that is not this machine's is refused (DNS
-rebinding), a POST from another origin is refused (any page the user visits could send one), a body needs a
-Content-Length of at most MAX_UPLOAD, a silent client is dropped after SOCKET_TIMEOUT, at most MAX_CONNECTIONS
-connections get a thread (more get 503), at most DECODERS images are decoded at once (each can take a few hundred MB),
-images go through the decoder's rules (data/images.py: pixel cap before decoding...), and every bad path is a 4xx.
+Starlette on uvicorn: app.py holds the routes and the rules every request meets (Host, Origin, body limits, security
+headers), connections.py the request-head deadline and connection cap. Here: the model (called under a lock, one
+TensorFlow call at a time; at most DECODERS images decoded at once, each can take a few hundred MB), the browser
+runtime, and the server's start and stop.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import mimetypes
+import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -30,49 +25,29 @@ import sys
 import tempfile
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 import numpy as np
 
-from ..data.images import MAX_PIXELS, BadImage, load_rgb
+from ..data.images import MAX_PIXELS, load_rgb
 from ..diagnoses import answer
 from ..errors import DermsweepError
 from ..shipping.model_ref import load
 from ..shipping.predict import Predictor
+from ..shipping.training_data import TrainingData, from_run
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
+from .app import MAX_UPLOAD, build_app, is_ip
+from .connections import HEAD_DEADLINE, MAX_CONNECTIONS, ConnectionGuard, GuardedH11Protocol
 
 if TYPE_CHECKING:
     from .gradcam import GradCAM
 
 HERE = Path(__file__).resolve().parent
-STATIC = HERE / "static"
 ORT_VERSION = "1.30.0"
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-MAX_UPLOAD = 25 * 1024 * 1024  # request body, bytes
-SOCKET_TIMEOUT = 10.0  # seconds a client may stay silent (reading a request, sending an upload) before it is dropped
-BODY_DEADLINE = 60.0  # seconds for a whole upload: a client that trickles bytes is dropped too
-MAX_CONNECTIONS = 16  # connections served at once (one thread each); more are answered 503 at once
 DECODERS = 2  # images decoded at once; the rest wait (bounds memory: one decode of a large photo is ~300 MB)
-MAX_PATH = 1024  # characters of a URL path
-LOOPBACK = ("localhost", "localhost.")
-# Request lines and headers are logged with control characters escaped: a URL cannot send ESC sequences to the terminal
-LOG_SAFE = str.maketrans({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))})
-TYPES = {
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".wasm": "application/wasm",
-    ".css": "text/css",
-    ".html": "text/html; charset=utf-8",
-    ".onnx": "application/octet-stream",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".png": "image/png",
-}
 
 
 class WebError(DermsweepError):
@@ -167,6 +142,7 @@ class WebModel:
     def pixels(self, data: bytes) -> np.ndarray:
         """The training preprocessing (load_rgb), DECODERS at a time. Raises BadImage."""
         with self.decoding:
+            # TODO(doors-serve): the strict JPEG decode (truncated/corrupt scans raise) once data/images.py has it
             return load_rgb(data, self.height, self.width)
 
     def predict(self, data: bytes) -> dict:
@@ -176,7 +152,7 @@ class WebModel:
         return answer(p, self.class_names, self.predictor.full_names, operating_point=self.predictor.operating_point)
 
     def gradcam(self, data: bytes) -> dict:
-        from .gradcam import GradCAM, data_url, overlay_png
+        from .gradcam import GradCAM, colour_scale, data_url, overlay_png
 
         x = self.pixels(data)
         t = time.perf_counter()
@@ -189,6 +165,7 @@ class WebModel:
             layer=self._gradcam.layer,
             heatmap=np.round(cam, 4).tolist(),
             overlay=data_url(overlay_png(x, cam)),
+            scale=colour_scale(),  # the overlay's colours from low to high, for the page's legend
             ms=round((time.perf_counter() - t) * 1000, 1),
         )
         return out
@@ -210,8 +187,9 @@ class WebModel:
 
 
 def describe(ref, client) -> dict:
-    """Version, source run, validation/test balanced accuracy and promotion date, for the page."""
-    info = {
+    """Version, source run, validation/test balanced accuracy (with 95% intervals when logged), promotion date and
+    what the model was trained and scored on, all read from the registry and the run, for the page."""
+    info: dict = {
         "uri": ref.uri,
         "model_name": ref.model_name,
         "version": ref.version,
@@ -219,8 +197,10 @@ def describe(ref, client) -> dict:
         "description": ref.describe(),
         "val_balanced_accuracy": None,
         "test_balanced_accuracy": None,
+        "intervals": {},
         "promoted_at": None,
         "aliases": [],
+        "training_data": TrainingData().as_dict(),  # "not recorded" until the run says otherwise
     }
     if client is None:
         return info
@@ -232,273 +212,75 @@ def describe(ref, client) -> dict:
             info["promoted_at"] = tags.get(rf.PROMOTED_AT) or time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime((mv.creation_timestamp or 0) / 1000)
             )
-            versions = {
-                k.removeprefix(rf.VERSION_METRIC): float(v) for k, v in tags.items() if k.startswith(rf.VERSION_METRIC)
-            }
-            info["val_balanced_accuracy"] = rf.read(versions, "final_val/balanced_accuracy")
-            info["test_balanced_accuracy"] = rf.read(versions, "test/balanced_accuracy")
-        if ref.run_id and (info["val_balanced_accuracy"] is None or info["test_balanced_accuracy"] is None):
-            metrics = client.get_run(ref.run_id).data.metrics
-            info["val_balanced_accuracy"] = info["val_balanced_accuracy"] or rf.read(
-                metrics, "final_val/balanced_accuracy"
-            )
-            info["test_balanced_accuracy"] = info["test_balanced_accuracy"] or rf.read(
-                metrics, "test/balanced_accuracy"
-            )
+        if ref.run_id:
+            run = client.get_run(ref.run_id)
+            info["training_data"] = from_run(run).as_dict()
+            metrics = run.data.metrics
+            for key, name in (("val", "final_val/balanced_accuracy"), ("test", "test/balanced_accuracy")):
+                info[f"{key}_balanced_accuracy"] = rf.read(metrics, name)
+                lo, hi = (metrics.get(f"{rf.canonical(name)}_{end}95") for end in ("lo", "hi"))
+                if lo is not None and hi is not None:
+                    info["intervals"][key] = [lo, hi]
     except Exception as exc:
         info["info_error"] = first_line(exc)
     return info
 
 
-# ---------------------------------------------------------------- HTTP
-class Refused(Exception):
-    """A request answered with an error status before its body was read."""
+# ---------------------------------------------------------------- the server (uvicorn)
+class WebServer:
+    """uvicorn serving the app on a socket bound at once (errors surface here; port 0 picks a free port), with the
+    request-head deadline and connection cap of connections.py. serve_forever() blocks; shutdown() from another
+    thread stops it (socketserver's interface, which the tests and serve() use)."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+    def __init__(
+        self,
+        app: WebModel,
+        host: str,
+        port: int,
+        dist: Path | None,
+        quiet: bool,
+        max_connections: int,
+        head_deadline: float,
+    ) -> None:
+        import uvicorn
 
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = "dermsweep-web"
-    timeout = SOCKET_TIMEOUT  # StreamRequestHandler applies it to the socket: every read and write
-    app: WebModel
-    dist: Path | None
-    quiet = False
-    server: WebServer
-
-    def log_message(self, fmt, *args):
-        if not self.quiet:
-            sys.stderr.write(f"{self.address_string()} {(fmt % args).translate(LOG_SAFE)}\n")
-
-    def _send(self, status: int, body: bytes, ctype: str, cache: bool = False) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, obj, status: int = 200) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
-
-    def _error(self, status: int, message: str) -> None:
-        self._json({"error": message}, status)
-
-    def _file(self, path: Path | None, cache: bool = False) -> None:
-        try:
-            if path is None or not path.is_file():
-                return self._error(HTTPStatus.NOT_FOUND, "not found")
-            body = path.read_bytes()
-        except (OSError, ValueError):  # unreadable, name too long, NUL byte...: not found, never a traceback
-            return self._error(HTTPStatus.NOT_FOUND, "not found")
-        ctype = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        self._send(200, body, ctype, cache)
-
-    @staticmethod
-    def _inside(root: Path, rel: str) -> Path | None:
-        """root/rel if it stays inside root after resolving links; None for anything odd (.., NUL, loops...)."""
-        if "\x00" in rel or len(rel) > MAX_PATH:
-            return None
-        try:
-            target = (root / rel).resolve()
-            return target if target.is_relative_to(root.resolve()) else None
-        except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
-            return None
-
-    def _guarded(self, handle) -> None:
-        """Run a method's handler: a refusal is its status, an unexpected error a 500 with no details."""
-        try:
-            self._check_host()
-            handle()
-        except Refused as exc:
-            self.close_connection = True  # the body, if any, is not read: the connection cannot be reused
-            self._last_word(exc.status, str(exc))
-        except TimeoutError:
-            raise  # BaseHTTPRequestHandler logs it and closes the connection
-        except OSError:  # the client went away
-            self.close_connection = True
-        except Exception as exc:
-            self.log_error("internal error on %s: %s", self.path[:200], first_line(exc))
-            self.close_connection = True
-            self._last_word(HTTPStatus.INTERNAL_SERVER_ERROR, "server error (see the dermsweep web log)")
-
-    def _last_word(self, status: int, message: str) -> None:
-        """An error answer on a connection that is closing; a client already gone is no error of ours."""
-        try:
-            self._error(status, message)
-        except OSError:
-            pass
-
-    def _check_host(self) -> None:
-        """The Host header names this machine (an IP address, localhost or the name we listen on): a web page
-        that rebinds its own DNS name to 127.0.0.1 cannot reach the API."""
-        host = (self.headers.get("Host") or "").strip()
-        name = _hostname(host)
-        if not name:
-            raise Refused(HTTPStatus.BAD_REQUEST, "missing or malformed Host header")
-        if not (name in LOOPBACK or _is_ip(name) or name in self.server.names):
-            raise Refused(
-                HTTPStatus.FORBIDDEN,
-                f"Host {host[:100]!r} is not this server: open it as http://127.0.0.1 or http://localhost "
-                "(or start it with --host NAME)",
-            )
-
-    def _check_origin(self) -> None:
-        """A POST comes from this app's own page (or from a tool that sends no Origin, like curl)."""
-        origin = self.headers.get("Origin")
-        host = (self.headers.get("Host") or "").strip().lower()
-        if origin is not None and origin.strip().lower() != f"http://{host}":
-            raise Refused(HTTPStatus.FORBIDDEN, f"cross-origin request refused (Origin {origin[:100]!r})")
-        site = self.headers.get("Sec-Fetch-Site")
-        if site is not None and site.strip().lower() not in ("same-origin", "none"):
-            raise Refused(HTTPStatus.FORBIDDEN, f"cross-site request refused (Sec-Fetch-Site {site[:40]!r})")
-
-    def _length(self) -> int:
-        """The body's length: one Content-Length, a plain non-negative number, at most MAX_UPLOAD."""
-        if self.headers.get("Transfer-Encoding"):
-            raise Refused(HTTPStatus.LENGTH_REQUIRED, "send the file with a Content-Length (no chunked uploads)")
-        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
-        if not values:
-            raise Refused(HTTPStatus.LENGTH_REQUIRED, "missing Content-Length")
-        text = values.pop()
-        if values or not re.fullmatch(r"[0-9]{1,15}", text):
-            raise Refused(HTTPStatus.BAD_REQUEST, "bad Content-Length (one non-negative whole number of bytes)")
-        length = int(text)
-        if length > MAX_UPLOAD:
-            raise Refused(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"file too large ({length / 1e6:.1f} MB; limit {MAX_UPLOAD / 1e6:.0f} MB)",
-            )
-        return length
-
-    def _body(self, length: int) -> bytes:
-        """Read exactly `length` bytes within BODY_DEADLINE (each read also within SOCKET_TIMEOUT)."""
-        deadline = time.monotonic() + BODY_DEADLINE
-        chunks, left = [], length
-        while left:
-            if time.monotonic() > deadline:
-                raise Refused(HTTPStatus.REQUEST_TIMEOUT, f"upload took longer than {BODY_DEADLINE:.0f} s")
-            try:
-                chunk = self.rfile.read1(min(left, 1 << 16))  # one socket read: a trickle cannot outlast the deadline
-            except TimeoutError as exc:
-                raise Refused(HTTPStatus.REQUEST_TIMEOUT, f"no data for {SOCKET_TIMEOUT:.0f} s") from exc
-            if not chunk:
-                raise Refused(HTTPStatus.BAD_REQUEST, f"upload ended early ({length - left} of {length} bytes)")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-
-    def do_HEAD(self):
-        self.do_GET()
-
-    def do_GET(self):
-        self._guarded(self._get)
-
-    def do_POST(self):
-        self._guarded(self._post)
-
-    def _get(self) -> None:
-        path = urlparse(self.path).path
-        if path in ("/", "/index.html"):
-            return self._file(STATIC / "index.html")
-        if path == "/api/info":
-            return self._json(dict(self.app.info_json(), runtime=bool(self.dist)))
-        if path == "/model.onnx":
-            if self.app.onnx_path is None:
-                return self._error(HTTPStatus.NOT_FOUND, self.app.onnx_error or "no browser model")
-            return self._file(self.app.onnx_path)
-        if path.startswith("/static/"):
-            return self._file(self._inside(STATIC, path[len("/static/") :]))
-        if path.startswith("/vendor/"):
-            if self.dist is None:
-                return self._error(HTTPStatus.NOT_FOUND, "onnxruntime-web is not installed (npm)")
-            return self._file(self._inside(self.dist, path[len("/vendor/") :]), cache=True)
-        if path == "/favicon.ico":
-            return self._send(204, b"", "image/x-icon")
-        return self._error(HTTPStatus.NOT_FOUND, "not found")
-
-    def _post(self) -> None:
-        path = urlparse(self.path).path
-        if path not in ("/api/predict", "/api/gradcam"):
-            raise Refused(HTTPStatus.NOT_FOUND, "not found")
-        self._check_origin()
-        data = self._body(self._length())
-        try:
-            out = self.app.predict(data) if path == "/api/predict" else self.app.gradcam(data)
-        except BadImage as exc:
-            return self._error(
-                HTTPStatus.BAD_REQUEST, "cannot read this file as an image: " + str(exc).replace("<bytes>: ", "")
-            )
-        self._json(out)
-
-
-def _hostname(host: str) -> str:
-    """The name part of a Host header ('[::1]:8765' -> '::1', 'LocalHost:80' -> 'localhost'); '' if malformed."""
-    if host.startswith("["):
-        name, sep, rest = host[1:].partition("]")
-        if not sep or (rest and not re.fullmatch(r":[0-9]{1,5}", rest)):
-            return ""
-    else:
-        name, _, port = host.partition(":")
-        if port and not re.fullmatch(r"[0-9]{1,5}", port):
-            return ""
-    name = name.lower()
-    return name if re.fullmatch(r"[a-z0-9.:_-]{1,253}", name) else ""
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
-
-
-class WebServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with at most `max_connections` handler threads: one more connection is answered 503."""
-
-    daemon_threads = True
-
-    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
-        super().__init__(address, handler)
-        self.slots = threading.BoundedSemaphore(max_connections)
-        host = str(address[0]).lower()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family, backlog=128)
+        self.server_address = self.socket.getsockname()[:2]
         # Host names this server answers to besides IP addresses and localhost: the one it listens on, this machine's
-        self.names = {n for n in (host, socket.gethostname().lower()) if n and not _is_ip(n)}
-
-    def process_request(self, request, client_address):
-        if not self.slots.acquire(blocking=False):
-            return self._busy(request)
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def _busy(self, request) -> None:
-        body = json.dumps({"error": "server busy (too many connections): try again"}).encode()
-        head = (
-            "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-            f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        names = {n for n in (host.lower(), socket.gethostname().lower()) if n and not is_ip(n)}
+        asgi = build_app(app, dist, names, quiet)
+        self.guard = ConnectionGuard(max_connections, head_deadline, asgi.log)
+        config = uvicorn.Config(
+            asgi,
+            http=GuardedH11Protocol.bind(self.guard),
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,  # Doors logs each request, escaped
+            server_header=False,
+            timeout_keep_alive=5,  # seconds an idle kept-alive connection stays open
+            timeout_graceful_shutdown=3,  # on stop, seconds for requests in flight before they are cancelled
         )
+        self.server = uvicorn.Server(config)
+        # uvicorn warns once per malformed request ("Invalid HTTP request received."): the client got the reason
+        logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
+        self.stopped = threading.Event()
+
+    def serve_forever(self) -> None:
+        """Serve until shutdown(), Ctrl-C or SIGTERM (uvicorn handles both in the main thread, then re-raises)."""
+        self.stopped.clear()
         try:
-            request.settimeout(1.0)
-            request.sendall(head.encode() + body)
-        except OSError:
-            pass
+            self.server.run(sockets=[self.socket])
         finally:
-            self.shutdown_request(request)
+            self.stopped.set()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.stopped.wait(timeout)
+
+    def server_close(self) -> None:
+        self.socket.close()
 
 
 def make_server(
@@ -508,9 +290,9 @@ def make_server(
     dist: Path | None = None,
     quiet: bool = False,
     max_connections: int = MAX_CONNECTIONS,
+    head_deadline: float = HEAD_DEADLINE,
 ) -> WebServer:
-    handler = type("BoundHandler", (Handler,), {"app": app, "dist": dist, "quiet": quiet})
-    return WebServer((host, port), handler, max_connections)
+    return WebServer(app, host, port, dist, quiet, max_connections, head_deadline)
 
 
 def serve(
@@ -525,7 +307,7 @@ def serve(
         httpd = make_server(app, host, port, dist)
     except OSError as exc:
         raise WebError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    url = f"http://{host}:{httpd.server_address[1]}/"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{httpd.server_address[1]}/"
     say(f"dermsweep web: {app.ref.describe()} on {url}  (Ctrl-C to stop)")
     if ready:
         ready(url)
@@ -537,9 +319,9 @@ def serve(
 
         signal.signal(signal.SIGTERM, _stop)
     try:
-        httpd.serve_forever()
+        httpd.serve_forever()  # uvicorn stops gracefully on Ctrl-C/SIGTERM, restores our handlers, re-raises the signal
     except KeyboardInterrupt:
-        pass
+        say("dermsweep web: stopped")
     finally:
         httpd.server_close()
         shutil.rmtree(app.workdir, ignore_errors=True)

@@ -11,11 +11,18 @@ their own name, and runs log the config flattened (``model.alpha``, ``trainer.fi
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from ._links import parent_run, warm_start_runs
+
+log = logging.getLogger(__name__)
 
 # warm_start_from's keys and defaults (null = from the sweep: the task config's objective.metric, the sweep's
 # first direction, the task config's tracking.uri)
@@ -192,3 +199,111 @@ def from_run(params: Mapping[str, str], space: Mapping[str, BaseDistribution]) -
         except ValueError as exc:
             notes.append(f"{name}={raw}: {exc} (dropped, sampled)")
     return entry, notes
+
+
+# ----------------------------------------------------------------------------------------------- enqueueing
+# Study user attr: the warm start was enqueued (JSON: how many, from where), so a resume or a second worker does
+# not enqueue it again.
+WARM_STARTED_ATTR = "dermsweep.warm_start.enqueued"
+
+
+def enqueue(
+    study: Any,
+    warm: list[tuple[str, dict[str, Any]]],
+    from_mlflow: Callable[[], list[tuple[str, dict[str, Any]]]] | None,
+    n_trials: int | None,
+    grid: bool,
+) -> None:
+    """Enqueue the warm-start configurations (the sweep file's, then ``from_mlflow()``'s), once per study: the
+    study's user attr WARM_STARTED_ATTR says it was done, so a resume does not enqueue again."""
+    if not warm and from_mlflow is None:
+        return
+    done = study.user_attrs.get(WARM_STARTED_ATTR)
+    if done is not None:
+        log.info("warm start: this study was seeded before (%s), not again", done)
+        return
+    queue = list(warm) + (from_mlflow() if from_mlflow is not None else [])
+    seen: set[str] = set()
+    unique: list[tuple[str, dict[str, Any]]] = []
+    for label, entry in queue:
+        key = json.dumps(entry, sort_keys=True, default=repr)
+        if key in seen:
+            log.info("warm start %s: the same configuration as an earlier one: skipped", label)
+            continue
+        seen.add(key)
+        unique.append((label, entry))
+    # mark first: a worker opening the study from now on leaves it alone (two opening it at the same moment
+    # may both enqueue: the second copy of each label is voided when asked, see _slots.duplicate_warm_start)
+    study.set_user_attr(WARM_STARTED_ATTR, json.dumps({"n": len(unique), "from": [lb for lb, _ in unique]}))
+    for label, entry in unique:
+        study.enqueue_trial(entry, user_attrs={warm_start_runs.WARM_START_ATTR: label})
+        log.info("warm start %s enqueued: %s", label, entry)
+    if n_trials is not None and len(unique) > n_trials:
+        log.warning(
+            "warm start: %d configurations enqueued, n_trials=%d: the rest wait in the queue for a later run "
+            "with a larger n_trials",
+            len(unique),
+            n_trials,
+        )
+    if unique and grid:
+        log.warning("warm start with GridSampler: the enqueued trials take n_trials slots from the grid")
+
+
+def entries_from_mlflow(
+    spec: Mapping[str, Any], space: Mapping[str, BaseDistribution], config: Any, direction: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The best runs of warm_start_from's experiment mapped onto the space (what does not fit is dropped, with
+    a logged line per run)."""
+    metric = spec["metric"] or OmegaConf.select(config, "objective.metric", default=None)
+    if not metric:
+        raise ValueError(
+            "hydra.sweeper.warm_start_from.metric is needed: the task config has no objective.metric to default to"
+        )
+    direction = str(spec["direction"] or direction).lower()
+    uri = spec["tracking_uri"] or parent_run.tracking_settings(config)[0]
+    runs = warm_start_runs.best_runs(
+        uri, str(spec["experiment"]), str(metric), direction, spec["top_k"], spec["filter"]
+    )
+    if not runs:
+        log.warning(
+            "warm start: no FINISHED run with %s in experiment %s: nothing enqueued from it", metric, spec["experiment"]
+        )
+    out: list[tuple[str, dict[str, Any]]] = []
+    for run_id, value, params in runs:
+        entry, notes = from_run(params, space)
+        label = f"run {run_id}"
+        other = differing(params, space, config)
+        if other:
+            notes.append("not searched here, this sweep's value kept: " + ", ".join(other))
+        log.info(
+            "warm start from %s (%s=%.6g): %s%s",
+            label,
+            metric,
+            value,
+            entry or "nothing fits this search space",
+            "; " + "; ".join(notes) if notes else "",
+        )
+        if entry:
+            out.append((label, entry))
+    return out
+
+
+def differing(
+    params: Mapping[str, str], space: Mapping[str, BaseDistribution], config: Any, limit: int = 10
+) -> list[str]:
+    """Config keys a run logged with another value than this sweep's config has, outside the search space."""
+    names = {k.lstrip("+") for k in space}
+    skip = names | {f"{n}.name" for n in names}
+    out: list[str] = []
+    for key in sorted(params):
+        if key in skip:
+            continue
+        try:
+            here = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+        except Exception:
+            continue
+        if here is None or OmegaConf.is_config(here):
+            continue
+        if str(here) != params[key]:
+            out.append(f"{key} (run {params[key]}, here {here})")
+    return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])

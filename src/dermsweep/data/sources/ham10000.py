@@ -52,7 +52,7 @@ def load(cfg) -> Catalog:
         raise DataError(f"{meta_path}: missing column(s) {missing}; found {list(meta.columns)}")
 
     problems: list[str] = []
-    meta = meta.dropna(subset=list(REQUIRED_COLUMNS))
+    meta = _without_blank_rows(meta, cfg.metadata, problems)
     unknown = meta[~meta["dx"].isin(CLASS_NAMES)]
     for row in unknown.itertuples():
         problems.append(f"{row.image_id}: unknown diagnosis {row.dx!r} (expected one of {', '.join(CLASS_NAMES)})")
@@ -86,6 +86,18 @@ def load(cfg) -> Catalog:
     sizes = [files[i].stat().st_size for i in table["image_id"]]
     dataset_id = digest("ham10000", meta_path.read_bytes(), list(table["image_id"]), sizes)
     return Catalog("ham10000", list(CLASS_NAMES), table, _read, dataset_id, problems)
+
+
+def _without_blank_rows(meta: pd.DataFrame, metadata: str, problems: list[str]) -> pd.DataFrame:
+    """The rows whose lesion_id, image_id and dx are all filled in; each other row is listed in `problems`
+    (a blank dx has no label to learn and a blank lesion_id no group to keep out of two splits)."""
+    blank = meta[list(REQUIRED_COLUMNS)].apply(lambda column: column.isna() | (column.str.strip() == ""))
+    for index in meta.index[blank.any(axis=1)]:
+        fields = [c for c in REQUIRED_COLUMNS if blank.at[index, c]]
+        # a CSV line number when there is no image id to name (line 1 is the header)
+        who = f"line {index + 2} of {metadata}" if blank.at[index, "image_id"] else str(meta.at[index, "image_id"])
+        problems.append(f"{who}: blank {' and '.join(fields)} in {metadata}; the row is skipped")
+    return meta[~blank.any(axis=1)]
 
 
 def _read(row, height: int, width: int):

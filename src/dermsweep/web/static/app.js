@@ -12,6 +12,24 @@ const SHRINK_ABOVE = 4096 * 4096;  // pixels: larger photos are pre-shrunk on th
 
 function pct(v) { return v == null ? "n/a" : (100 * v).toFixed(1) + " %"; }
 function fmt(v) { return v == null ? "n/a" : Number(v).toFixed(3); }
+// A score with its 95% interval when the run logged one (X_lo95, X_hi95), and the split it was measured on
+function fmtScore(v, interval, images) {
+  if (v == null) return "n/a";
+  let text = fmt(v);
+  if (interval) text += ` (95% interval ${fmt(interval[0])}–${fmt(interval[1])})`;
+  if (images) text += ` on ${images} images`;
+  return text;
+}
+
+// What the model was trained and scored on: read from its run by the server (never assumed here)
+function describeData(data) {
+  if (!data || !data.source) return "data its source run did not record";
+  const n = data.images || {};
+  const counts = ["train", "val", "test"].filter((k) => n[k] != null);
+  const words = { train: "training", val: "validation", test: "test" };
+  return data.description + (counts.length ? " (" + counts.map((k) => `${n[k]} ${words[k]}`).join(", ")
+    + " images)" : "");
+}
 
 function showError(msg) {
   $("error").textContent = msg;
@@ -63,8 +81,20 @@ async function init() {
   const name = info.model_name && info.version ? `${info.model_name} v${info.version}` : info.description;
   $("model-version").textContent = name + (info.aliases && info.aliases.length ? ` (@${info.aliases.join(", @")})` : "")
     + (info.run_id ? ` · run ${info.run_id.slice(0, 8)}` : "");
-  $("model-val").textContent = fmt(info.val_balanced_accuracy);
-  $("model-test").textContent = fmt(info.test_balanced_accuracy);
+  const data = info.training_data || {};
+  const intervals = info.intervals || {};
+  const images = data.images || {};
+  $("trained-on").textContent = data.source ? data.description : "data its source run did not record";
+  $("model-data").textContent = describeData(data);
+  if (!data.real_photos) {
+    $("data-warning").textContent = data.source
+      ? `This model was trained and scored on ${data.description}: its scores below say nothing about real skin `
+        + "lesions, and its answers for a photo mean nothing medically."
+      : "Where this model's training data came from is not recorded: treat its scores as unknown.";
+    $("data-warning").hidden = false;
+  }
+  $("model-val").textContent = fmtScore(info.val_balanced_accuracy, intervals.val, images.val);
+  $("model-test").textContent = fmtScore(info.test_balanced_accuracy, intervals.test, images.test);
   $("model-point").textContent = describePoint(info.operating_point, info.full_names);
   $("model-promoted").textContent = info.promoted_at
     ? new Date(info.promoted_at).toLocaleString() + " (" + info.promoted_at + ")"
@@ -238,8 +268,12 @@ async function explain() {
     const body = await r.json().catch(() => ({ error: `server answered ${r.status}` }));
     if (!r.ok || body.error) throw new Error(body.error || `server answered ${r.status}`);
     $("cam").src = body.overlay;
+    if (body.scale && body.scale.length) {  // the overlay's own colours, low to high (CSSOM: allowed by the CSP)
+      $("cam-scale").style.background = `linear-gradient(to right, ${body.scale.join(", ")})`;
+    }
     $("cam-caption").textContent = `Grad-CAM for ${state.info.full_names[body.label] || body.label} `
-      + `(layer ${body.layer}): red = regions that raised this class's score most`;
+      + `(layer ${body.layer}): the colour scale above goes from blue (no part in this class's score) to red `
+      + "(the regions that raised it most)";
     $("cam-figure").hidden = false;
     document.body.dataset.cam = "done";
   } catch (e) {

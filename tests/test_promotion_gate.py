@@ -1,0 +1,174 @@
+"""The promotion gate on small, real-shaped data: candidate and champion paired on their shared validation images;
+a candidate within the noise is refused with its difference and interval, a clearly better one promoted; two
+promotions started at the same instant cannot both win."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dermsweep.evaluation.metrics import scores
+from dermsweep.shipping import promotion
+from dermsweep.shipping.registry_lock import lock_path
+from dermsweep.tracking import run_format as rf
+from dermsweep.tracking.store import connect
+from test_bootstrap import probs_of, real_shaped
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def client(store, monkeypatch):
+    monkeypatch.chdir(store.root)  # artifacts of new experiments land in the temp store
+    return connect(store.uri, create=False)
+
+
+def log_gated_run(model, experiment: str, study: str, y, probs, lesions, split_id: str = "split-g") -> str:
+    """A finished run (shipping_helpers.log_run) that also logged view_logits.npz as training does: labels, the
+    shipped validation probabilities, image ids and lesion ids. Its objective is what those probabilities score."""
+    import mlflow
+
+    from shipping_helpers import log_run
+
+    value = scores(y, probs)["balanced_accuracy"]
+    run_id = log_run(model, experiment, value, split_id, study=study, name=study)
+    rng = np.random.default_rng(abs(hash(study)) % 2**32)
+    order = rng.permutation(len(y))  # each run keeps its own row order: the gate pairs by image id
+    arrays = {
+        "y_val": y[order],
+        "shipped_val": probs[order].astype(np.float32),
+        "image_val": np.array([f"ISIC_{i:07d}" for i in order]),
+        "group_val": np.array([f"HAM_{g:07d}" for g in lesions[order]]),
+        "val_0_0": np.log(probs[order]).astype(np.float32),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(rf.VIEW_LOGITS).name
+        np.savez_compressed(path, **arrays)
+        mlflow.MlflowClient().log_artifact(run_id, str(path), str(Path(rf.VIEW_LOGITS).parent))
+    return run_id
+
+
+def test_gate_refuses_a_candidate_within_noise_and_promotes_a_clearly_better_one(client, store, capsys):
+    experiment, name = f"gate-{uuid.uuid4().hex[:6]}", f"test-{uuid.uuid4().hex[:8]}"
+    y, lesions, look, rng = real_shaped()
+    champion = probs_of(y, lesions, look, rng, 1.5)
+    jitter = np.log(champion) + np.random.default_rng(3).normal(0, 0.15, champion.shape)
+    within_noise = np.exp(jitter) / np.exp(jitter).sum(axis=1, keepdims=True)
+    if scores(y, within_noise)["balanced_accuracy"] <= scores(y, champion)["balanced_accuracy"]:
+        within_noise, champion = champion, within_noise  # the candidate must look better on its point value
+    clearly_better = probs_of(y, lesions, look, np.random.default_rng(7), 3.0)
+    log_gated_run(store.model, experiment, "champ", y, champion, lesions)
+    noisy_id = log_gated_run(store.model, experiment, "noise", y, within_noise, lesions)
+    better_id = log_gated_run(store.model, experiment, "better", y, clearly_better, lesions)
+
+    first = promotion.promote(client, experiment, name, sweep="champ")
+    assert first.decision == "promoted" and first.version == "1"
+    # Within the noise: a higher point value, refused with the difference, its interval and P.
+    with pytest.raises(promotion.PromotionRefused, match=r"not clearly better: \+\d+\.\d points \[-\d") as refused:
+        promotion.promote(client, experiment, name, sweep="noise")
+    p = refused.value.promotion
+    assert p is not None and p.candidate.run_id == noisy_id and p.candidate.value > p.champion.value
+    assert p.comparison["n_images"] == len(y) and p.comparison["n_groups"] < len(y)  # paired, by lesion
+    assert p.comparison["lo"] < 0 < p.comparison["hi"] and p.comparison["p_better"] < 0.9
+    # --dry-run shows the comparison; a lower --confidence lets the same candidate through.
+    dry = promotion.promote(client, experiment, name, sweep="noise", dry_run=True)
+    assert dry.decision == "refused" and dry.comparison == p.comparison
+    lenient = promotion.promote(client, experiment, name, sweep="noise", dry_run=True, confidence=0.0)
+    assert lenient.decision == "dry-run" and "clearly better" in lenient.reason
+    # --force still overrides (dry run: nothing changes)
+    assert promotion.promote(client, experiment, name, sweep="noise", dry_run=True, force=True).decision == "dry-run"
+    assert str(client.get_model_version_by_alias(name, rf.CHAMPION).version) == "1"
+
+    # Clearly better: promoted, with the evidence on the version and in the run.
+    won = promotion.promote(client, experiment, name, sweep="better")
+    assert won.decision == "promoted" and won.version == "2" and "clearly better" in won.reason
+    assert won.comparison["p_better"] >= 0.9 and won.comparison["lo"] > 0
+    tags = client.get_model_version(name, "2").tags
+    assert json.loads(tags[promotion.COMPARISON_TAG])["p_better"] == won.comparison["p_better"]
+    logged = json.loads(Path(client.download_artifacts(better_id, promotion.COMPARISON_ARTIFACT)).read_text())
+    assert logged["champion_version"] == "1" and logged["difference"] > 0
+    assert str(client.get_model_version_by_alias(name, rf.PREVIOUS).version) == "1"
+    # The command line shows the paired comparison and the one-line reason; a bad --confidence is one line, exit 2.
+    from dermsweep import cli
+
+    capsys.readouterr()
+    argv = ["promote", "--experiment", experiment, "--name", name, "--sweep", "noise", "--dry-run"]
+    assert cli.main(argv) == 3
+    out = capsys.readouterr().out
+    assert "paired:    candidate - champion" in out and "not clearly better" in out and "P=" in out
+    assert cli.main([*argv, "--confidence", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--confidence 1.5: a probability in [0, 1]" in err and "Traceback" not in err
+
+
+def test_gate_without_paired_predictions_says_it_compared_point_values(client, store):
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    promotion.promote(client, "dermsweep", name, sweep="study-c")  # fixture runs logged no view_logits.npz
+    p = promotion.promote(client, "dermsweep", name, sweep="study-a", dry_run=True)
+    assert p.decision == "dry-run" and p.comparison is None
+    assert "point values only" in p.reason and any("no paired comparison" in n for n in p.notes)
+
+
+PROMOTE_WHEN_TOLD = """
+import json, os, sys, time
+from pathlib import Path
+from dermsweep.shipping.promotion import PromotionRefused, promote
+from dermsweep.tracking.store import connect
+client = connect(os.environ["MLFLOW_TRACKING_URI"], create=False)
+here = Path(sys.argv[1])
+(here / f"ready-{sys.argv[2]}").touch()
+while not (here / "go").exists():
+    time.sleep(0.001)
+try:
+    p = promote(client, sys.argv[3], sys.argv[4], sweep=sys.argv[5])
+    print(json.dumps({"decision": p.decision, "version": p.version, "reason": p.reason}))
+except PromotionRefused as exc:
+    print(json.dumps({"decision": "refused", "reason": str(exc)}))
+"""
+
+
+@pytest.mark.faults
+def test_two_promotions_started_at_the_same_instant_do_not_both_win(client, store, tmp_path):
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri, PYTHONPATH=str(REPO / "src"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTE_WHEN_TOLD, str(tmp_path), str(i), "dermsweep", name, "study-a"],
+            cwd=store.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 300
+        while not all((tmp_path / f"ready-{i}").exists() for i in range(2)):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+                p.communicate() for p in procs if p.poll() is not None
+            ]
+            time.sleep(0.05)
+        (tmp_path / "go").touch()  # both were waiting: they start promoting within a millisecond
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    decisions = sorted(r["decision"] for r in results)
+    assert decisions == ["promoted", "refused"], results
+    assert any("already the champion" in r["reason"] for r in results), results
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert str(client.get_model_version_by_alias(name, rf.CHAMPION).version) == "1"
+    assert lock_path(store.uri) is not None and lock_path(store.uri).exists()

@@ -1,0 +1,352 @@
+"""`dermsweep serve`'s door: the guard's rules driven through ASGI directly, then the real command over sockets
+(hostile requests, memory, and SIGTERM leaving no process and no open port)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermsweep.shipping.serve_guard import Guard, Limits, allowed_hosts
+from test_strict_decode import cut_in_half, photo_jpeg
+
+HOSTS = allowed_hosts("127.0.0.1")
+
+
+def call(guard: Guard, headers: dict | list, body_chunks=(b"",), method="POST", path="/invocations", pause=0.0):
+    """Run one request through the guard. Returns (status, JSON or text answer, what the inner app received, how
+    many body chunks the guard asked for)."""
+    seen: dict = {"called": False, "body": b"", "reads": 0}
+    sent: list = []
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in pairs],
+    }
+    chunks = list(body_chunks)
+
+    async def receive():
+        i = seen["reads"]
+        seen["reads"] += 1
+        if pause:
+            await asyncio.sleep(pause)
+        if i >= len(chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunks[i], "more_body": i < len(chunks) - 1}
+
+    async def send(message):
+        sent.append(message)
+
+    async def inner(scope, receive, send):
+        seen["called"] = True
+        while True:
+            message = await receive()
+            seen["body"] += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard.app = inner
+    asyncio.run(guard(scope, receive, send))
+    status = sent[0]["status"]
+    text = b"".join(m.get("body", b"") for m in sent[1:])
+    return status, json.loads(text), seen
+
+
+def guard(**limits) -> Guard:
+    return Guard(None, HOSTS, Limits(**limits))  # type: ignore[arg-type]  # call() sets the inner app
+
+
+JSON = {"Host": "127.0.0.1:5001", "Content-Type": "application/json"}
+GOOD = json.dumps({"dataframe_records": [{"image": "aGVsbG8="}]}).encode()
+
+
+def test_a_good_request_reaches_mlflow_with_its_body_unchanged():
+    status, _, seen = call(guard(), JSON, [GOOD[:10], GOOD[10:]])
+    assert status == 200 and seen["called"] and seen["body"] == GOOD
+    assert call(guard(), {"Host": "localhost:5001"}, method="GET", path="/ping")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"Host": "evil.example:5001", "Content-Type": "application/json"}, 403),  # DNS rebinding
+        ({"Host": "127.0.0.1.evil.example", "Content-Type": "application/json"}, 403),
+        ([("Host", "127.0.0.1"), ("Host", "evil.example"), ("Content-Type", "application/json")], 400),
+        ({"Content-Type": "application/json"}, 400),  # no Host at all
+        ({**JSON, "Origin": "http://evil.example"}, 403),
+        ({**JSON, "Origin": "null"}, 403),
+        ([*JSON.items(), ("Origin", "http://127.0.0.1:5001"), ("Origin", "http://evil.example")], 400),
+    ],
+)
+def test_host_and_origin_must_name_this_server(headers, status):
+    got, answer, seen = call(guard(), headers, [GOOD])
+    assert got == status and not seen["called"] and answer["message"]
+    assert call(guard(), {**JSON, "Origin": "http://localhost:5001"}, [GOOD])[0] == 200  # its own page
+
+
+def test_allowed_hosts():
+    assert {"127.0.0.1", "localhost", "::1"} <= allowed_hosts("127.0.0.1")
+    assert allowed_hosts("lesions.example.org") == {"lesions.example.org"}
+    assert "lesions.example.org" in allowed_hosts("127.0.0.1", ["Lesions.Example.org."])
+    assert {"localhost", socket.gethostname().lower()} <= allowed_hosts("0.0.0.0")
+    assert call(guard(), {**JSON, "Host": "[::1]:5001"}, [GOOD])[0] == 200
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/vnd.apache.parquet", ""])
+def test_invocations_needs_a_json_or_csv_content_type(content_type):
+    headers = {"Host": "127.0.0.1"} | ({"Content-Type": content_type} if content_type is not None else {})
+    status, answer, seen = call(guard(), headers, [GOOD])
+    assert status == 415 and "Content-Type" in answer["message"] and not seen["called"]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read():
+    declared = {**JSON, "Content-Length": str(210 * 1024 * 1024)}
+    status, answer, seen = call(guard(), declared, [b"x" * 1024] * 4)
+    assert status == 413 and "too large" in answer["message"] and seen["reads"] == 0 and not seen["called"]
+    # chunked (no length): refused once the count passes the limit, the rest never asked for
+    status, _, seen = call(guard(max_body=10_000), JSON, [b"x" * 4096] * 1000)
+    assert status == 413 and seen["reads"] == 3 and not seen["called"]
+    assert call(guard(), {**JSON, "Content-Length": "12, 13"}, [GOOD])[0] == 400
+
+
+def test_deep_or_broken_json_is_a_400_not_a_500():
+    deep = b"[" * 1000 + b"]" * 1000
+    for body, reason in [(deep, "nested too deep"), (b'{"a": ' * 33 + b"1" + b"}" * 33, "nested too deep")]:
+        status, answer, seen = call(guard(), JSON, [body])
+        assert status == 400 and reason in answer["message"] and not seen["called"]
+    for body in (b'{"dataframe_records": [', b"\xff\xfe", b"[" * 40 + b"]" * 39):
+        status, answer, _ = call(guard(), JSON, [body])
+        assert status == 400 and "not valid JSON" in answer["message"]
+    assert call(guard(), JSON, [b'{"a": ' * 31 + b"1" + b"}" * 31])[0] == 200
+
+
+def test_a_trickling_body_is_cut_off_and_a_busy_server_says_so():
+    status, answer, _ = call(guard(body_seconds=0.3), JSON, [b" "] * 100, pause=0.05)
+    assert status == 408 and "did not arrive" in answer["message"]
+
+    async def two_at_once():
+        g = guard(max_predicting=1, wait_seconds=0.2)
+        release = asyncio.Event()
+        statuses = []
+
+        async def slow(scope, receive, send):
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        g.app = slow
+
+        async def one():
+            sent = []
+
+            async def receive():
+                return {"type": "http.request", "body": GOOD, "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/invocations"}
+            scope["headers"] = [(k.lower().encode(), v.encode()) for k, v in JSON.items()]
+            await g(scope, receive, send)
+            statuses.append(sent[0]["status"])
+
+        first = asyncio.create_task(one())
+        await asyncio.sleep(0.05)
+        await one()  # waits 0.2 s for the slot the first holds
+        release.set()
+        await first
+        return statuses
+
+    assert asyncio.run(two_at_once()) == [503, 200]
+
+
+# --- the real command over sockets ---
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(port: int, head: str, body: bytes = b"", timeout: float = 60) -> tuple[int, bytes]:
+    """One raw HTTP/1.1 exchange (headers exactly as given). Returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def post(port: int, body: bytes, extra: str = "", content_type: str | None = "application/json") -> tuple[int, bytes]:
+    head = f"POST /invocations HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\nContent-Length: {len(body)}\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\n"
+    return http(port, head + extra, body)
+
+
+def huge_body(port: int, megabytes: int, declare_length: bool) -> int:
+    """Stream a JSON body holding a `megabytes` MB base64 string; stop sending once the server answers."""
+    total = megabytes * 1024 * 1024
+    head = f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {total}\r\n" if declare_length else "Transfer-Encoding: chunked\r\n"
+    block = b"QUFB" * (256 * 1024)  # 1 MiB of base64
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall((head + "\r\n").encode())
+        sent = 0
+        try:
+            piece = b'{"dataframe_records": [{"image": "'
+            while sent < total:
+                data = piece if declare_length else b"%x\r\n%s\r\n" % (len(piece), piece)
+                s.sendall(data)
+                sent += len(piece)
+                piece = block
+                if select.select([s], [], [], 0)[0]:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = s.recv(65536)
+    return int(answer.split()[1])
+
+
+def tree_of(pid: int) -> set[int]:
+    """pid and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo += children.get(p, [])
+    return found
+
+
+def rss_mb(pids: set[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`dermsweep serve` on a free port for the registered champion, its process tree and its log."""
+    from shipping_helpers import activate, champion_of, shared_store
+
+    store = shared_store(tmp_path_factory)
+    with pytest.MonkeyPatch.context() as mp:
+        activate(store, mp)
+        uri = champion_of(store, "serve-doors")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store.uri, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [str(Path(sys.executable).with_name("dermsweep")), "serve", "--model", uri, "--port", str(port)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if http(port, f"GET /ping HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\n", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "dermsweep serve did not answer /ping in 240 s"
+            time.sleep(1)
+        started = tree_of(proc.pid)
+        yield proc, port, log_path
+    finally:
+        # whatever is left of it, orphans included (a server that does not stop its children leaves them)
+        for pid in tree_of(proc.pid) | locals().get("started", set()):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def png_b64() -> str:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.slow
+def test_dermsweep_serve_refuses_hostile_requests_and_keeps_mlflows_protocol(server):
+    proc, port, log_path = server
+    rows = [{"image": png_b64()}, {"image": base64.b64encode(cut_in_half(photo_jpeg())).decode()}]
+    status, body = post(port, json.dumps({"dataframe_records": rows}).encode())
+    assert status == 200, body
+    predictions = json.loads(body)["predictions"]
+    assert predictions[0]["error"] is None and abs(sum(predictions[0]["probabilities"].values()) - 1) < 1e-4
+    assert predictions[1]["label"] is None and "corrupt or truncated JPEG" in predictions[1]["error"]
+    assert http(port, f"GET /health HTTP/1.1\nHost: localhost:{port}\nConnection: close\n")[0] == 200
+
+    good = json.dumps({"dataframe_records": rows[:1]}).encode()
+    rebinding = f"POST /invocations HTTP/1.1\nHost: evil.example:{port}\nConnection: close\n"
+    rebinding += f"Content-Type: application/json\nContent-Length: {len(good)}\n"
+    assert http(port, rebinding, good)[0] == 403
+    assert post(port, good, extra="Origin: http://evil.example\n")[0] == 403
+    assert post(port, good, content_type=None)[0] == 415
+    deep = b"[" * 1000 + b"]" * 1000
+    assert post(port, deep)[0] == 400
+
+    pids = tree_of(proc.pid)
+    before = rss_mb(pids)
+    assert huge_body(port, 210, declare_length=True) == 413
+    assert huge_body(port, 210, declare_length=False) == 413
+    grown = rss_mb(pids) - before
+    assert grown < 100, f"the server grew by {grown:.0f} MB on refused 210 MB bodies"
+    assert post(port, good)[0] == 200  # still serving
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_and_closes_the_port(server):
+    proc, port, log_path = server
+    pids = tree_of(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "processes started by dermsweep serve outlived it"
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    assert code == 0, log_path.read_text()[-2000:]  # a graceful stop, not death by the signal
