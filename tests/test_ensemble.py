@@ -103,6 +103,7 @@ def test_ensemble_run_is_logged_like_a_run_and_faces_the_gate(two_runs, tmp_path
     run = client.get_run(built.run_id)
     tags, metrics = run.data.tags, run.data.metrics
     assert tags[rf.ROLE] == "ensemble" and tags[rf.STATUS] == "finished"
+    assert any(k.startswith(rf.OWNER + ".") for k in tags)  # claimed by its process: reapable if it is killed
     assert sorted(tags[rf.MEMBERS].split(",")) == sorted(built.member_ids())
     for name in ("balanced_accuracy", "macro_f1", "macro_auc"):
         assert rf.metric(rf.FINAL_VAL, name) in metrics and rf.metric(rf.TEST, name) in metrics

@@ -113,6 +113,7 @@ def test_class_folders_printed_and_logged_as_an_evaluation_run(store, capsys, cl
     assert logged.info.run_id in out
     tags, values = logged.data.tags, logged.data.metrics
     assert tags[rf.ROLE] == "evaluation" and tags[rf.STATUS] == "finished"
+    assert any(k.startswith(rf.OWNER + ".") for k in tags)  # claimed by its process: reapable if it is killed
     assert tags[rf.EVALUATED_MODEL] == uri and tags[rf.EVALUATED_MODEL_NAME] == "eval-test"
     assert tags[rf.EVALUATED_VERSION] == "1" and tags[rf.EVALUATED_RUN_ID] == store.a["trials"][1]
     assert tags[rf.EVAL_DATA_LAYOUT] == "folder" and tags[rf.EVAL_DATA_PATH] == str(class_dir.resolve())

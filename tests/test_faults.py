@@ -309,3 +309,108 @@ def test_bad_files_are_logged_to_mlflow(tmp_path, ham_subset):
     with open(mlflow.MlflowClient(uri).download_artifacts(r.info.run_id, "data/problems.txt")) as f:
         text = f.read()
     assert f"{images[0].stem}: " in text and "empty file" in text and f"{images[1].stem}: " in text
+
+
+def _sigterm_after_first_epoch(cmd: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """Start `cmd`, send SIGTERM (what `kill`, `timeout` and container stops send) once an epoch was logged."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "epoch   1" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        out = proc.stdout.read()
+        proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(cmd, proc.returncode), out
+
+
+LONG = ["trainer=smoke", "trainer.frozen.epochs=40", "model.height=32", "model.width=32", "trainer.finetune.epochs=0"]
+
+
+def test_sigterm_ends_a_single_run_like_ctrl_c(tmp_path):
+    """SIGTERM mid-training: the best checkpoint is kept, the run ends KILLED with "stopped by SIGTERM" (not left
+    RUNNING), and the process says so in one line."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [
+        sys.executable,
+        TRAIN,
+        "data=synthetic",
+        *LONG,
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={tmp_path}/run",
+        f"cache_dir={tmp_path}/cache",
+    ]
+    done, out = _sigterm_after_first_epoch(cmd, tmp_path)
+    assert done.returncode == 130, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith("error: stopped by SIGTERM"), out[-3000:]
+    assert "Traceback" not in out
+    (run,) = all_runs(uri)
+    assert run.info.status == "KILLED" and run.data.tags[rf.STATUS] == "killed"
+    assert run.data.tags[rf.FAILURE_REASON] == "stopped by SIGTERM"
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.weights.h5"
+    assert checkpoint.is_file() and checkpoint.stat().st_size > 0
+
+
+def test_sigterm_to_a_sweep_gives_its_trial_back(tmp_path):
+    """SIGTERM mid-trial: the trial's run is KILLED with the reason, the trial is given back (not RUNNING, not
+    counted) with its parameters queued for the next run, and the parent run is not left RUNNING."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = sweep_cmd(tmp_path, 1, *LONG[1:])
+    done, out = _sigterm_after_first_epoch(cmd, tmp_path)
+    assert done.returncode == 130, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith("error: stopped by SIGTERM"), out[-3000:]
+    runs = all_runs(uri)
+    trial_runs = [r for r in runs if r.data.tags.get(rf.ROLE) == "trial"]
+    assert len(trial_runs) == 1 and trial_runs[0].info.status == "KILLED", [r.info.status for r in runs]
+    assert trial_runs[0].data.tags[rf.FAILURE_REASON] == "stopped by SIGTERM"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and "WAITING" in states, states  # given back: its parameters queued again
+
+
+def test_a_full_disk_while_logging_the_model_keeps_the_weights_and_says_so(tmp_path, monkeypatch):
+    """The model's upload fails with ENOSPC: the trained weights are already on disk, the run ends FAILED with
+    the real cause in one line (not "lost the tracking store"), and the error says where the weights are."""
+    import errno
+
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from conftest import compose
+    from dermsweep.errors import TrackingError
+    from dermsweep.training.task import run
+
+    upload = LocalArtifactRepository.log_artifacts
+
+    def full_disk(self, local_dir, artifact_path=None):
+        if (Path(local_dir) / "MLmodel").is_file():  # the model's folder; every other artifact is written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return upload(self, local_dir, artifact_path)
+
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", full_disk)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose(
+        [
+            "data=synthetic",
+            "trainer=smoke",
+            *TINY[:3],
+            "tracking.log_model=always",
+            f"tracking.uri={uri}",
+            f"cache_dir={tmp_path}/c",
+        ]
+    )
+    with pytest.raises(TrackingError) as caught:
+        run(cfg)
+    message = str(caught.value)
+    assert message.startswith("no space left on device while logging the model; weights kept at "), message
+    assert "\n" not in message and "lost the MLflow tracking store" not in message
+    (found,) = all_runs(uri)
+    assert found.info.status == "FAILED" and found.data.tags[rf.STATUS] == "failed"
+    assert "no space left on device while logging the model" in found.data.tags[rf.FAILURE_REASON]
+    checkpoint = Path(found.data.tags[rf.CHECKPOINT])
+    assert str(checkpoint) in message and checkpoint.is_file() and checkpoint.stat().st_size > 0

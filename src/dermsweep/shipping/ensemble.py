@@ -31,6 +31,7 @@ from ..timing import median_latency_ms
 from ..tracking import run_format as rf
 from ..tracking.artifacts import BackgroundArtifacts, log_splits
 from ..tracking.model_log import log_keras_model
+from ..tracking.recorded_run import recorded_run
 from ..tracking.store import ensure_experiment, first_line
 from ..training.gains import View, check, choose_gains, per_view, probabilities, wrap
 from ..training.model import logits_inside
@@ -286,8 +287,6 @@ def _log(
     exp_id = ensure_experiment(client, experiment)
     ids = ensemble.member_ids()
     tags = {
-        rf.ROLE: "ensemble",
-        rf.STATUS: "running",
         rf.MEMBERS: ",".join(ids),
         rf.OBJECTIVE_METRIC: first.tags.get(rf.OBJECTIVE_METRIC, "val_balanced_accuracy"),
         rf.OBJECTIVE_DIRECTION: "maximize",
@@ -298,8 +297,8 @@ def _log(
         tags[rf.STUDY_NAME] = first.tags[rf.STUDY_NAME]
     name = f"ensemble-{len(set(ids))}of{len(ids)}"
     started = time.perf_counter()
-    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags) as run:
-        figures = BackgroundArtifacts(run.info.run_id)
+    with recorded_run(client, exp_id, name, "ensemble", tags=tags) as run:  # claimed: reapable if killed
+        figures = BackgroundArtifacts(run.run_id)
         mlflow.log_params(
             {
                 "ensemble.members": ",".join(ids),
@@ -339,15 +338,10 @@ def _log(
         log_keras_model(shipping.model, prepared.x["val"][:1].astype(np.float32), info)
         figures.wait()
         val = final["val"]
-        mlflow.set_tags(
-            {
-                rf.STATUS: "finished",
-                rf.DESCRIPTION: (
-                    f"{name} of {', '.join(m.row.name for m in ensemble.members)}: validation balanced accuracy "
-                    f"{val['balanced_accuracy']:.3f} (best single {ensemble.best_single:.3f}), {ensemble.params:,} "
-                    f"parameters, {ensemble.latency_ms:.0f} ms per image"
-                ),
-            }
+        run.finish(
+            f"{name} of {', '.join(m.row.name for m in ensemble.members)}: validation balanced accuracy "
+            f"{val['balanced_accuracy']:.3f} (best single {ensemble.best_single:.3f}), {ensemble.params:,} "
+            f"parameters, {ensemble.latency_ms:.0f} ms per image"
         )
-    say(f"ensemble run {run.info.run_id} logged in {time.perf_counter() - started:.0f}s")
-    return str(run.info.run_id)
+    say(f"ensemble run {run.run_id} logged in {time.perf_counter() - started:.0f}s")
+    return str(run.run_id)

@@ -270,11 +270,10 @@ def log_run(report: EvaluationReport, found: Labelled, probs: np.ndarray, client
     import pandas as pd
 
     from ..tracking.artifacts import log_dataset, log_json
+    from ..tracking.recorded_run import recorded_run
 
     experiment_id = ensure_experiment(client, experiment)
     tags = {
-        rf.ROLE: "evaluation",
-        rf.STATUS: "running",
         rf.EVALUATED_MODEL: report.model,
         rf.EVAL_DATA_PATH: report.data,
         rf.EVAL_DATA_LAYOUT: report.layout,
@@ -291,8 +290,8 @@ def log_run(report: EvaluationReport, found: Labelled, probs: np.ndarray, client
         },
     }
     run_name = f"eval {_short_name(report)} on {report.dataset_name}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        run_id = run.info.run_id
+    with recorded_run(client, experiment_id, run_name, "evaluation", tags=tags) as run:  # reapable if killed
+        run_id = run.run_id
         report.run_id, report.experiment = run_id, experiment
         names = report.class_names
         table = pd.DataFrame({"image_id": found.image_ids, "label": [names[i] for i in found.y]})
@@ -305,7 +304,7 @@ def log_run(report: EvaluationReport, found: Labelled, probs: np.ndarray, client
         # Linked to the dataset, so the metrics say which data they were measured on.
         mlflow.log_metrics(_metrics(report), dataset=dataset)
         _log_artifacts(report, found.y, probs, log_json)
-        mlflow.set_tags({rf.STATUS: "finished", rf.DESCRIPTION: _description(report)})
+        run.finish(_description(report))
     return run_id
 
 

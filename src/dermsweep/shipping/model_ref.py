@@ -105,10 +105,22 @@ def resolve(uri: str, client=None) -> ModelRef:
     import mlflow
 
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mlflow_uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mlflow_uri, dst_path=str(_download_dir())))
     except Exception as exc:
         raise ModelNotFound(f"cannot download model {uri}: {first_line(exc)}") from exc
     return _from_local_dir(ref, local)
+
+
+def _download_dir() -> Path:
+    """A folder of our own for a downloaded model, removed when the process exits. Without one, MLflow hands back
+    a local store's own folder and writes `registered_model_meta` into it: a read-only store then fails."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dermsweep-model-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def _model_version(client, body: str):

@@ -248,7 +248,9 @@ class SweepParent:
 
         from ..tracking.candidates import search_all
 
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        trials = study.get_trials(deepcopy=False)
+        running = {t.number for t in trials if t.state == TrialState.RUNNING}
+        newest = max((t.number for t in trials), default=-1)  # a trial asked after this snapshot is not orphaned
         runs = search_all(
             self.client,
             [self.experiment_id],
@@ -256,7 +258,7 @@ class SweepParent:
         )
         for r in runs:
             num = r.data.tags.get(rf.TRIAL_NUMBER)
-            if num is None or int(num) in running:
+            if num is None or int(num) in running or int(num) > newest:
                 continue
             self.client.set_tag(r.info.run_id, rf.STATUS, "killed")
             self.client.set_tag(

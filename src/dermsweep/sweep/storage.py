@@ -31,6 +31,15 @@ def open_storage(url: str | None, **rdb_kwargs: Any) -> Any:
         return JournalStorage(JournalFileBackend(path))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
+        from hydra.errors import CompactHydraException
+
+        from ..errors import DermsweepError
+        from ..tracking.store_files import check_optuna_url
+
+        try:  # a corrupt or emptied file: left as it is, and one line from Hydra (a compact error), no traceback
+            check_optuna_url(url)
+        except DermsweepError as exc:
+            raise CompactHydraException(f"error: {exc}") from None
         _sqlite_prepare(url)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     last: Exception | None = None

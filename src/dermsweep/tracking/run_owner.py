@@ -104,3 +104,8 @@ def reap_quietly(client: Any) -> list[Reaped]:
     except Exception as exc:
         log.warning("MLflow: could not look for runs left RUNNING by dead processes: %s", exc)
         return []
+
+
+def release(client: Any, run_id: str) -> None:
+    """Stop this process's heartbeat for the run (it ended): no beat may land after its final status."""
+    _HEARTBEATS.discard((str(client.tracking_uri), run_id, owner_key(liveness.me())))

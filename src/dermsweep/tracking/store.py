@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from ..errors import TrackingError
 from . import experiment_kind, run_owner
+from .store_files import check_sqlite_file
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # conf/config.yaml's tracking.uri says the same (pinned by a test)
 # A server that does not answer costs seconds, not MLflow's default minutes of retries; users may override both.
@@ -47,6 +48,7 @@ def connect(uri: str | None = None, *, create: bool = True, reap: bool = True) -
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrackingError(f"tracking.uri={uri!r}: cannot create {db.parent} ({exc})") from exc
+        check_sqlite_file(db, "MLflow tracking store", "or point --tracking-uri / MLFLOW_TRACKING_URI at another store")
     elif scheme in ("http", "https"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_MAX_RETRIES)
@@ -58,10 +60,10 @@ def connect(uri: str | None = None, *, create: bool = True, reap: bool = True) -
         )
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient(uri, registry_uri=uri)
     try:
+        client = MlflowClient(uri, registry_uri=uri)
         client.search_experiments(max_results=1)
-    except Exception as exc:
+    except Exception as exc:  # one line, never the driver's traceback
         raise TrackingError(f"tracking store {uri!r} does not answer: {first_line(exc)}") from exc
     if reap:
         run_owner.reap_quietly(client)

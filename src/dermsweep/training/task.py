@@ -18,14 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import Prepared, prepare
 from ..data.pipeline import eval_dataset, training_dataset
-from ..errors import TrackingError
 from ..evaluation import plots
 from ..sweep import trial_link
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
-from ..tracking import run_owner
 from ..tracking.artifacts import BackgroundArtifacts, flatten, log_splits
-from ..tracking.model_log import log_keras_model
+from ..tracking.model_log import log_keras_model, log_model_or_explain, save_checkpoint
+from ..tracking.recorded_run import recorded_run
+from ..tracking.stop_signal import stop_reason
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
 from . import config, determinism, hardware, progress, provenance
 from .class_weights import class_weights
@@ -73,67 +73,61 @@ def run(cfg: DictConfig) -> float | dict[str, float]:
 
     commit = provenance.git_state()["git.commit"]
     tags = {
-        rf.ROLE: "trial" if parent_id else "single",
         rf.OBJECTIVE_METRIC: objective,
         rf.OBJECTIVE_DIRECTION: direction,
         rf.SPLIT_ID: data.split.split_id,
         rf.DATASET_ID: data.dataset_id,
-        rf.STATUS: "running",
         rf.CHECKPOINT: str(checkpoint),
         rf.BACKEND: hw.backend,
         **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
         **(link.run_tags if link else {}),
     }
     name = run_name(cfg, link)
-    # Started and ended explicitly (not `with`): if the store dies mid-run, ending the run must not replace the
-    # error that says where the checkpoint is with a second connection error.
-    active = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=name,
-        parent_run_id=parent_id,
-        tags=tags,
-        nested=mlflow.active_run() is not None,
-    )
-    run_id = active.info.run_id
-    figures = BackgroundArtifacts(run_id)
-    try:
-        run_owner.claim(client, run_id)  # host, pid and a heartbeat: a killed run is found and marked KILLED
-        if link is not None:
-            link.set_run_id(run_id)
-        _log_setup(cfg, data, model, hw, steps)
+    role = "trial" if parent_id else "single"
+    with recorded_run(
+        client, experiment_id, name, role, tags=tags, parent_run_id=parent_id, kept=lambda: _kept(checkpoint)
+    ) as recorded:
+        run_id = recorded.run_id
+        figures = BackgroundArtifacts(run_id)
+        try:
+            if link is not None:
+                link.set_run_id(run_id)
+            _log_setup(cfg, data, model, hw, steps)
 
-        last_epoch = int(cfg.trainer.frozen.epochs) + int(cfg.trainer.finetune.epochs)
+            last_epoch = int(cfg.trainer.frozen.epochs) + int(cfg.trainer.finetune.epochs)
 
-        def on_epoch(epoch: int, phase: str, figures: dict[str, float]) -> None:
-            mlflow.log_metrics(epoch_metrics(figures), step=epoch)
-            log.info(progress.epoch_line(epoch, last_epoch, phase, figures, objective, started))
-            if link is not None:  # raises optuna.TrialPruned when the pruner says so (never after the last epoch)
-                link.report(epoch, figures[objective], prunable=epoch < last_epoch)
+            def on_epoch(epoch: int, phase: str, figures: dict[str, float]) -> None:
+                mlflow.log_metrics(epoch_metrics(figures), step=epoch)
+                log.info(progress.epoch_line(epoch, last_epoch, phase, figures, objective, started))
+                if link is not None:  # raises optuna.TrialPruned when the pruner says so (never after the last epoch)
+                    link.report(epoch, figures[objective], prunable=epoch < last_epoch)
 
-        result = fit(
-            model,
-            train_ds,
-            steps,
-            val_ds,
-            data.y["val"],
-            cfg,
-            class_weights(cfg.class_weight, data.y["train"], len(data.class_names)),
-            checkpoint,
-            on_epoch,
-            hw.scope,
-        )
-        shipping = ship(cfg, data, model, batch, objective)
-        final = _evaluate_and_log(data, shipping, result, figures)
-        values = _objective_values(objectives, final, shipping.model)
-        if _should_log_model(cfg, link, [values[m] for m, _ in objectives]):
-            _log_model(cfg, data, shipping)
-        figures.wait()
-        mlflow.set_tags({rf.STATUS: "finished", rf.DESCRIPTION: _description(name, final, result)})
-    except BaseException as exc:
-        figures.abandon()
-        _record_failure(exc, run_id, checkpoint)
-        raise
-    mlflow.end_run("FINISHED")
+            result = fit(
+                model,
+                train_ds,
+                steps,
+                val_ds,
+                data.y["val"],
+                cfg,
+                class_weights(cfg.class_weight, data.y["train"], len(data.class_names)),
+                checkpoint,
+                on_epoch,
+                hw.scope,
+            )
+            shipping = ship(cfg, data, model, batch, objective)
+            final = _evaluate_and_log(data, shipping, result, figures)
+            values = _objective_values(objectives, final, shipping.model)
+            if _should_log_model(cfg, link, [values[m] for m, _ in objectives]):
+                # the weights on disk first: logging the model is the largest write, the one a full disk stops
+                save_checkpoint(model, checkpoint)
+                log_model_or_explain(lambda: _log_model(cfg, data, shipping), checkpoint)
+            figures.wait()
+        except BaseException as exc:
+            figures.abandon()
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: say where the work is before it ends
+                log.warning("%s: run %s ends KILLED; %s", stop_reason(exc), run_id, _kept(checkpoint))
+            raise
+        recorded.finish(_description(name, final, result))
     log.info(_summary(run_id, name, final, time.perf_counter() - started, uri, experiment_id))
     if len(objectives) == 1:
         return values[objective]
@@ -267,32 +261,11 @@ def _log_model(cfg, data: Prepared, shipping: Shipping) -> None:
     log_keras_model(shipping.model, data.x["val"][:1].astype(np.float32), info)
 
 
-def _record_failure(exc: BaseException, run_id: str, checkpoint) -> None:
-    """Mark the run pruned (KILLED) or failed (FAILED) with the reason, then let the exception go on."""
-    import optuna
-
-    try:
-        if isinstance(exc, optuna.TrialPruned):
-            mlflow.set_tag(rf.STATUS, "pruned")
-            mlflow.end_run("KILLED")
-            return
-        reason = f"{exc.__class__.__name__}: {exc}"[:5000]
-        mlflow.set_tags({rf.STATUS: "failed", rf.FAILURE_REASON: reason})
-        mlflow.end_run("FAILED")
-    except Exception as tracking_exc:  # the store itself is gone: say where the work is
-        # Forget the run locally: ending it would need the store that just failed.
-        stack = mlflow.tracking.fluent._active_run_stack.get()
-        if stack and stack[-1].info.run_id == run_id:
-            stack.pop()
-        where = (
-            f"the best weights so far are at {checkpoint}"
-            if Path(checkpoint).exists()
-            else "no checkpoint had been written yet"
-        )
-        raise TrackingError(
-            f"lost the MLflow tracking store during run {run_id} ({tracking_exc.__class__.__name__}: "
-            f"{str(tracking_exc)[:300]}); {where}"
-        ) from exc
+def _kept(checkpoint: Path) -> str:
+    """Where the run's work is, for an error that could not be recorded in the store."""
+    if Path(checkpoint).exists():
+        return f"the best weights so far are at {checkpoint}"
+    return "no checkpoint had been written yet"
 
 
 def _scores_line(s: dict[str, float]) -> str:
