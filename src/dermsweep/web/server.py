@@ -140,9 +140,9 @@ class WebModel:
             say(f"{self.onnx_error}; the page will classify on the server")
 
     def pixels(self, data: bytes) -> np.ndarray:
-        """The training preprocessing (load_rgb), DECODERS at a time. Raises BadImage."""
+        """The training preprocessing (load_rgb: strict, a truncated or corrupt JPEG raises), DECODERS at a time.
+        Raises BadImage."""
         with self.decoding:
-            # TODO(doors-serve): the strict JPEG decode (truncated/corrupt scans raise) once data/images.py has it
             return load_rgb(data, self.height, self.width)
 
     def predict(self, data: bytes) -> dict:
