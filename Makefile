@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 PORT ?= 8765
 PYTEST_ARGS ?=
 
-.PHONY: install lint format test demo train sweep ui promote runs export predict web bench clean help
+.PHONY: install lint format test test-bench demo train sweep ui promote runs export predict web bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,9 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)  ## run the test suite (TEST_WORKERS=0 for one process)
 	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
+test-bench: $(STAMP)  ## run the heavy bench/ scripts end to end at --tiny size (minutes each; not in make test)
+	$(PY) -m pytest tests/test_bench.py -m bench $(PYTEST_ARGS)
 
 demo: $(STAMP)  ## small sweep on synthetic data, promote the winner, show where to look
 	$(VENV)/bin/dermsweep demo

@@ -16,7 +16,11 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
-RUNS = [name for name in SCRIPTS if name != "run_all"]  # run_all only starts the others
+# run_all only starts the others; serve_doors and web_doors are load tests run by hand (tests/test_serve_doors.py and
+# tests/test_web_doors.py hold their behaviour)
+RUNS = [name for name in SCRIPTS if name not in ("run_all", "serve_doors", "web_doors")]
+# Minutes each even at --tiny (several training processes): run by `make test-bench`, not in every `make test`.
+HEAVY = {"sweep_efficiency", "starvation", "trial_overhead"}
 # Extra arguments that keep a tiny run short while still taking every code path (one backbone per family).
 TINY_ARGS = {"starvation": ["--model", "mobilenet_v1_a025,mobilenet_v2_a035"]}
 # What each result must hold besides `targets` (what run_all's summary reads).
@@ -49,7 +53,9 @@ def test_script_imports(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", RUNS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.bench) if name in HEAVY else name for name in RUNS]
+)
 def test_script_runs_tiny(name, tmp_path):
     out = tmp_path / f"{name}.json"
     env = dict(os.environ, DERMSWEEP_BENCH_TINY="1", TMPDIR=str(tmp_path))

@@ -4,6 +4,7 @@ down or dies. Run alone with `pytest -m faults`. Each test says what it breaks a
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 TRAIN = str(REPO / "train.py")
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 # The smallest real training: 32x32 synthetic images, one phase of 4 steps, no model logging.
-TINY = ["model.height=32", "model.width=32", "trainer.finetune.epochs=0", "tracking.log_model=false"]
+TINY = [
+    "model=mobilenet_v1",
+    "model.height=32",
+    "model.width=32",
+    "trainer.finetune.epochs=0",
+    "tracking.log_model=false",
+]
 
 
 def sweep_cmd(ws: Path, n_trials: int, *extra: str) -> list[str]:
@@ -317,7 +324,7 @@ def _sigterm_after_first_epoch(cmd: list[str], cwd: Path) -> tuple[subprocess.Co
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if "epoch   1" in line:
+            if re.match(r"epoch\s+1/", line):  # training/progress.py's line for the first epoch
                 proc.send_signal(signal.SIGTERM)
                 break
         out = proc.stdout.read()
@@ -339,6 +346,7 @@ def test_sigterm_ends_a_single_run_like_ctrl_c(tmp_path):
         sys.executable,
         TRAIN,
         "data=synthetic",
+        "model=mobilenet_v1",
         *LONG,
         f"tracking.uri={uri}",
         f"hydra.run.dir={tmp_path}/run",

@@ -33,7 +33,8 @@ def console(stderr: bool = False, width: int | None = None):
         # Not a terminal (pipes, CI logs): $COLUMNS when set, else wide enough that tables are not squeezed.
         columns = os.environ.get("COLUMNS", "")
         width = int(columns) if columns.isdigit() and int(columns) > 0 else 220
-    return Console(file=stream, highlight=False, width=width)
+    # Messages on stderr are one line each, never wrapped (scripts and tests read them whole); tables keep the width.
+    return Console(file=stream, highlight=False, width=width, soft_wrap=stderr)
 
 
 def printable(text: str) -> str:

@@ -88,10 +88,12 @@ def run(args) -> int:
         f"  dermsweep predict {img if img.is_file() else 'IMAGE.jpg'}\n"
         f"  dermsweep export         -> SavedModel, TFLite f32/f16/int8, ONNX + size/latency/accuracy table\n"
         f"  dermsweep serve          -> REST endpoint for base64 images\n"
-        f"  optuna-dashboard sqlite:///mlruns/optuna.db   -> the study (pip install optuna-dashboard)\n"
+        f"  optuna-dashboard sqlite:///mlruns/optuna.db   -> the study (pip install optuna-dashboard)\n",
+        soft_wrap=True,  # commands stay whole, to copy and paste
     )
     con.print(
         "`dermsweep` is in .venv/bin: run .venv/bin/dermsweep, or `source .venv/bin/activate` once per shell; "
-        'shell completion: eval "$(dermsweep completion bash)"'
+        'shell completion: eval "$(dermsweep completion bash)"',
+        soft_wrap=True,
     )
     return EXIT_OK
