@@ -368,6 +368,11 @@ def test_web_negative_length_cannot_bypass_the_upload_limit(web):
             s.shutdown(socket.SHUT_WR)
             first = s.recv(65536)
             pytest.fail(f"the server read a 26 MB body sent with Content-Length -1 and answered {first[:120]!r}")
+        try:  # the body can follow the head in another packet
+            while chunk := s.recv(65536):
+                first += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
     assert status_of(first) == 400 and b"Content-Length" in first
 
 
