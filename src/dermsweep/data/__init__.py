@@ -58,7 +58,9 @@ def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None)
     absent = [c for c in catalog.class_names if c not in present]
     if absent:
         log.warning("classes with no usable image: %s", ", ".join(absent))
-    parts = _split(decoded.table, data_cfg.split.val_fraction, data_cfg.split.test_fraction, seed)
+    folds = data_cfg.split.get("folds")
+    fold = data_cfg.split.get("fold") if folds else None
+    parts = _split(decoded.table, data_cfg.split.val_fraction, data_cfg.split.test_fraction, seed, folds, fold)
     row_of = {image_id: i for i, image_id in enumerate(decoded.table["image_id"])}
     x, y = {}, {}
     for name in ("train", "val", "test"):
@@ -90,12 +92,21 @@ def _stamp(root) -> list:
         return ["unreadable"]  # the source itself reports what is wrong
 
 
-def _split(table, val_fraction: float, test_fraction: float, seed: int) -> Split:
-    key = digest(list(table["image_id"]), list(table["label"]), list(table["group"]), val_fraction, test_fraction, seed)
+def _split(table, val_fraction: float, test_fraction: float, seed: int, folds=None, fold=None) -> Split:
+    folds, fold = (int(folds), int(fold or 0)) if folds else (None, None)
+    key = digest(
+        list(table["image_id"]),
+        list(table["label"]),
+        list(table["group"]),
+        val_fraction,
+        test_fraction,
+        seed,
+        *((folds, fold) if folds else ()),
+    )
 
     def build() -> Split:
         try:
-            return split(table, val_fraction, test_fraction, seed)
+            return split(table, val_fraction, test_fraction, seed, folds, fold)
         except ValueError as exc:
             raise DataError(f"cannot split {len(table)} images: {exc}; use more images (data.max_images)") from exc
 

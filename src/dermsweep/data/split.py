@@ -41,13 +41,39 @@ def _carve(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFram
     return table.iloc[rest_idx], table.iloc[part_idx]
 
 
-def split(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> Split:
+def split(
+    table: pd.DataFrame,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    folds: int | None = None,
+    fold: int | None = None,
+) -> Split:
+    """Train / validation / test. With `folds` (cross-validation), validation is fold `fold` of a lesion-grouped
+    k-fold over everything but test, so the test part is the same for every fold and for the one-split mode."""
     table = table.sort_values("image_id").reset_index(drop=True)  # order-independent: same ids, same split
     rest, test = _carve(table, test_fraction, seed)
-    rest, val = _carve(rest.reset_index(drop=True), val_fraction / (1.0 - test_fraction), seed + 1)
+    rest = rest.reset_index(drop=True)
+    if folds is None:
+        rest, val = _carve(rest, val_fraction / (1.0 - test_fraction), seed + 1)
+    else:
+        rest, val = _fold(rest, folds, 0 if fold is None else fold, seed + 1)
     parts = [p.reset_index(drop=True) for p in (rest, val, test)]
     split_id = digest(*(sorted(p["image_id"]) for p in parts))
     return Split(parts[0], parts[1], parts[2], split_id=split_id)
+
+
+def _fold(table: pd.DataFrame, folds: int, fold: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fold `fold` of a stratified, lesion-grouped k-fold of the table. Returns (the other folds, this fold)."""
+    if table["group"].nunique() < folds:
+        raise ValueError(f"only {table['group'].nunique()} lesion groups: too few for {folds} folds")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # rare classes with fewer lesions than folds: still valid
+        rest_idx, part_idx = list(splitter.split(table, table["label"], table["group"]))[fold]
+    return table.iloc[rest_idx], table.iloc[part_idx]
 
 
 def subset(table: pd.DataFrame, max_images: int, seed: int) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 # ---------------------------------------------------------------- tags
 PREFIX = "dermsweep."
 ROLE = "dermsweep.role"  # one of ROLES
-ROLES = ("single", "trial", "sweep", "multirun", "ensemble", "evaluation")
+ROLES = ("single", "trial", "sweep", "multirun", "ensemble", "evaluation", "cv", "fold")
 STATUS = "dermsweep.status"  # running | finished | pruned | failed | killed
 FAILURE_REASON = "dermsweep.failure_reason"
 OBJECTIVE_METRIC = "dermsweep.objective_metric"  # the config's name, e.g. val_balanced_accuracy
@@ -42,6 +42,8 @@ BEST_TRIAL_NUMBER = "dermsweep.best_trial_number"
 BEST_RUN_ID = "dermsweep.best_run_id"
 STOP_REASON = "dermsweep.stop_reason"  # why an Optuna sweep stopped launching trials (n_trials, timeout, ...)
 WARM_START = "dermsweep.warm_start"  # a trial's user attr: where its enqueued configuration came from
+CV_FOLDS = "dermsweep.cv_folds"  # a cross-validation's number of folds (on its parent run)
+FOLD = "dermsweep.fold"  # a fold run's index, 0..folds-1
 MEMBERS = "dermsweep.members"  # an ensemble's member run ids, comma-separated
 EVALUATED_MODEL = "dermsweep.evaluated_model"  # an evaluation run's model reference
 # An evaluation run's other tags: which model version and training run it scored, which data, which decision.
@@ -113,6 +115,9 @@ SWEEP_SECTION = "sweep"  # a sweep's parent run
 GAINS = "gains"  # the shipped model's evaluation-time steps, each on its own (plain, views, adjusted)
 CALIBRATION = "calibration"  # temperature, prior adjustment, calibration error before and after
 OPERATING_POINT = "operating_point"  # the decision threshold and its sensitivity / specificity
+# A cross-validation's parent: cv/objective_mean and _se over folds, cv/fold_objective (step = fold). Its final_val/
+# figures are out of fold (each image scored by the fold model that never trained on it); test/ scores the bag.
+CV = "cv"
 # An evaluation run's sections: eval/balanced_accuracy, eval/ece, eval/mel_sensitivity, eval_class/recall_mel ...
 EVAL, EVAL_CLASS = "eval", "eval_class"
 
@@ -181,7 +186,7 @@ def test_twin(name: str) -> str:
 # Which runs are candidates (ranked by `dermsweep runs`, promoted, warm-started from): the runs that trained or
 # combined a model. A sweep's or grid multirun's parent run and an evaluation run are not, whatever metrics they
 # carry; a run without a role tag (recorded by another tool) is. tracking.candidates applies it to searches.
-NOT_CANDIDATE_ROLES = ("sweep", "multirun", "evaluation")
+NOT_CANDIDATE_ROLES = ("sweep", "multirun", "evaluation", "fold")  # a fold is a part of its cross-validation
 
 
 def is_candidate(tags: Mapping[str, str]) -> bool:

@@ -105,6 +105,15 @@ def _data(cfg) -> None:
         )
     if d.split.seed is not None:
         _in(cfg, "data.split.seed", 0, math.inf, integer=True)
+    folds = d.split.get("folds")
+    if folds is not None:
+        _in(cfg, "data.split.folds", 2, 20, integer=True)
+    if d.split.get("fold") is not None:
+        if folds is None:
+            fail(
+                "data.split.fold", d.split.fold, "needs data.split.folds (the number of folds), e.g. data.split.folds=5"
+            )
+        _in(cfg, "data.split.fold", 0, int(folds) - 1, integer=True)
 
 
 def _model(cfg) -> None:

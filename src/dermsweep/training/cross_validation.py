@@ -1,0 +1,205 @@
+"""Cross-validation as a mode of the task: `data.split.folds=k` trains one model per lesion-grouped fold of
+train + validation (each a child run, role "fold") under one parent run (role "cv", or "trial" in a sweep).
+
+The choices a single run makes on its 15% validation split are made here on the out-of-fold predictions: every
+train + validation image scored by the fold model that never trained on it (~6x the images, so a gain, a threshold
+or a trial is judged with a real standard error). The parent ships the k fold models as one bagged model (their
+logits averaged) with those gains, and scores it once on the test split, which every fold leaves out.
+
+    parent  cv/fold_objective (step = fold), cv/objective_mean, cv/objective_se: the fold runs' own objectives
+            final_val/*: out of fold, with the parent's gains;  test/*: the bag, scored once
+    fold i  a complete run whose validation split is fold i (its checkpoint and early stopping follow that fold,
+            a mild optimism its out-of-fold figure shares with any early-stopped model's validation figure)
+
+In a sweep the parent is the trial: after each fold it reports the running mean to the pruner (step = fold), so a
+trial that is clearly worse than the others after its first fold stops there (racing: only promising trials pay
+for every fold).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import mlflow
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.catalog import digest
+from ..sweep import trial_link
+from ..tracking import run_format as rf
+from ..tracking.artifacts import BackgroundArtifacts, flatten
+from ..tracking.model_log import log_keras_model
+from ..tracking.recorded_run import recorded_run
+from ..tracking.store import connect, ensure_experiment, ui_hint
+from ..views import VIEWS
+from . import config, provenance
+from .gains import View, check, choose_gains, per_view, views_needed, wrap
+from .ship import Shipping, log_gains, log_scores, log_view_logits, member_views, priors, view_logits
+from .single_run import Trained, model_info, objective_values, run_name, should_log_model, train
+
+log = logging.getLogger("dermsweep")
+
+
+def requested(cfg: DictConfig) -> bool:
+    """A cross-validation: folds are set and no single fold is asked for."""
+    split = cfg.data.split
+    return split.get("folds") is not None and split.get("fold") is None
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    started = time.perf_counter()
+    folds = int(cfg.data.split.folds)
+    client = connect(str(cfg.tracking.uri))
+    experiment_id = ensure_experiment(client, str(cfg.experiment), cfg.tracking.get("artifact_root"))
+    link = trial_link.current()
+    parent_id = trial_link.parent_run_id()
+    objectives = config.objectives(cfg)
+    objective, direction = objectives[0]
+    name = f"{run_name(cfg, link)}-cv{folds}"
+    commit = provenance.git_state()["git.commit"]
+    tags = {
+        rf.OBJECTIVE_METRIC: objective,
+        rf.OBJECTIVE_DIRECTION: direction,
+        rf.CV_FOLDS: str(folds),
+        rf.BACKEND: str(cfg.hardware.backend),
+        **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
+        **(link.run_tags if link else {}),
+    }
+    role = "trial" if link is not None else "cv"
+    with recorded_run(client, experiment_id, name, role, tags=tags, parent_run_id=parent_id) as recorded:
+        if link is not None:
+            link.set_run_id(recorded.run_id)
+        mlflow.log_params({**flatten(cfg), **provenance.git_state()})
+        fold_runs: list[Trained] = []
+        for fold in range(folds):
+            fold_cfg = _fold_config(cfg, fold, f"{name}-fold{fold + 1}of{folds}")
+            trained = train(fold_cfg, role="fold", parent_run_id=recorded.run_id, link=None, may_log_model=False)
+            fold_runs.append(trained)
+            running = float(np.mean([t.values[objective] for t in fold_runs]))
+            mlflow.log_metric(rf.metric(rf.CV, "fold_objective"), trained.values[objective], step=fold)
+            log.info(
+                "fold %d/%d: %s %.4f (mean so far %.4f)", fold + 1, folds, objective, trained.values[objective], running
+            )
+            if link is not None:  # racing: the pruner may stop this trial after any fold but the last
+                link.report(fold, running, prunable=fold < folds - 1)
+        figures = BackgroundArtifacts(recorded.run_id)
+        try:
+            shipping, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)
+            mlflow.set_tag(rf.SPLIT_ID, split_id)
+            mlflow.set_tag(rf.DATASET_ID, dataset_id)
+            fold_values = np.array([t.values[objective] for t in fold_runs])
+            final = log_scores(y, fold_runs[0].class_names, shipping, figures)
+            log_gains(y, fold_runs[0].class_names, shipping, figures)
+            log_view_logits(shipping, y)
+            mlflow.log_metrics(_cv_metrics(fold_runs, fold_values, y))
+            values = objective_values(objectives, final, shipping.model)
+            if should_log_model(cfg, link, [values[m] for m, _ in objectives]):
+                info = model_info(cfg, fold_runs[0].class_names, split_id, dataset_id, shipping)
+                info["members"] = folds
+                log_keras_model(shipping.model, fold_runs[0].test_images[:1].astype(np.float32), info)
+            figures.wait()
+        except BaseException:
+            figures.abandon()
+            raise
+        recorded.finish(_description(name, folds, fold_values, final))
+    uri = str(client.tracking_uri)
+    log.info(
+        "\ncross-validation %s (%d folds) finished in %.0fs\n"
+        "  folds:        %s %.4f +- %.4f (mean +- standard error)\n"
+        "  out of fold:  balanced accuracy %.3f, macro F1 %.3f, AUC %.3f\n"
+        "  test (bag):   balanced accuracy %.3f, macro F1 %.3f, AUC %.3f\n"
+        "  open it:      %s",
+        name,
+        folds,
+        time.perf_counter() - started,
+        objective,
+        fold_values.mean(),
+        _se(fold_values),
+        final["val"]["balanced_accuracy"],
+        final["val"]["macro_f1"],
+        final["val"]["macro_auc"],
+        final["test"]["balanced_accuracy"],
+        final["test"]["macro_f1"],
+        final["test"]["macro_auc"],
+        ui_hint(uri, experiment_id, recorded.run_id),
+    )
+    return values
+
+
+def _fold_config(cfg: DictConfig, fold: int, name: str) -> DictConfig:
+    fold_cfg = cfg.copy()
+    OmegaConf.update(fold_cfg, "data.split.fold", fold)
+    OmegaConf.update(fold_cfg, "run_name", name)
+    return fold_cfg
+
+
+def _bag(cfg: DictConfig, fold_runs: list[Trained], objective: str):
+    """The out-of-fold views (each image by its own fold's model), the gains chosen on them, and the bagged model
+    with the test views averaged over the fold models."""
+    needed: tuple[View, ...] = views_needed(cfg.inference)
+    oof_views = {v: np.concatenate([t.shipping.views["val"][v] for t in fold_runs]) for v in needed}
+    y = {"val": np.concatenate([t.y["val"] for t in fold_runs]), "test": fold_runs[0].y["test"]}
+    groups = {
+        "val": _concat_or_none([t.shipping.groups.get("val") for t in fold_runs]),
+        "test": fold_runs[0].shipping.groups.get("test"),
+    }
+    ids = {
+        "val": np.concatenate([t.shipping.image_ids["val"] for t in fold_runs]),
+        "test": fold_runs[0].shipping.image_ids["test"],
+    }
+    class_names = fold_runs[0].class_names
+    gains = choose_gains(
+        cfg.inference, y["val"], oof_views, priors(y["val"], len(class_names)), class_names, objective, groups["val"]
+    )
+    batch = int(cfg.trainer.batch_size)
+    test_images = fold_runs[0].test_images
+    test_views = member_views(
+        [_test_views(t, test_images, VIEWS[gains.views], batch) for t in fold_runs], VIEWS[gains.views]
+    )
+    for fold, t in enumerate(fold_runs):
+        t.classifier.name = f"fold_{fold}"  # the bag's members need distinct names
+    model = wrap([t.classifier for t in fold_runs], int(cfg.model.height), int(cfg.model.width), gains, name="cv_bag")
+    shipping = Shipping(model, gains, {"val": oof_views, "test": test_views}, groups=groups, image_ids=ids)
+    check(model, test_images[:8], shipping.probabilities["test"][:8])
+    # The split's identity: the test part and every fold's validation part (the folds' own split ids, in order).
+    split_id = digest([t.split_id for t in fold_runs])
+    return shipping, y, split_id, fold_runs[0].dataset_id
+
+
+def _test_views(trained: Trained, images: np.ndarray, names, batch: int) -> dict[View, np.ndarray]:
+    """The fold model's test logits for these views: those its own run scored, the rest predicted now."""
+    have = trained.shipping.views["test"]
+    missing = [v for v in names if v not in have]
+    found = per_view(view_logits(trained.classifier, batch), images, missing) if missing else {}
+    return {v: have[v] if v in have else found[v] for v in names}
+
+
+def _concat_or_none(parts):
+    return None if any(p is None for p in parts) else np.concatenate(parts)
+
+
+def _se(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def _cv_metrics(fold_runs: list[Trained], fold_values: np.ndarray, y) -> dict[str, float]:
+    out = {
+        rf.metric(rf.CV, "objective_mean"): float(fold_values.mean()),
+        rf.metric(rf.CV, "objective_se"): _se(fold_values),
+        rf.metric(rf.CV, "folds"): float(len(fold_runs)),
+        rf.metric(rf.CV, "n_out_of_fold"): float(len(y["val"])),
+    }
+    fold_test = np.array([t.final["test"]["balanced_accuracy"] for t in fold_runs])
+    out[rf.metric(rf.CV, "fold_test_balanced_accuracy_mean")] = float(fold_test.mean())
+    out[rf.metric(rf.CV, "fold_test_balanced_accuracy_se")] = _se(fold_test)
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _description(name: str, folds: int, fold_values: np.ndarray, final) -> str:
+    return (
+        f"{name}: {folds} folds, objective {fold_values.mean():.4f} +- {_se(fold_values):.4f} (mean +- standard "
+        f"error); out of fold balanced accuracy {final['val']['balanced_accuracy']:.3f}; the bag on test "
+        f"{final['test']['balanced_accuracy']:.3f}"
+    )

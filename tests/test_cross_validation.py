@@ -1,0 +1,122 @@
+"""Cross-validation mode (data.split.folds): the lesion-grouped folds, and one real tiny CV recorded as a parent run
+with its fold runs, out-of-fold figures and a bagged model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import compose
+
+from dermsweep.data.split import split
+from dermsweep.errors import ConfigError
+
+
+def _table(n_lesions: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lesion in range(n_lesions):
+        label = ["nv", "mel", "bkl", "df"][lesion % 4] if lesion % 3 else "nv"
+        for image in range(int(rng.integers(1, 4))):
+            rows.append({"image_id": f"img{lesion:04d}_{image}", "label": label, "group": f"les{lesion:04d}"})
+    return pd.DataFrame(rows)
+
+
+def test_folds_partition_train_and_validation_by_lesion_and_leave_test_as_it_is():
+    table = _table()
+    one_split = split(table, 0.15, 0.15, seed=3)
+    folds = [split(table, 0.15, 0.15, seed=3, folds=4, fold=i) for i in range(4)]
+    # the test part is the one-split mode's, in every fold
+    for f in folds:
+        assert sorted(f.test["image_id"]) == sorted(one_split.test["image_id"])
+    # every train + validation image is in exactly one fold's validation part, and in the others' training parts
+    pool = set(one_split.train["image_id"]) | set(one_split.val["image_id"])
+    held_out = [set(f.val["image_id"]) for f in folds]
+    assert set().union(*held_out) == pool
+    assert sum(len(h) for h in held_out) == len(pool)
+    for f in folds:
+        assert set(f.train["image_id"]) | set(f.val["image_id"]) == pool
+        assert not set(f.train["group"]) & set(f.val["group"])  # no lesion on both sides
+        assert not set(f.val["group"]) & set(f.test["group"])
+    # stratified: each fold holds about a quarter of each class
+    for f in folds:
+        share = f.val["label"].value_counts() / pd.concat([f.train, f.val])["label"].value_counts()
+        assert share.between(0.15, 0.35).all(), share
+    # distinct folds, distinct split ids; the same fold twice, the same id
+    assert len({f.split_id for f in folds}) == 4
+    assert split(table, 0.15, 0.15, seed=3, folds=4, fold=2).split_id == folds[2].split_id
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["data.split.folds=1"], "data.split.folds"),
+        (["data.split.fold=0"], "needs data.split.folds"),
+        (["data.split.folds=3", "data.split.fold=3"], "data.split.fold"),
+    ],
+)
+def test_fold_settings_are_checked_before_anything_runs(overrides, says):
+    from dermsweep.training import config
+
+    cfg = compose(["data=synthetic", "model=mobilenet_v1", *overrides])
+    with pytest.raises(ConfigError, match=says):
+        config.validate(cfg)
+
+
+def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp_path):
+    import mlflow
+
+    from dermsweep.training.model import logits_inside
+    from dermsweep.tracking import run_format as rf
+    from dermsweep.tracking.candidates import candidate_runs
+    from dermsweep.training.ship import read_view_logits
+    from dermsweep.training.task import run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose(
+        [
+            "data=synthetic",
+            "trainer=smoke",
+            "model=mobilenet_v1",
+            "resolution=64x64",
+            "data.max_images=140",
+            "data.split.folds=2",
+            "tracking.log_model=always",
+            f"tracking.uri={uri}",
+            "experiment=cv-test",
+            f"cache_dir={tmp_path}/cache",
+        ]
+    )
+    value = run(cfg)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("cv-test")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags[rf.ROLE] == "cv"]
+    folds = sorted((r for r in runs if r.data.tags[rf.ROLE] == "fold"), key=lambda r: r.data.tags[rf.FOLD])
+    assert [r.data.tags[rf.FOLD] for r in folds] == ["0", "1"]
+    assert all(r.data.tags[rf.PARENT_RUN_ID] == parent.info.run_id for r in folds)
+    assert all(r.info.status == "FINISHED" for r in [parent, *folds])
+
+    m = parent.data.metrics
+    assert value == pytest.approx(m["final_val/balanced_accuracy"])
+    fold_values = [r.data.metrics["final_val/balanced_accuracy"] for r in folds]
+    assert m["cv/objective_mean"] == pytest.approx(np.mean(fold_values))
+    assert m["cv/objective_se"] == pytest.approx(np.std(fold_values, ddof=1) / np.sqrt(2))
+    n_pool = sum(int(r.data.params["data.n_val"]) for r in folds)
+    assert m["cv/n_out_of_fold"] == n_pool
+    assert {"final_val/balanced_accuracy_lo95", "test/balanced_accuracy_hi95"} <= set(m)
+
+    # out of fold: every train + validation image once, each with its fold model's logits
+    logged = read_view_logits(client.download_artifacts(parent.info.run_id, rf.VIEW_LOGITS, str(tmp_path)))
+    ids = logged.image_ids["val"]
+    assert len(ids) == n_pool == len(set(ids))
+    fold_ids = [
+        read_view_logits(client.download_artifacts(r.info.run_id, rf.VIEW_LOGITS, str(tmp_path / r.info.run_id)))
+        for r in folds
+    ]
+    assert set(ids) == set(fold_ids[0].image_ids["val"]) | set(fold_ids[1].image_ids["val"])
+
+    # the parent ships both fold models as one bagged model; it is a candidate, its folds are not
+    model = mlflow.keras.load_model(f"runs:/{parent.info.run_id}/{rf.MODEL}")
+    assert len(logits_inside(model)) == 2
+    assert [r.info.run_id for r in candidate_runs(client, [exp.experiment_id])] == [parent.info.run_id]
