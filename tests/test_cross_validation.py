@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose
 
+from conftest import compose
 from dermsweep.data.split import split
 from dermsweep.errors import ConfigError
 
@@ -66,9 +66,9 @@ def test_fold_settings_are_checked_before_anything_runs(overrides, says):
 def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp_path):
     import mlflow
 
-    from dermsweep.training.model import logits_inside
     from dermsweep.tracking import run_format as rf
     from dermsweep.tracking.candidates import candidate_runs
+    from dermsweep.training.model import logits_inside
     from dermsweep.training.ship import read_view_logits
     from dermsweep.training.task import run
 
