@@ -164,7 +164,10 @@ def train(
                 log.warning("%s: run %s ends KILLED; %s", stop_reason(exc), run_id, _kept(checkpoint))
             raise
         recorded.finish(_description(name, final, result))
-    log.info(_summary(run_id, name, final, time.perf_counter() - started, uri, experiment_id))
+    if role == "fold":  # its cross-validation prints one line per fold and the summary
+        log.info("%s finished in %.0fs: validation %s", name, time.perf_counter() - started, _scores_line(final["val"]))
+    else:
+        log.info(_summary(run_id, name, final, time.perf_counter() - started, uri, experiment_id))
     return Trained(
         run_id,
         name,
