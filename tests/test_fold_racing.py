@@ -18,9 +18,7 @@ def _running(folds: list[float]) -> dict[int, float]:
 def _study(finished: list[list[float]], direction: str = "maximize", **pruner) -> optuna.Study:
     study = optuna.create_study(direction=direction, pruner=FoldRacingPruner(**pruner))
     for folds in finished:
-        study.add_trial(
-            optuna.trial.create_trial(value=float(np.mean(folds)), intermediate_values=_running(folds))
-        )
+        study.add_trial(optuna.trial.create_trial(value=float(np.mean(folds)), intermediate_values=_running(folds)))
     return study
 
 
