@@ -17,6 +17,7 @@ sweep on one plot) written beside the JSON result. Full size takes hours on 2 co
 
     python bench/sweep_efficiency.py [--trials 16] [--images 0 (all)] [--model mobilenet_v1_a025]
                                      [--frozen-epochs 3] [--finetune-epochs 6] [--pruners sha,hyperband]
+    python bench/sweep_efficiency.py --folds 5 --pruners racing     # racing over CV folds against every fold
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ PRUNERS = {
         "hydra.sweeper.pruner._target_=optuna.pruners.HyperbandPruner",
         "+hydra.sweeper.pruner.min_resource=1",
     ],
+    # With --folds: racing over cross-validation folds (dermsweep.sweep.fold_racing).
+    "racing": [
+        "hydra.sweeper.pruner._target_=dermsweep.sweep.fold_racing.FoldRacingPruner",
+        "+hydra.sweeper.pruner.confidence=0.9",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+    ],
 }
 
 
@@ -76,6 +83,7 @@ def base_overrides(args, tmp: Path) -> list[str]:
         f"cache_dir={tmp}/cache",
         f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db",
         f"hydra.sweeper.n_trials={args.trials}",
+        *([f"data.split.folds={args.folds}"] if args.folds else []),
         f"hydra.sweeper.sampler.seed={args.seed}",
         "hydra.sweeper.plots=false",
         *SPACE,
@@ -226,6 +234,12 @@ def main(argv=None) -> dict:
     p.add_argument("--frozen-epochs", type=int, default=3)
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="every trial a k-fold cross-validation (pruners then act after each fold: --pruners racing)",
+    )
     p.add_argument("--pruners", default="sha,hyperband", help=f"comma-separated, from {sorted(PRUNERS)}")
     p.add_argument(
         "--startup-trials", type=int, default=None, help="MedianPruner n_startup_trials (default: the sweeper's, 5)"
@@ -260,6 +274,7 @@ def main(argv=None) -> dict:
         [
             r["name"],
             f"{r['wall_s']:.0f}",
+            f"{3600 * r['complete'] / r['wall_s']:.1f}",
             r["trials"],
             r["complete"],
             r["pruned"],
@@ -278,11 +293,12 @@ def main(argv=None) -> dict:
             [
                 "sweep",
                 "wall s",
+                "complete / h",
                 "trials",
                 "complete",
                 "pruned",
                 "failed",
-                "epochs run",
+                "epochs (folds) run",
                 "best val balanced acc",
                 "95% interval",
                 "s to 95% of unpruned best",
