@@ -168,7 +168,8 @@ def test_models_of_both_flavours_load(tmp_path, monkeypatch):
 def test_jax_run_data_parallel_in_mixed_bfloat16(tmp_path):
     """Both phases on JAX over two (virtual CPU) devices with keras.distribution, in mixed bfloat16."""
     env = backend_env("jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    run_id = train(tmp_path, "jax", "hardware.mixed_precision=true", env=env)
+    # the compiled (jit) step, as on an accelerator: the smoke trainer's eager steps would test something else
+    run_id = train(tmp_path, "jax", "hardware.mixed_precision=true", "trainer.run_eagerly=false", env=env)
     p = check_run(tmp_path, run_id, "jax").data.params
     assert p["hardware.replicas"] == "2" and p["hardware.dtype_policy"] == "mixed_bfloat16"
     assert p["hardware.jax"] and p["hardware.accelerator"] == "cpu"

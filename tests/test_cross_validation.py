@@ -116,6 +116,10 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     ]
     assert set(ids) == set(fold_ids[0].image_ids["val"]) | set(fold_ids[1].image_ids["val"])
 
+    folds_table = pd.read_csv(client.download_artifacts(parent.info.run_id, rf.FOLDS_TABLE, str(tmp_path)))
+    assert sorted(folds_table[folds_table["fold"] >= 0]["image_id"]) == sorted(ids)
+    assert set(folds_table["fold"]) == {-1, 0, 1}
+
     # the parent ships both fold models as one bagged model; it is a candidate, its folds are not
     model = mlflow.keras.load_model(f"runs:/{parent.info.run_id}/{rf.MODEL}")
     assert len(logits_inside(model)) == 2

@@ -225,7 +225,7 @@ def test_one_candidate_rule_every_page(tmp_path, client, monkeypatch):
     from dermsweep.sweep.warm_start_runs import best_runs
     from dermsweep.tracking import candidates
 
-    assert [r for r in rf.ROLES if rf.is_candidate({rf.ROLE: r})] == ["single", "trial", "ensemble"]
+    assert [r for r in rf.ROLES if rf.is_candidate({rf.ROLE: r})] == ["single", "trial", "ensemble", "cv"]
     assert rf.is_candidate({})  # a run another tool recorded
     exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
     for i, role in enumerate(["trial"] * 5 + ["sweep", "multirun", "evaluation"]):

@@ -80,6 +80,7 @@ CHAMPION, PREVIOUS = "champion", "previous"
 # ---------------------------------------------------------------- artifacts
 CONFIG = "config.yaml"
 SPLIT_TABLE = "data/split.csv"
+FOLDS_TABLE = "data/folds.csv"  # a cross-validation's parent: image_id, label, group, fold (test: -1)
 DATA_PROBLEMS = "data/problems.txt"
 MODEL_INFO = "model_info.json"
 MODEL_CARD = "model_card.md"  # written by promotion: what the promoted model is, its scores, its limits

@@ -190,3 +190,4 @@ def _trainer(cfg) -> None:
         _in(cfg, "trainer.steps_per_epoch", 1, math.inf, integer=True)
     _in(cfg, "trainer.objective_smoothing", 1, 1000, integer=True)
     boolean("trainer.deterministic", t.deterministic)
+    boolean("trainer.run_eagerly", t.run_eagerly)

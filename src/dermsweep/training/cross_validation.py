@@ -24,6 +24,7 @@ import time
 
 import mlflow
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.catalog import digest
@@ -94,6 +95,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)
             mlflow.log_metrics(_cv_metrics(fold_runs, fold_values, y))
+            mlflow.log_text(_folds_table(fold_runs).to_csv(index=False), rf.FOLDS_TABLE)
             values = objective_values(objectives, final, shipping.model)
             if should_log_model(cfg, link, [values[m] for m, _ in objectives]):
                 info = model_info(cfg, fold_runs[0].class_names, split_id, dataset_id, shipping)
@@ -174,6 +176,24 @@ def _test_views(trained: Trained, images: np.ndarray, names, batch: int) -> dict
     missing = [v for v in names if v not in have]
     found = per_view(view_logits(trained.classifier, batch), images, missing) if missing else {}
     return {v: have[v] if v in have else found[v] for v in names}
+
+
+def _folds_table(fold_runs: list[Trained]) -> pd.DataFrame:
+    """Which fold held each image out (the test part: -1), with its label and lesion."""
+    parts = []
+    for fold, t in enumerate([*fold_runs, fold_runs[0]]):
+        part = "val" if fold < len(fold_runs) else "test"
+        parts.append(
+            pd.DataFrame(
+                {
+                    "image_id": t.shipping.image_ids[part],
+                    "label": [t.class_names[i] for i in t.y[part]],
+                    "group": t.shipping.groups.get(part),
+                    "fold": fold if part == "val" else -1,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
 def _concat_or_none(parts):

@@ -219,6 +219,7 @@ def _run_phases(
                 optimizer=optimizers.build(trainer, schedule.rate, **averager.optimizer_options()),
                 loss=loss,
                 metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
+                run_eagerly=bool(trainer.run_eagerly),
             )
         evaluator = _EpochEvaluator(
             val_ds, y_val, objective, best, trainer.early_stopping_patience, phase, on_epoch, result, averager, smoothed

@@ -317,7 +317,10 @@ def serve(
         def _stop(signum, frame):  # `kill`: stop like Ctrl-C, so the temporary ONNX folder is removed
             raise KeyboardInterrupt
 
+        # Ctrl-C too: with Python's default SIGINT handler asyncio installs its own, and uvicorn's re-raised SIGINT
+        # could then land after the loop ended and be dropped (exit 0 without "stopped", seen in CI).
         signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     try:
         httpd.serve_forever()  # uvicorn stops gracefully on Ctrl-C/SIGTERM, restores our handlers, re-raises the signal
     except KeyboardInterrupt:
