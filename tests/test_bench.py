@@ -19,8 +19,9 @@ SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"
 # run_all only starts the others; serve_doors and web_doors are load tests run by hand (tests/test_serve_doors.py and
 # tests/test_web_doors.py hold their behaviour)
 RUNS = [name for name in SCRIPTS if name not in ("run_all", "serve_doors", "web_doors")]
-# Minutes each even at --tiny (several training processes): run by `make test-bench`, not in every `make test`.
-HEAVY = {"sweep_efficiency", "starvation", "trial_overhead"}
+# A minute or more each even at --tiny (training processes, every export format): run by `make test-bench`, not in
+# every `make test` (whose time CI keeps under 20 minutes); the light ones stay in it.
+HEAVY = {"sweep_efficiency", "starvation", "trial_overhead", "inference"}
 # Extra arguments that keep a tiny run short while still taking every code path (one backbone per family).
 TINY_ARGS = {"starvation": ["--model", "mobilenet_v1_a025,mobilenet_v2_a035"]}
 # What each result must hold besides `targets` (what run_all's summary reads).
