@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..quiet import import_tensorflow, redirected
-from ..shipping.promotion import MAX_PARAMS
+from ..shipping.defaults import MAX_PARAMS
 from .console import EXIT_OK, client, console, print_json
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..quiet import import_tensorflow, redirected
-from ..shipping.evaluate import DEFAULT_EXPERIMENT
-from ..shipping.model_ref import DEFAULT_MODEL_URI
+from ..shipping.defaults import DEFAULT_MODEL_URI
+from ..shipping.defaults import EVALUATION_EXPERIMENT as DEFAULT_EXPERIMENT
 from .console import EXIT_OK, client, console, print_json
 
 SHOWN_SKIPPED = 5  # skipped files printed; the run's artifact lists them all

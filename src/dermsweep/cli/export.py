@@ -8,8 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..quiet import import_tensorflow, redirected
-from ..shipping.converters import FORMATS
-from ..shipping.model_ref import DEFAULT_MODEL_URI
+from ..shipping.defaults import DEFAULT_MODEL_URI, FORMATS
 from .console import EXIT_OK, client, console, print_json
 
 

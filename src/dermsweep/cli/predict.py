@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..quiet import import_tensorflow
-from ..shipping.model_ref import DEFAULT_MODEL_URI
+from ..shipping.defaults import DEFAULT_MODEL_URI
 from .console import EXIT_OK, EXIT_PARTIAL, client, console, literal, literal_lines, print_json
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..quiet import import_tensorflow, redirected
-from ..shipping.promotion import CONFIDENCE, MAX_PARAMS
+from ..shipping.defaults import CONFIDENCE, MAX_PARAMS
 from ..tracking import run_format as rf
 from .console import EXIT_OK, EXIT_REFUSED, client, console, print_json
 

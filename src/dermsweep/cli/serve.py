@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..quiet import import_tensorflow
-from ..shipping.model_ref import DEFAULT_MODEL_URI
+from ..shipping.defaults import DEFAULT_MODEL_URI
 from ..shipping.serve_guard import Limits
 from .console import client, console
 

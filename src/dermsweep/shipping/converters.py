@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import DermsweepError
 from ..quiet import silenced
+from .defaults import FORMATS
 from .int8 import Int8Options, Validation, quantize
 
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 pixels (n, H, W, 3) -> probabilities (n, k)
@@ -133,4 +134,5 @@ CONVERTERS: dict[str, Converter] = {
     "tflite_int8": Converter("model_int8.tflite", _write_int8, _run_tflite),
     "onnx": Converter("model.onnx", _write_onnx, _run_onnx),
 }
-FORMATS = ("keras", *CONVERTERS)  # keras: the reference every other format is compared with
+if ("keras", *CONVERTERS) != FORMATS:  # the list --help shows without importing this module
+    raise RuntimeError(f"shipping/defaults.py FORMATS {FORMATS} != keras + {tuple(CONVERTERS)}")

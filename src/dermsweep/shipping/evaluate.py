@@ -29,10 +29,11 @@ from ..evaluation.operating_point import META_KEY, OperatingPoint, sensitivity_s
 from ..evaluation.reliability import DEFAULT_BINS, expected_calibration_error, plot_reliability, reliability_table
 from ..tracking import run_format as rf
 from ..tracking.store import connect, ensure_experiment
+from .defaults import DEFAULT_MODEL_URI, EVALUATION_EXPERIMENT
 from .labelled_data import Labelled, read_dataset, source_config
-from .model_ref import DEFAULT_MODEL_URI, ModelRef, load
+from .model_ref import ModelRef, load
 
-DEFAULT_EXPERIMENT = "dermsweep-evaluations"
+DEFAULT_EXPERIMENT = EVALUATION_EXPERIMENT
 WATCHED_CLASS = "mel"  # the class whose sensitivity and specificity are reported when no operating point names one
 HEADLINE = ("balanced_accuracy", "accuracy", "macro_f1", "macro_auc", "top2_accuracy", "loss")
 PROGRESS_FROM = 500  # images: on smaller sets the prediction takes seconds and needs no progress lines

@@ -26,7 +26,6 @@ from ..errors import DermsweepError
 from ..tracking import run_format as rf
 from ..tracking.store import connect, first_line
 
-DEFAULT_MODEL_URI = f"models:/{rf.REGISTERED_MODEL}@{rf.CHAMPION}"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -27,6 +27,7 @@ from ..evaluation import bootstrap
 from ..objectives import better
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
+from .defaults import CONFIDENCE, MAX_PARAMS
 from .model_card import model_card
 from .model_ref import resolve
 from .ranking import RegistryError, RunRow, best_candidate
@@ -37,8 +38,6 @@ from .validation_pairs import NotPaired, compare
 
 log = logging.getLogger(__name__)
 # A champion runs on phones and in browsers: a single model or an ensemble, at most this many parameters.
-MAX_PARAMS = 4_000_000
-CONFIDENCE = 0.9  # promote when the candidate is better in at least this share of the paired resamples
 COMPARISON_TAG = "dermsweep.promotion_comparison"  # on the registered version: the paired bootstrap, as JSON
 COMPARISON_ARTIFACT = "promotion/comparison.json"  # in the promoted run: the same, beside its model card
 

@@ -1,0 +1,14 @@
+"""The shipping commands' defaults, in a module that imports nothing heavy: `dermsweep COMMAND --help` shows them
+without loading TensorFlow or MLflow (seconds). Their owners (promotion, model_ref, evaluate, converters) import them
+from here."""
+
+from __future__ import annotations
+
+from ..tracking import run_format as rf
+
+DEFAULT_MODEL_URI = f"models:/{rf.REGISTERED_MODEL}@{rf.CHAMPION}"
+MAX_PARAMS = 4_000_000  # the largest model the gate lets become champion (a phone's budget)
+CONFIDENCE = 0.9  # promote when the candidate is better in at least this share of the paired resamples
+EVALUATION_EXPERIMENT = "dermsweep-evaluations"  # where `dermsweep evaluate` records its runs
+# Export formats; keras is the reference every other format is compared with (converters.py checks the list).
+FORMATS = ("keras", "savedmodel", "tflite_f32", "tflite_f16", "tflite_int8_full", "tflite_int8", "onnx")
