@@ -172,3 +172,27 @@ def test_two_promotions_started_at_the_same_instant_do_not_both_win(client, stor
     assert [str(v.version) for v in versions] == ["1"]
     assert str(client.get_model_version_by_alias(name, rf.CHAMPION).version) == "1"
     assert lock_path(store.uri) is not None and lock_path(store.uri).exists()
+
+
+def test_a_cross_validation_pairs_with_a_single_run_on_the_single_runs_validation_images():
+    """A CV's out-of-fold predictions cover train + validation: the gate pairs them with a single run of the same
+    split on that run's validation images, in its order; runs on another split are not paired."""
+    import numpy as np
+
+    from dermsweep.shipping.validation_pairs import NotPaired, Predictions, pair
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"img{i:04d}" for i in range(500)])
+    labels = rng.integers(0, 3, 500)
+    probs = rng.dirichlet(np.ones(3), 500)
+    cv = Predictions("cv", labels, probs, ids, None)
+    val = np.sort(rng.choice(500, 80, replace=False))[::-1]
+    single = Predictions("single", labels[val], probs[val] * 0.5 + 0.1, ids[val], ids[val])
+    y, cand, champ, groups = pair(cv, single)
+    assert np.array_equal(y, labels[val]) and np.allclose(cand, probs[val]) and np.array_equal(groups, ids[val])
+    y2, cand2, champ2, _ = pair(single, cv)  # either way round (then in the CV's order)
+    in_cv_order = np.sort(val)
+    assert np.array_equal(y2, labels[in_cv_order]) and np.allclose(champ2, probs[in_cv_order])
+    other = Predictions("other split", labels[:80], probs[:80], np.array([f"x{i}" for i in range(80)]), None)
+    with pytest.raises(NotPaired, match="share 0 of 80"):
+        pair(other, single)

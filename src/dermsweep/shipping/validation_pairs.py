@@ -62,10 +62,25 @@ def pair(candidate: Predictions, champion: Predictions) -> tuple[np.ndarray, np.
             f"the runs predict {candidate.probabilities.shape[1]} and {champion.probabilities.shape[1]} classes"
         )
     if candidate.image_ids is not None and champion.image_ids is not None:
+        # Paired on the images both held out: the same split's validation images, or a cross-validation's out-of-fold
+        # images (all of train + validation) against a single run's validation part of the same split.
         row = {image_id: i for i, image_id in enumerate(candidate.image_ids)}
-        if len(row) != len(candidate.image_ids) or set(row) != set(champion.image_ids.tolist()):
-            raise NotPaired("the runs' validation images differ")
-        order = np.array([row[i] for i in champion.image_ids], dtype=np.int64)
+        theirs = champion.image_ids.tolist()
+        shared = [i for i, image_id in enumerate(theirs) if image_id in row]
+        smaller = min(len(row), len(theirs))
+        if len(row) != len(candidate.image_ids) or len(shared) < 0.9 * smaller:
+            raise NotPaired(
+                f"the runs' validation images differ (they share {len(shared)} of {smaller}: another split?)"
+            )
+        keep = np.array(shared, dtype=np.int64)
+        order = np.array([row[theirs[i]] for i in shared], dtype=np.int64)
+        champion = Predictions(
+            champion.run_id,
+            champion.labels[keep],
+            champion.probabilities[keep],
+            champion.image_ids[keep],
+            None if champion.groups is None else champion.groups[keep],
+        )
     elif len(candidate.labels) == len(champion.labels):
         order = np.arange(len(candidate.labels))  # older runs: same split id, same order of the same images
     else:
