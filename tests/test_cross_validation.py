@@ -126,4 +126,6 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     # the parent ships both fold models as one bagged model; it is a candidate, its folds are not
     model = mlflow.keras.load_model(f"runs:/{parent.info.run_id}/{rf.MODEL}")
     assert len(logits_inside(model)) == 2
+    # its size is the bag's, which the gate's parameter limit reads (a missing count would pass any limit)
+    assert int(parent.data.params["model.params"]) == model.count_params() == m["run/params"]
     assert [r.info.run_id for r in candidate_runs(client, [exp.experiment_id])] == [parent.info.run_id]

@@ -90,6 +90,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             shipping, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)
             mlflow.set_tag(rf.SPLIT_ID, split_id)
             mlflow.set_tag(rf.DATASET_ID, dataset_id)
+            # the bag's size: what the promotion gate's parameter limit (a phone's budget) reads
+            params = shipping.model.count_params()
+            mlflow.log_param("model.params", str(params))
+            mlflow.log_metric(rf.metric(rf.RUN, "params"), params)
             fold_values = np.array([t.values[objective] for t in fold_runs])
             final = log_scores(y, fold_runs[0].class_names, shipping, figures)
             log_gains(y, fold_runs[0].class_names, shipping, figures)
