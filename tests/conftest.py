@@ -24,6 +24,20 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose("config", overrides=list(overrides or []))
 
 
+def tiny_run(store: Path, experiment: str) -> list[str]:
+    """Overrides for the smallest real training run (synthetic data, smoke trainer) into its own store under `store`."""
+    return [
+        "data=synthetic",
+        "trainer=smoke",
+        "model=mobilenet_v1",
+        "resolution=64x64",
+        "data.max_images=140",
+        f"tracking.uri=sqlite:///{store}/mlflow.db",
+        f"experiment={experiment}",
+        f"cache_dir={store}/cache",
+    ]
+
+
 def wait_for(predicate, timeout: float, what: str):
     """predicate()'s first truthy value, polled every 0.3 s; the test fails naming `what` after `timeout` s."""
     import time
@@ -89,18 +103,7 @@ def smoke_run(tmp_path_factory):
 
     store = tmp_path_factory.mktemp("smoke_store")
     uri = f"sqlite:///{store}/mlflow.db"
-    cfg = compose(
-        [
-            "data=synthetic",
-            "trainer=smoke",
-            "model=mobilenet_v1",
-            "resolution=64x64",
-            "data.max_images=140",
-            f"tracking.uri={uri}",
-            "experiment=smoke-test",
-            f"cache_dir={store}/cache",
-        ]
-    )
+    cfg = compose(tiny_run(store, "smoke-test"))
     value = run(cfg)
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("smoke-test")

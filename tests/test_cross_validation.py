@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose
+from conftest import compose, tiny_run
 from dermsweep.data.split import split
 from dermsweep.errors import ConfigError
 
@@ -75,19 +75,12 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = compose(
         [
-            "data=synthetic",
-            "trainer=smoke",
-            "model=mobilenet_v1",
-            "resolution=64x64",
+            *tiny_run(tmp_path, "cv-test"),
             "model.height=32",
             "model.width=32",
             "inference.views=none",
-            "data.max_images=140",
             "data.split.folds=2",
             "tracking.log_model=always",
-            f"tracking.uri={uri}",
-            "experiment=cv-test",
-            f"cache_dir={tmp_path}/cache",
         ]
     )
     value = run(cfg)

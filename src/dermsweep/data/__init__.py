@@ -58,9 +58,14 @@ def prepare(data_cfg, height: int, width: int, seed: int, cache_dir: str | None)
     absent = [c for c in catalog.class_names if c not in present]
     if absent:
         log.warning("classes with no usable image: %s", ", ".join(absent))
-    folds = data_cfg.split.get("folds")
-    fold = data_cfg.split.get("fold") if folds else None
-    parts = _split(decoded.table, data_cfg.split.val_fraction, data_cfg.split.test_fraction, seed, folds, fold)
+    parts = _split(
+        decoded.table,
+        data_cfg.split.val_fraction,
+        data_cfg.split.test_fraction,
+        seed,
+        data_cfg.split.get("folds"),
+        data_cfg.split.get("fold"),
+    )
     row_of = {image_id: i for i, image_id in enumerate(decoded.table["image_id"])}
     x, y = {}, {}
     for name in ("train", "val", "test"):

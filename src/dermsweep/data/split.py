@@ -31,14 +31,7 @@ def _carve(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFram
     n_groups = table["group"].nunique()
     if n_groups < n_splits:
         raise ValueError(f"only {n_groups} lesion groups: too few to split off a {fraction:.0%} part")
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    # sklearn warns when a class has fewer groups than folds (rare classes in tiny subsets); the split stays valid.
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        rest_idx, part_idx = next(folds.split(table, table["label"], table["group"]))
-    return table.iloc[rest_idx], table.iloc[part_idx]
+    return _fold(table, n_splits, 0, seed)
 
 
 def split(
@@ -68,10 +61,11 @@ def _fold(table: pd.DataFrame, folds: int, fold: int, seed: int) -> tuple[pd.Dat
     if table["group"].nunique() < folds:
         raise ValueError(f"only {table['group'].nunique()} lesion groups: too few for {folds} folds")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    # sklearn warns when a class has fewer groups than folds (rare classes in tiny subsets); the split stays valid.
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # rare classes with fewer lesions than folds: still valid
+        warnings.simplefilter("ignore", UserWarning)
         rest_idx, part_idx = list(splitter.split(table, table["label"], table["group"]))[fold]
     return table.iloc[rest_idx], table.iloc[part_idx]
 

@@ -38,7 +38,7 @@ from ..views import VIEWS
 from . import config, provenance
 from .gains import View, check, choose_gains, per_view, views_needed, wrap
 from .ship import Shipping, log_gains, log_scores, log_view_logits, member_views, priors, view_logits
-from .single_run import Trained, model_info, objective_values, run_name, should_log_model, train
+from .single_run import Trained, model_info, objective_values, run_name, run_tags, should_log_model, train
 
 log = logging.getLogger("dermsweep")
 
@@ -59,20 +59,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     objectives = config.objectives(cfg)
     objective, direction = objectives[0]
     name = f"{run_name(cfg, link)}-cv{folds}"
-    commit = provenance.git_state()["git.commit"]
-    tags = {
-        rf.OBJECTIVE_METRIC: objective,
-        rf.OBJECTIVE_DIRECTION: direction,
-        rf.CV_FOLDS: str(folds),
-        rf.BACKEND: str(cfg.hardware.backend),
-        **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
-        **(link.run_tags if link else {}),
-    }
+    git = provenance.git_state()
+    tags = {**run_tags(objective, direction, str(cfg.hardware.backend), link, git), rf.CV_FOLDS: str(folds)}
     role = "trial" if link is not None else "cv"
     with recorded_run(client, experiment_id, name, role, tags=tags, parent_run_id=parent_id) as recorded:
         if link is not None:
             link.set_run_id(recorded.run_id)
-        mlflow.log_params({**flatten(cfg), **provenance.git_state()})
+        mlflow.log_params({**flatten(cfg), **git})
         fold_runs: list[Trained] = []
         for fold in range(folds):
             fold_cfg = _fold_config(cfg, fold, f"{name}-fold{fold + 1}of{folds}")
@@ -184,20 +177,14 @@ def _test_views(trained: Trained, images: np.ndarray, names, batch: int) -> dict
 
 def _folds_table(fold_runs: list[Trained]) -> pd.DataFrame:
     """Which fold held each image out (the test part: -1), with its label and lesion."""
-    parts = []
-    for fold, t in enumerate([*fold_runs, fold_runs[0]]):
-        part = "val" if fold < len(fold_runs) else "test"
-        parts.append(
-            pd.DataFrame(
-                {
-                    "image_id": t.shipping.image_ids[part],
-                    "label": [t.class_names[i] for i in t.y[part]],
-                    "group": t.shipping.groups.get(part),
-                    "fold": fold if part == "val" else -1,
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True)
+
+    def rows(t: Trained, part: str, fold: int) -> pd.DataFrame:
+        labels = [t.class_names[i] for i in t.y[part]]
+        ids, groups = t.shipping.image_ids[part], t.shipping.groups.get(part)
+        return pd.DataFrame({"image_id": ids, "label": labels, "group": groups, "fold": fold})
+
+    held_out = [rows(t, "val", fold) for fold, t in enumerate(fold_runs)]
+    return pd.concat([*held_out, rows(fold_runs[0], "test", -1)], ignore_index=True)
 
 
 def _concat_or_none(parts):

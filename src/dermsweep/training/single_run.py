@@ -106,16 +106,11 @@ def train(
     val_ds = eval_dataset(data.x["val"], batch)
     checkpoint = local_checkpoint_dir() / "checkpoints" / "best.weights.h5"
 
-    commit = provenance.git_state()["git.commit"]
     tags = {
-        rf.OBJECTIVE_METRIC: objective,
-        rf.OBJECTIVE_DIRECTION: direction,
+        **run_tags(objective, direction, hw.backend, link, provenance.git_state()),
         rf.SPLIT_ID: data.split.split_id,
         rf.DATASET_ID: data.dataset_id,
         rf.CHECKPOINT: str(checkpoint),
-        rf.BACKEND: hw.backend,
-        **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
-        **(link.run_tags if link else {}),
         **({rf.CV_FOLDS: str(cfg.data.split.folds), rf.FOLD: str(cfg.data.split.fold)} if _is_fold(cfg) else {}),
     }
     name = run_name(cfg, link)
@@ -181,6 +176,18 @@ def train(
         data.split.split_id,
         data.x["test"],
     )
+
+
+def run_tags(objective: str, direction: str, backend: str, link, git: dict[str, str]) -> dict[str, str]:
+    """The tags every training run starts with (a single run, a trial, a fold, a cross-validation's parent)."""
+    commit = git["git.commit"]
+    return {
+        rf.OBJECTIVE_METRIC: objective,
+        rf.OBJECTIVE_DIRECTION: direction,
+        rf.BACKEND: backend,
+        **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
+        **(link.run_tags if link else {}),
+    }
 
 
 def _is_fold(cfg) -> bool:
