@@ -69,7 +69,7 @@ def train(ws: Path, backend: str, *overrides: str, env: dict | None = None, time
 def check_run(ws: Path, run_id: str, backend: str) -> mlflow.entities.Run:
     """Finished, tracked like any run, with its backend recorded, and a model that loads and predicts here (on
     TensorFlow, where export runs)."""
-    from dermsweep.shipping.model_ref import load
+    from dermsweep.tracking.model_ref import load
 
     uri = f"sqlite:///{ws}/mlflow.db"
     client = mlflow.MlflowClient(uri)
@@ -138,8 +138,8 @@ def test_models_of_both_flavours_load(tmp_path, monkeypatch):
     """Runs log the Keras 3 flavour now; models logged before with the TensorFlow flavour still resolve and load."""
     import keras
 
-    from dermsweep.shipping.model_ref import load
     from dermsweep.tracking.model_log import log_keras_model
+    from dermsweep.tracking.model_ref import load
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -94,8 +94,8 @@ def two_runs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ensemble_run_is_logged_like_a_run_and_faces_the_gate(two_runs, tmp_path):
-    from dermsweep.shipping.model_ref import load
     from dermsweep.shipping.promotion import promote
+    from dermsweep.tracking.model_ref import load
 
     client = two_runs
     built = ens.build(client, "ens", size=2, method="top", candidates=5)

@@ -20,8 +20,8 @@ from dermsweep.evaluation import metrics
 from dermsweep.evaluation.operating_point import OperatingPoint, choose, sensitivity_specificity
 from dermsweep.shipping.evaluate import dataset_digest, score
 from dermsweep.shipping.labelled_data import Labelled, read_dataset
-from dermsweep.shipping.model_ref import ModelRef, load
 from dermsweep.tracking import run_format as rf
+from dermsweep.tracking.model_ref import ModelRef, load
 from shipping_helpers import CLASSES, SIZE, champion_of, meta, write_image_dir
 
 MEL = CLASSES.index("mel")

@@ -13,8 +13,8 @@ import pytest
 from dermsweep.evaluation.metrics import scores
 from dermsweep.shipping.evaluate import score
 from dermsweep.shipping.labelled_data import Labelled
-from dermsweep.shipping.model_ref import ModelRef
 from dermsweep.tracking import run_format as rf
+from dermsweep.tracking.model_ref import ModelRef
 from test_bootstrap import probs_of, real_shaped
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dermsweep.data.images import load_rgb
-from dermsweep.shipping.model_ref import ModelNotFound, load
 from dermsweep.shipping.predict import Predictor, TFLiteRunner
+from dermsweep.tracking.model_ref import ModelNotFound, load
 from shipping_helpers import CLASSES, SIZE, champion_of, ham_images
 
 

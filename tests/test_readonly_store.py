@@ -18,7 +18,7 @@ def _files(root: Path) -> dict[str, tuple[int, float]]:
 
 
 def test_resolving_a_registered_or_run_model_writes_nothing_into_the_store(store, monkeypatch):
-    from dermsweep.shipping.model_ref import resolve
+    from dermsweep.tracking.model_ref import resolve
 
     champion = champion_of(store, "readonly-check", monkeypatch)
     before = _files(store.root)

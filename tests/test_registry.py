@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dermsweep.shipping import model_ref, promotion, ranking
+from dermsweep.shipping import promotion, ranking
+from dermsweep.tracking import model_ref
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking.store import connect
 

@@ -65,7 +65,7 @@ def test_pyfunc_champion_predicts_labels_and_probabilities(store):
     assert "not an image" in out.iloc[len(good) + 1]["error"]
     # the same pixels through the Keras model give the same probabilities (training preprocessing)
     from dermsweep.data.images import load_rgb
-    from dermsweep.shipping.model_ref import load
+    from dermsweep.tracking.model_ref import load
 
     keras_model, ref = load(uri)
     x = load_rgb(base64.b64decode(good[0]), *ref.input_size)[None].astype(np.float32)

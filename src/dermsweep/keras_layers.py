@@ -3,7 +3,7 @@ calibrated, prior-adjusted softmax. Built from `keras.ops` only, so every backen
 convert them to plain ops.
 
 Registered for serialization under the package name "dermsweep": a process that loads a shipped `.keras` file must
-have imported this module (dermsweep.shipping.model_ref does; the REST model carries it as a code path, and the
+have imported this module (dermsweep.tracking.model_ref does; the REST model carries it as a code path, and the
 MLflow model carries the classes themselves).
 """
 

@@ -44,8 +44,8 @@ def add_parsers(sub: Any, common: Any) -> None:
 def serve(args) -> int:
     import mlflow
 
-    from ..shipping.model_ref import resolve
     from ..shipping.rest_server import serve as serve_rest
+    from ..tracking.model_ref import resolve
 
     if not args.max_body_mb > 0:
         raise ConfigError(f"--max-body-mb={args.max_body_mb}: must be a positive number of megabytes")

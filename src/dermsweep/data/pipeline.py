@@ -38,7 +38,7 @@ class TrainingBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return self.steps or math.ceil(len(self.stream) / self.stream.batch_size)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
         if not 0 <= i < len(self):
             raise IndexError(i)
         return self.stream.epoch_batch(self.epoch, i, self.steps)
@@ -93,9 +93,12 @@ def training_dataset(
     steps_per_epoch: int,
     workers: int = 2,
     deterministic: bool = True,
+    targets: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> TrainingFeed:
-    """The training feed for epochs of `steps_per_epoch` full batches (TrainingFeed)."""
-    stream = BatchStream(x, y, num_classes, batch_size, augment_cfg, seed)
+    """The training feed for epochs of `steps_per_epoch` full batches (TrainingFeed); `targets` and `weights` as
+    BatchStream takes them (distillation's soft targets and per-image class weights)."""
+    stream = BatchStream(x, y, num_classes, batch_size, augment_cfg, seed, targets, weights)
     return TrainingFeed(stream, steps_per_epoch, workers, deterministic)
 
 

@@ -42,11 +42,25 @@ def uniforms(seed: int, keys: np.ndarray, count: int) -> np.ndarray:
 
 class BatchStream:
     """Shuffled, augmented batches of (x, y): `batch(start, stop)` holds stream positions start..stop-1, where
-    position p is image perm(p // n)[p % n] of pass p // n. Deterministic: the same batch on any thread or backend."""
+    position p is image perm(p // n)[p % n] of pass p // n. Deterministic: the same batch on any thread or backend.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, augment_cfg, seed: int):
+    y is one-hot unless `targets` gives each image its own target distribution (distillation's soft targets); with
+    `weights` (one loss weight per image) batches are (x, y, sample weight)."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        num_classes: int,
+        batch_size: int,
+        augment_cfg,
+        seed: int,
+        targets: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ):
         self.x, self.batch_size, self.seed = x, int(batch_size), int(seed)
-        self.labels = np.eye(num_classes, dtype=np.float32)[y]
+        self.labels = np.eye(num_classes, dtype=np.float32)[y] if targets is None else targets.astype(np.float32)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
         self.augmenter = build_augmenter(augment_cfg)
         self._perms: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -63,7 +77,7 @@ class BatchStream:
                 self._perms[n_pass] = perm
             return perm
 
-    def batch(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, start: int, stop: int) -> tuple[np.ndarray, ...]:
         n = len(self.x)
         positions = np.arange(start, stop)
         passes = positions // n
@@ -75,9 +89,11 @@ class BatchStream:
         if self.augmenter is not None:
             keys = np.stack([np.full(len(idx), _AUGMENT), passes, idx], axis=1)
             images = self.augmenter(images, uniforms(self.seed, keys, DRAWS))
+        if self.weights is not None:
+            return images, self.labels[idx], self.weights[idx]
         return images, self.labels[idx]
 
-    def epoch_batch(self, epoch: int, i: int, steps_per_epoch: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def epoch_batch(self, epoch: int, i: int, steps_per_epoch: int | None) -> tuple[np.ndarray, ...]:
         """Batch i of epoch `epoch` (both from 0), epochs cut as pipeline.py's docstring says."""
         b, n = self.batch_size, len(self.x)
         if steps_per_epoch:

@@ -19,18 +19,18 @@ _ENDLESS = 2**62  # batch numbers run on far beyond any training run
 
 def dataset(stream: BatchStream, first_batch: int = 0, deterministic: bool = True) -> tf.data.Dataset:
     """Batches k = first_batch, first_batch + 1, ... of the stream's endless sequence, each full, as (uint8 or
-    float32 pixels, one-hot). Every iterator starts at first_batch: each fit() phase gets a dataset of its own
-    (pipeline.TrainingFeed), so what an earlier iterator prefetched never shifts the batches.
+    float32 pixels, targets[, sample weights]). Every iterator starts at first_batch: each fit() phase gets a
+    dataset of its own (pipeline.TrainingFeed), so what an earlier iterator prefetched never shifts the batches.
     deterministic=False lets parallel batches finish out of order: the model then sees the same batches in an
     order that depends on thread timing."""
     b = stream.batch_size
-    probe_x, probe_y = stream.batch(0, b)  # the dtypes and shapes numpy_function must declare
+    probe = stream.batch(0, b)  # the dtypes and shapes numpy_function must declare: (x, y) or (x, y, weight)
 
     def load(k):
-        x, y = tf.numpy_function(
-            lambda k: stream.batch(int(k) * b, int(k) * b + b), [k], [probe_x.dtype, tf.float32], stateful=False
+        parts = tf.numpy_function(
+            lambda k: stream.batch(int(k) * b, int(k) * b + b), [k], [p.dtype for p in probe], stateful=False
         )
-        return tf.ensure_shape(x, probe_x.shape), tf.ensure_shape(y, probe_y.shape)
+        return tuple(tf.ensure_shape(part, p.shape) for part, p in zip(parts, probe, strict=True))
 
     options = tf.data.Options()
     options.deterministic = bool(deterministic)

@@ -1,6 +1,6 @@
 """The shipping commands' defaults, in a module that imports nothing heavy: `dermsweep COMMAND --help` shows them
-without loading TensorFlow or MLflow (seconds). Their owners (promotion, model_ref, evaluate, converters) import them
-from here."""
+without loading TensorFlow or MLflow (seconds). Their owners (promotion, tracking.model_ref, evaluate, converters)
+import them from here."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from ..timing import median_latency_ms
 from ..tracking import run_format as rf
 from ..tracking.artifacts import BackgroundArtifacts, log_splits
 from ..tracking.model_log import log_keras_model
+from ..tracking.model_ref import load
 from ..tracking.recorded_run import recorded_run
 from ..tracking.store import ensure_experiment, first_line
 from ..training.gains import View, check, choose_gains, per_view, probabilities, wrap
@@ -48,7 +49,6 @@ from ..training.ship import (
 )
 from ..views import VIEWS
 from .labelled_data import rebuild_run_data
-from .model_ref import load
 from .ranking import RunRow, collect_runs
 
 log = logging.getLogger(__name__)

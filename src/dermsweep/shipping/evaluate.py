@@ -28,10 +28,10 @@ from ..evaluation import bootstrap, metrics, plots
 from ..evaluation.operating_point import META_KEY, OperatingPoint, sensitivity_specificity
 from ..evaluation.reliability import DEFAULT_BINS, expected_calibration_error, plot_reliability, reliability_table
 from ..tracking import run_format as rf
+from ..tracking.model_ref import ModelRef, load
 from ..tracking.store import connect, ensure_experiment
 from .defaults import DEFAULT_MODEL_URI, EVALUATION_EXPERIMENT
 from .labelled_data import Labelled, read_dataset, source_config
-from .model_ref import ModelRef, load
 
 DEFAULT_EXPERIMENT = EVALUATION_EXPERIMENT
 WATCHED_CLASS = "mel"  # the class whose sensitivity and specificity are reported when no operating point names one

@@ -34,11 +34,11 @@ from ..errors import DataError
 from ..evaluation.metrics import scores
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
+from ..tracking.model_ref import ModelRef, load
 from ..tracking.store import first_line
 from .converters import CONVERTERS, FORMATS, Context, ExportError, Runner
 from .int8 import Int8Options, Validation
 from .labelled_data import read_dataset, read_images, rebuild_run_data
-from .model_ref import ModelRef, load
 
 __all__ = ["FORMATS", "ExportError", "ExportReport", "export"]
 

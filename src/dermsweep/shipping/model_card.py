@@ -57,6 +57,7 @@ def model_card(name: str, version: str, run: RunRow, meta: dict, data: TrainingD
         " parameters",
         f"- data: {data.described()}" + (f", {data.counts()}" if data.counts() else "") + f"; dataset "
         f"`{meta.get('dataset_id') or data.dataset_id or '?'}`, lesion-grouped split `{meta.get('split_id', '?')}`",
+        *_teacher_lines(meta.get("teacher")),
         "",
         "## Scores (the shipped model, with its evaluation-time gains)",
         "",
@@ -101,3 +102,14 @@ def model_card(name: str, version: str, run: RunRow, meta: dict, data: TrainingD
         f"models:/{name}/{version}`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _teacher_lines(teacher: dict | None) -> list[str]:
+    """A distilled model names the model it learned from and how (training/distillation.py)."""
+    if not teacher:
+        return []
+    return [
+        f"- distilled from {teacher.get('description') or teacher.get('uri')} (`{teacher.get('uri')}`): trained on "
+        f"its soft targets at temperature {teacher.get('temperature')} with weight {teacher.get('weight')}, and on "
+        "the labels"
+    ]

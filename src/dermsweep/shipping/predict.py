@@ -16,7 +16,7 @@ from ..data.images import BadImage, load_rgb
 from ..diagnoses import flag, ranked
 from ..quiet import redirected
 from ..tracking import run_format as rf
-from .model_ref import ModelNotFound, complete_meta, load
+from ..tracking.model_ref import ModelNotFound, complete_meta, load
 
 
 @dataclass

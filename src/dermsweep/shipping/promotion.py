@@ -26,10 +26,10 @@ from ..errors import ConfigError, DermsweepError
 from ..evaluation import bootstrap
 from ..objectives import better
 from ..tracking import run_format as rf
+from ..tracking.model_ref import resolve
 from ..tracking.store import first_line
 from .defaults import CONFIDENCE, MAX_PARAMS
 from .model_card import model_card
-from .model_ref import resolve
 from .ranking import RegistryError, RunRow, best_candidate
 from .registry_lock import promotion_lock
 from .serving_model import ensure_serving_model

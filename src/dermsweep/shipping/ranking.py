@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from ..errors import DermsweepError
 from ..tracking import run_format as rf
 from ..tracking.candidates import candidate_runs
+from ..tracking.model_ref import RUN_ID
 from ..tracking.store import first_line
-from .model_ref import RUN_ID
 
 DEFAULT_OBJECTIVE = "val_balanced_accuracy"
 

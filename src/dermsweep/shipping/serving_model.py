@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..tracking import run_format as rf
+from ..tracking.model_ref import logged_models_of_run, resolve
 from ..tracking.store import first_line
-from .model_ref import logged_models_of_run, resolve
 from .ranking import RegistryError
 
 # Files that travel with the serving model as code (serving.py imports them when dermsweep is not installed).
@@ -46,7 +46,7 @@ def log_serving_model(run_id: str, client=None) -> str:
     from mlflow.types import ColSpec, Schema
     from PIL import Image
 
-    from .model_ref import complete_meta
+    from ..tracking.model_ref import complete_meta
 
     ref = resolve(f"runs:/{run_id}/{rf.MODEL}", client)
     if "class_names" not in ref.meta or "input_height" not in ref.meta:

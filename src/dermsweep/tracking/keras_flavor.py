@@ -6,7 +6,7 @@ Keras only rebuilds them in a process that registered them first, and a process 
 never imported dermsweep. So the model carries keras_layers.py as MLflow code, and its pyfunc loader is a small
 module beside it that registers the layers (dermsweep's own when installed, else the copy) and then hands over to
 `mlflow.keras`. The Keras flavour itself is unchanged: `mlflow.keras.load_model` needs the layers imported
-(`import dermsweep.keras_layers`, as dermsweep.shipping.model_ref does) or passed as `custom_objects`.
+(`import dermsweep.keras_layers`, as dermsweep.tracking.model_ref does) or passed as `custom_objects`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ serve, web) reads back: MLflow's Keras 3 flavour under the name `run_format.MODE
 The flavour (`mlflow.keras`, with dermsweep's layers as the model's code: tracking.keras_flavor) saves the
 backend-neutral `.keras` file, so a model trained on JAX or PyTorch loads on any backend, export's TensorFlow
 included; its MLmodel records the backend it was trained on. Runs logged before
-used `mlflow.tensorflow` (the same `.keras` file under data/): shipping.model_ref reads both.
+used `mlflow.tensorflow` (the same `.keras` file under data/): tracking.model_ref reads both.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ WARM_START = "dermsweep.warm_start"  # a trial's user attr: where its enqueued c
 CV_FOLDS = "dermsweep.cv_folds"  # a cross-validation's number of folds (on its parent run)
 FOLD = "dermsweep.fold"  # a fold run's index, 0..folds-1
 MEMBERS = "dermsweep.members"  # an ensemble's member run ids, comma-separated
+TEACHER = "dermsweep.teacher"  # a distilled run's teacher, as a person reads it ("skin-lesion-classifier v3 (run ..)")
 EVALUATED_MODEL = "dermsweep.evaluated_model"  # an evaluation run's model reference
 # An evaluation run's other tags: which model version and training run it scored, which data, which decision.
 EVALUATED_MODEL_NAME = "dermsweep.evaluated_model_name"  # registered name (registry references only)

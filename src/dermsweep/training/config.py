@@ -74,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
     log_model_mode(cfg)
     _inference(cfg)
     _hardware(cfg)
+    _distill(cfg)
 
 
 def _hardware(cfg) -> None:
@@ -191,3 +192,19 @@ def _trainer(cfg) -> None:
     _in(cfg, "trainer.objective_smoothing", 1, 1000, integer=True)
     boolean("trainer.deterministic", t.deterministic)
     boolean("trainer.run_eagerly", t.run_eagerly)
+
+
+def _distill(cfg) -> None:
+    d = cfg.get("distill")
+    if d is None:
+        return
+    teacher = d.get("teacher")
+    if teacher is not None and (not isinstance(teacher, str) or not teacher.strip()):
+        fail(
+            "distill.teacher",
+            teacher,
+            "must be a model reference (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, a run id or a "
+            ".keras file) or null",
+        )
+    _in(cfg, "distill.temperature", 0, 100, lo_open=True)
+    _in(cfg, "distill.weight", 0, 1)

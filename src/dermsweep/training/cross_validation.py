@@ -83,6 +83,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             shipping, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)
             mlflow.set_tag(rf.SPLIT_ID, split_id)
             mlflow.set_tag(rf.DATASET_ID, dataset_id)
+            if fold_runs[0].teacher:
+                mlflow.set_tag(rf.TEACHER, fold_runs[0].teacher["teacher"]["description"])
             # the bag's size: what the promotion gate's parameter limit (a phone's budget) reads
             params = shipping.model.count_params()
             mlflow.log_param("model.params", str(params))
@@ -97,6 +99,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if should_log_model(cfg, link, [values[m] for m, _ in objectives]):
                 info = model_info(cfg, fold_runs[0].class_names, split_id, dataset_id, shipping)
                 info["members"] = folds
+                info.update(fold_runs[0].teacher)  # a distilled cross-validation: every fold had the same teacher
                 log_keras_model(shipping.model, fold_runs[0].test_images[:1].astype(np.float32), info)
             figures.wait()
         except BaseException:

@@ -30,7 +30,7 @@ from ..tracking.model_log import log_keras_model, log_model_or_explain, save_che
 from ..tracking.recorded_run import recorded_run
 from ..tracking.stop_signal import stop_reason
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
-from . import config, determinism, hardware, progress, provenance
+from . import config, determinism, distillation, hardware, progress, provenance
 from .class_weights import class_weights
 from .fit import FitResult, fit
 from .model import build, weights_label
@@ -54,6 +54,7 @@ class Trained:
     y: dict[str, np.ndarray]  # "val" / "test" -> class indices
     split_id: str
     test_images: np.ndarray  # uint8 (n, h, w, 3): a cross-validation scores its bag on them
+    teacher: dict  # a distilled run's teacher (Teaching.to_meta); {} without one
 
 
 class Standalone:
@@ -92,6 +93,9 @@ def train(
 
     batch = int(cfg.trainer.batch_size) * hw.replicas
     steps = int(cfg.trainer.steps_per_epoch or math.ceil(len(data.x["train"]) / batch))
+    class_weight = class_weights(cfg.class_weight, data.y["train"], len(data.class_names))
+    # A missing teacher fails here, before the run exists; its logits are cached for later runs.
+    teaching = distillation.teach(cfg, data, class_weight, client, batch) if distillation.requested(cfg) else None
     train_ds = training_dataset(
         data.x["train"],
         data.y["train"],
@@ -102,6 +106,8 @@ def train(
         steps,
         hw.data_workers,
         bool(cfg.trainer.deterministic),
+        targets=teaching.targets if teaching else None,
+        weights=teaching.weights if teaching else None,
     )
     val_ds = eval_dataset(data.x["val"], batch)
     checkpoint = local_checkpoint_dir() / "checkpoints" / "best.weights.h5"
@@ -112,6 +118,7 @@ def train(
         rf.DATASET_ID: data.dataset_id,
         rf.CHECKPOINT: str(checkpoint),
         **({rf.CV_FOLDS: str(cfg.data.split.folds), rf.FOLD: str(cfg.data.split.fold)} if _is_fold(cfg) else {}),
+        **({rf.TEACHER: teaching.describe()} if teaching else {}),
     }
     name = run_name(cfg, link)
     role = role or ("trial" if parent_id else "single")
@@ -124,6 +131,9 @@ def train(
             if link is not None:
                 link.set_run_id(run_id)
             _log_setup(cfg, data, model, hw, steps)
+            if teaching:
+                mlflow.log_params(teaching.params())
+                mlflow.log_metric(rf.metric(rf.RUN, "teacher_train_agreement"), teaching.train_agreement)
 
             last_epoch = int(cfg.trainer.frozen.epochs) + int(cfg.trainer.finetune.epochs)
 
@@ -140,7 +150,7 @@ def train(
                 val_ds,
                 data.y["val"],
                 cfg,
-                class_weights(cfg.class_weight, data.y["train"], len(data.class_names)),
+                class_weight if teaching is None else None,  # a distilled run's weights travel with its batches
                 checkpoint,
                 on_epoch,
                 hw.scope,
@@ -151,7 +161,7 @@ def train(
             if may_log_model and should_log_model(cfg, link, [values[m] for m, _ in objectives]):
                 # the weights on disk first: logging the model is the largest write, the one a full disk stops
                 save_checkpoint(model, checkpoint)
-                log_model_or_explain(lambda: _log_model(cfg, data, shipping), checkpoint)
+                log_model_or_explain(lambda: _log_model(cfg, data, shipping, teaching), checkpoint)
             figures.wait()
         except BaseException as exc:
             figures.abandon()
@@ -175,6 +185,7 @@ def train(
         {part: data.y[part] for part in ("val", "test")},
         data.split.split_id,
         data.x["test"],
+        teaching.to_meta(cfg) if teaching else {},
     )
 
 
@@ -301,8 +312,10 @@ def should_log_model(cfg, link, values: list[float]) -> bool:
     return False
 
 
-def _log_model(cfg, data: Prepared, shipping: Shipping) -> None:
+def _log_model(cfg, data: Prepared, shipping: Shipping, teaching: distillation.Teaching | None) -> None:
     info = model_info(cfg, data.class_names, data.split.split_id, data.dataset_id, shipping)
+    if teaching:
+        info.update(teaching.to_meta(cfg))
     log_keras_model(shipping.model, data.x["val"][:1].astype(np.float32), info)
 
 

@@ -33,10 +33,10 @@ import numpy as np
 from ..data.images import MAX_PIXELS, load_rgb
 from ..diagnoses import answer
 from ..errors import DermsweepError
-from ..shipping.model_ref import load
 from ..shipping.predict import Predictor
 from ..shipping.training_data import TrainingData, from_run
 from ..tracking import run_format as rf
+from ..tracking.model_ref import load
 from ..tracking.store import first_line
 from .app import MAX_UPLOAD, build_app, is_ip
 from .connections import HEAD_DEADLINE, MAX_CONNECTIONS, ConnectionGuard, GuardedH11Protocol

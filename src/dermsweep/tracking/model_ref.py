@@ -23,8 +23,8 @@ from typing import Any
 
 from ..data.sources.ham10000 import CLASS_NAMES, FULL_NAMES
 from ..errors import DermsweepError
-from ..tracking import run_format as rf
-from ..tracking.store import connect, first_line
+from . import run_format as rf
+from .store import connect, first_line
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -1,0 +1,201 @@
+"""Knowledge distillation: a run (the student) learns from a trained model's predictions (the teacher) as well as
+from the labels, so one small model can keep what an ensemble or a cross-validation's bag found.
+
+    python train.py model=mobilenet_v2_a035 distill.teacher=models:/skin-lesion-classifier@champion
+
+The student's training target for image i is (1 - w) * onehot(label_i) + w * softmax(teacher_logits_i / T): the
+soft-label form of distillation (Hinton et al. 2015 with the student at temperature 1). T > 1 spreads the teacher's
+probability over the classes it finds similar (the "dark knowledge"); w is the share of the loss that follows the
+teacher. The teacher's logits are what its shipped graph feeds its final softmax: its members and test-time views
+averaged, before its own calibration and prior adjustment (the student chooses its own on validation).
+
+Class weighting stays tied to the true label: each image weighs its class's weight (Keras' class_weight would read
+the class from the argmax of the soft target, which can be the teacher's mistake).
+
+The teacher's logits are the expensive part (a forward pass of an ensemble over ~8,000 images), so they are
+computed once for the run's training and validation images and cached under `cache_dir/teacher-logits/`, keyed by
+the teacher's weights file (its SHA-256: a moved alias or a retrained model is another teacher) and the images:
+every fold of a cross-validation and every trial of a sweep on the same data reuse one entry. Only the training
+images' logits are used; the test split is never shown to the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Prepared, prepare
+from ..data.catalog import digest
+from ..data.pipeline import eval_dataset
+from ..errors import ConfigError
+from ..tracking.model_ref import ModelRef, complete_meta, load_keras_file, resolve
+from .batch_predict import predict
+
+log = logging.getLogger("dermsweep")
+
+CACHE_FOLDER = "teacher-logits"
+TEACHER_LOGITS_LAYER = "probabilities"  # the shipped model's final layer: its input is the averaged logits
+
+
+@dataclass
+class Teaching:
+    """What the student trains on: soft targets and per-image loss weights, and where they came from."""
+
+    targets: np.ndarray  # (n_train, classes) float32, rows sum to 1
+    weights: np.ndarray | None  # (n_train,) float32 class weight of each image's true label; None: all 1
+    teacher: ModelRef
+    key: str  # the teacher cache's key
+    from_cache: bool
+    train_agreement: float  # share of training images where the teacher's argmax is the label
+
+    def describe(self) -> str:
+        return self.teacher.describe()
+
+    def params(self) -> dict[str, str]:
+        return {
+            "distill.teacher_run_id": str(self.teacher.run_id or ""),
+            "distill.teacher_version": str(self.teacher.version or ""),
+            "distill.teacher_key": self.key,
+        }
+
+    def to_meta(self, cfg) -> dict:
+        """The student model's metadata (model card, predict): which teacher, at what temperature and weight."""
+        return {
+            "teacher": {
+                "uri": str(cfg.distill.teacher),
+                "description": self.describe(),
+                "run_id": self.teacher.run_id,
+                "temperature": float(cfg.distill.temperature),
+                "weight": float(cfg.distill.weight),
+            }
+        }
+
+
+def requested(cfg) -> bool:
+    distill = cfg.get("distill")
+    return distill is not None and distill.get("teacher") not in (None, "")
+
+
+def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, batch_size: int) -> Teaching:
+    """The soft targets for `data`'s training images from the teacher `cfg.distill.teacher` (cached, see the module).
+    Raises ModelNotFound for a missing teacher, ConfigError when its classes differ from the data's."""
+    teacher = resolve(str(cfg.distill.teacher), client)
+    key = _key(teacher, data)
+    path = Path(str(cfg.get("cache_dir") or ".cache/dermsweep")) / CACHE_FOLDER / f"{key}.npz"
+    ids = _ids(data)
+    logits = _read(path, ids)
+    from_cache = logits is not None
+    if logits is None:
+        logits = _teacher_logits(cfg, data, teacher, batch_size)
+        _write(path, ids, logits)
+    train_logits = logits[: len(data.y["train"])]
+    targets = soft_targets(data.y["train"], train_logits, float(cfg.distill.temperature), float(cfg.distill.weight))
+    weights = None
+    if class_weight is not None:
+        weights = np.array([class_weight[int(c)] for c in data.y["train"]], dtype=np.float32)
+    agreement = float((train_logits.argmax(axis=1) == data.y["train"]).mean())
+    log.info(
+        "teacher %s: logits of %d images %s (cache %s); it agrees with %.1f%% of the training labels",
+        teacher.describe(),
+        len(ids),
+        "read from its cache" if from_cache else "computed",
+        key,
+        100 * agreement,
+    )
+    return Teaching(targets, weights, teacher, key, from_cache, agreement)
+
+
+def soft_targets(labels: np.ndarray, teacher_logits: np.ndarray, temperature: float, weight: float) -> np.ndarray:
+    """(1 - weight) * onehot(labels) + weight * softmax(teacher_logits / temperature), float32."""
+    z = np.asarray(teacher_logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    soft = np.exp(z)
+    soft /= soft.sum(axis=1, keepdims=True)
+    hard = np.eye(teacher_logits.shape[1])[np.asarray(labels)]
+    return ((1.0 - weight) * hard + weight * soft).astype(np.float32)
+
+
+def _ids(data: Prepared) -> list[str]:
+    """The images the teacher scores, in order: training, then validation (never test)."""
+    return [*data.split.train["image_id"], *data.split.val["image_id"]]
+
+
+def _key(teacher: ModelRef, data: Prepared) -> str:
+    """Teacher (its weights file's bytes) x the images it scores (train + validation as a set, so the folds of a
+    cross-validation share one entry)."""
+    assert teacher.keras_path is not None
+    sha = hashlib.sha256()
+    with open(teacher.keras_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return digest(sha.hexdigest(), data.dataset_id, sorted(_ids(data)))
+
+
+def _read(path: Path, ids: list[str]) -> np.ndarray | None:
+    """The cached logits in the order of `ids`, or None (no entry, or an unreadable one: recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as entry:
+            cached_ids, logits = [str(i) for i in entry["image_ids"]], entry["logits"]
+        row = {image_id: i for i, image_id in enumerate(cached_ids)}
+        return logits[[row[i] for i in ids]].astype(np.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("teacher cache %s unreadable (%s): computing it again", path, exc)
+        return None
+
+
+def _write(path: Path, ids: list[str], logits: np.ndarray) -> None:
+    """Atomically (a killed run leaves no half-written entry); a cache that cannot be written only costs time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, image_ids=np.array(ids), logits=logits.astype(np.float32))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not cache the teacher's logits at %s: %s", path, exc)
+
+
+def _teacher_logits(cfg, data: Prepared, teacher: ModelRef, batch_size: int) -> np.ndarray:
+    """The teacher's logits for the training then validation images, read at the teacher's own input size."""
+    import keras
+
+    model, teacher = _load(teacher)
+    if list(teacher.class_names) != list(data.class_names):
+        raise ConfigError(
+            f"the teacher {teacher.describe()} knows classes {teacher.class_names}, the data has {data.class_names}: "
+            "a teacher must be trained on the same classes, in the same order"
+        )
+    try:
+        head = model.get_layer(TEACHER_LOGITS_LAYER)
+    except ValueError:
+        raise ConfigError(
+            f"the teacher {teacher.describe()} has no {TEACHER_LOGITS_LAYER!r} layer: use a model dermsweep shipped "
+            "(a run's, an ensemble's or a cross-validation's)"
+        ) from None
+    logits_model = keras.Model(model.inputs, head.input)
+    height, width = teacher.input_size
+    images = data
+    if (height, width) != tuple(data.x["train"].shape[1:3]):
+        split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
+        images = prepare(cfg.data, height, width, split_seed, cfg.get("cache_dir"))
+        if _ids(images) != _ids(data):
+            raise RuntimeError("the data split differs at the teacher's input size")  # a bug, not a user error
+    x = np.concatenate([images.x["train"], images.x["val"]])
+    log.info("teacher %s: scoring %d images at %dx%d (once: cached)", teacher.describe(), len(x), height, width)
+    return predict(logits_model, eval_dataset(x, batch_size)).astype(np.float32)
+
+
+def _load(teacher: ModelRef):
+    """Load the resolved teacher's Keras file and complete its metadata (as model_ref.load does)."""
+    assert teacher.keras_path is not None
+    model = load_keras_file(teacher.keras_path)
+    teacher.meta = complete_meta(teacher.meta, model.input_shape, int(model.output_shape[-1]))
+    return model, teacher
