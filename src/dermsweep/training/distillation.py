@@ -190,7 +190,15 @@ def _teacher_logits(cfg, data: Prepared, teacher: ModelRef, batch_size: int) -> 
             raise RuntimeError("the data split differs at the teacher's input size")  # a bug, not a user error
     x = np.concatenate([images.x["train"], images.x["val"]])
     log.info("teacher %s: scoring %d images at %dx%d (once: cached)", teacher.describe(), len(x), height, width)
-    return predict(logits_model, eval_dataset(x, batch_size)).astype(np.float32)
+    # In tenths, each said: an ensemble with test-time views takes minutes on a CPU.
+    step = max(batch_size, -(-len(x) // 10))
+    parts = []
+    for start in range(0, len(x), step):
+        parts.append(predict(logits_model, eval_dataset(x[start : start + step], batch_size)))
+        done = min(start + step, len(x))
+        if done < len(x):
+            log.info("teacher: %d/%d images scored (%.0f%%)", done, len(x), 100 * done / len(x))
+    return np.concatenate(parts).astype(np.float32)
 
 
 def _load(teacher: ModelRef):
