@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from dermsweep.training.backbones import BACKBONES
 from dermsweep.training.model import backbone_of, build, set_finetune_depth
 
 
@@ -60,3 +61,22 @@ def test_batchnorm_while_fine_tuning(pretrained_weights, train_batchnorm):
         assert gap > 1e-3 and moved > 0
     else:
         assert gap == 0.0 and moved == 0.0
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_registered_backbone_builds_from_its_own_entry(name):
+    """A backbone's entry is all the code needs: its YAML composes, and the network builds, scales its input and
+    has the last convolution Grad-CAM reads, with a run-name label and metadata from the entry alone."""
+    from conftest import compose
+    from dermsweep.training import config
+
+    cfg = compose([f"model={name}", "model.weights=null", "model.height=32", "model.width=32", "data=synthetic"])
+    config.validate(cfg)
+    spec = BACKBONES.get(name)
+    model = build(cfg.model, 7)
+    probs = keras.ops.convert_to_numpy(model(np.full((1, 32, 32, 3), 255.0, np.float32)))
+    assert probs.shape == (1, 7) and np.isclose(probs.sum(), 1.0, atol=1e-5)
+    rescale = model.get_layer("preprocess")
+    assert (rescale.scale, rescale.offset) == (spec.scale, spec.offset)
+    assert backbone_of(model).get_layer(spec.last_conv) is not None
+    assert spec.label(cfg.model) and spec.describe(cfg.model)["backbone"] == name

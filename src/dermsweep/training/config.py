@@ -119,7 +119,6 @@ def _data(cfg) -> None:
 
 def _model(cfg) -> None:
     m = cfg.model
-    alpha = _in(cfg, "model.alpha", 0, 2, lo_open=True)
     _in(cfg, "model.height", 32, 1024, integer=True)
     _in(cfg, "model.width", 32, 1024, integer=True)
     _in(cfg, "model.dropout", 0, 0.9)
@@ -127,14 +126,7 @@ def _model(cfg) -> None:
     boolean("model.train_batchnorm", m.train_batchnorm)
     weights = m.weights
     if weights == "imagenet":
-        alphas = BACKBONES.get(m.name).imagenet_alphas
-        if alpha not in alphas:
-            fail(
-                "model.alpha",
-                alpha,
-                f"{m.name} has ImageNet weights only for widths "
-                f"{', '.join(map(str, alphas))}; pick one, or set model.weights=null",
-            )
+        BACKBONES.get(m.name).check_imagenet(m)
     elif weights is not None:
         path = Path(str(weights)).expanduser()
         if not path.is_file():

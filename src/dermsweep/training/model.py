@@ -18,18 +18,18 @@ from .backbones import BACKBONES
 BACKBONE_LAYER = "backbone"
 CLASSIFIER = "classifier"
 LOGITS_LAYER = "logits"
-# Pretrained backbone weights read in this process, by (backbone, alpha, source): a sweep builds a fresh model per
-# trial, and reading the HDF5 file again cost ~0.5 s of the trial's start; assigning them from memory ~0.06 s.
+# Pretrained backbone weights read in this process, by (backbone, its arguments, source): a sweep builds a fresh
+# model per trial, and reading the HDF5 file again cost ~0.5 s of the trial's start; assigning them from memory ~0.06 s.
 _WEIGHTS: ProcessCache[list] = ProcessCache("backbone weights")
 
 
 def build(model_cfg, num_classes: int) -> keras.Model:
-    name = model_cfg.name
+    spec = BACKBONES.get(model_cfg.name)
     # Any input size: the run trains at model.height x model.width, and the shipped model also feeds it quarter-
     # turned views (height and width swapped) for test-time augmentation (training/shipped.py).
     shape = (None, None, 3)
     weights = model_cfg.weights
-    backbone = _backbone(name, shape, float(model_cfg.alpha), weights)
+    backbone = _backbone(model_cfg, shape, weights)
     if weights is None:
         # Random init: nothing to protect, so the whole network trains from the first phase, and BatchNorm
         # statistics (initialised to mean 0, variance 1) settle within a few dozen steps instead of hundreds.
@@ -40,9 +40,9 @@ def build(model_cfg, num_classes: int) -> keras.Model:
         backbone.trainable = False
 
     inputs = keras.Input(shape, name="image", dtype="float32")
-    # Both MobileNets expect [-1, 1] (keras.applications.mobilenet*.preprocess_input): baked in, so the model is
-    # self-contained.
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    # The backbone's own input scaling (MobileNets: [-1, 1], as keras.applications.mobilenet*.preprocess_input):
+    # baked in, so the model is self-contained.
+    x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="preprocess")(inputs)
     # Pretrained: BatchNorm stays in inference mode, also while fine-tuning (set_finetune_depth keeps those layers
     # frozen): updating its statistics on a small dataset wrecks the pretrained features. Random init has no
     # statistics worth keeping: its BatchNorm must learn them, or activations collapse to a constant.
@@ -71,30 +71,33 @@ def logits_inside(shipped: keras.Model) -> list[keras.Model]:
     ]
 
 
-def _backbone(name: str, shape, alpha: float, weights) -> keras.Model:
-    ctor = BACKBONES.get(name).build
-    key = (name, alpha, weights, *_file_stamp(weights))
+def _backbone(model_cfg, shape, weights) -> keras.Model:
+    name = str(model_cfg.name)
+    spec = BACKBONES.get(name)
+    arguments = spec.arguments(model_cfg)
+    described = ", ".join(f"{k}={v}" for k, v in arguments.items())
+    key = (name, tuple(sorted(arguments.items())), weights, *_file_stamp(weights))
     known = _WEIGHTS.peek(key) if weights is not None else None
     if known is not None:
-        net = ctor(input_shape=shape, alpha=alpha, include_top=False, weights=None)
+        net = spec.build(input_shape=shape, include_top=False, weights=None, **arguments)
         net.set_weights(known)  # conv weights do not depend on the input size
         net.name = BACKBONE_LAYER
         return net
     try:
-        net = ctor(input_shape=shape, alpha=alpha, include_top=False, weights=weights)
+        net = spec.build(input_shape=shape, include_top=False, weights=weights, **arguments)
     except Exception as exc:  # keras raises ValueError, OSError, URL errors... translate the common ones
         if weights == "imagenet":
             raise ConfigError(
-                f"model.weights=imagenet: could not load ImageNet weights for {name} alpha={alpha} ({exc}). "
+                f"model.weights=imagenet: could not load ImageNet weights for {name} {described} ({exc}). "
                 "Without internet, point model.weights at a local Keras weights file without top "
                 "(e.g. ../shared/weights/mobilenet_v1_0.25_224_no_top.weights.h5) or use model.weights=null."
             ) from exc
         if weights is not None:
             raise ConfigError(
-                f"model.weights={weights!r}: this file does not fit {name} with alpha={alpha} ({exc}). "
+                f"model.weights={weights!r}: this file does not fit {name} {described} ({exc}). "
                 "Use the weights file made for this backbone and width, or model.weights=null."
             ) from exc
-        raise ConfigError(f"model: cannot build {name} alpha={alpha}: {exc}") from exc
+        raise ConfigError(f"model: cannot build {name} {described}: {exc}") from exc
     if weights is not None:
         _WEIGHTS.get(key, net.get_weights)  # one backbone's weights at a time: bounded memory
     net.name = BACKBONE_LAYER

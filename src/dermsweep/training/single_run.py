@@ -31,6 +31,7 @@ from ..tracking.recorded_run import recorded_run
 from ..tracking.stop_signal import stop_reason
 from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, ui_hint
 from . import config, determinism, distillation, hardware, progress, provenance
+from .backbones import BACKBONES
 from .class_weights import class_weights
 from .fit import FitResult, fit
 from .model import build, weights_label
@@ -210,8 +211,7 @@ def run_name(cfg, link=None) -> str:
         return str(cfg.run_name)
     m = cfg.model
     parts = [
-        m.name.replace("mobilenet_", ""),
-        f"a{m.alpha:g}",
+        BACKBONES.get(m.name).label(m),
         f"{m.height}x{m.width}",
         f"ff{m.frozen_fraction:.2g}",
         cfg.augment.name,
@@ -330,8 +330,7 @@ def model_info(cfg, class_names: list[str], split_id: str, dataset_id: str, ship
         "input_width": int(cfg.model.width),
         "input": "float32 RGB pixels 0-255, shape (N, height, width, 3); the model scales them itself",
         "resize": "PIL bilinear (dermsweep.data.images.load_rgb)",
-        "backbone": cfg.model.name,
-        "alpha": float(cfg.model.alpha),
+        **BACKBONES.get(cfg.model.name).describe(cfg.model),
         "weights": weights_label(cfg.model.weights),
         "split_id": split_id,
         "dataset_id": dataset_id,
