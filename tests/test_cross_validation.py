@@ -69,7 +69,7 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     from dermsweep.tracking import run_format as rf
     from dermsweep.tracking.candidates import candidate_runs
     from dermsweep.training.model import logits_inside
-    from dermsweep.training.ship import read_view_logits
+    from dermsweep.training.ship_record import read_view_logits
     from dermsweep.training.task import run
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -19,7 +19,7 @@ from test_bootstrap import probs_of, real_shaped
 
 
 def test_a_run_logs_intervals_gain_evidence_and_its_shipped_probabilities(smoke_run):
-    from dermsweep.training.ship import read_view_logits
+    from dermsweep.training.ship_record import read_view_logits
 
     client = mlflow.MlflowClient(smoke_run["uri"])
     r = client.get_run(smoke_run["run_id"])

@@ -98,7 +98,7 @@ def test_run_ships_its_gains_and_reports_each(smoke_run):
     """The logged model is the shipped one (views and calibration inside, chosen on validation); each gain is
     reported on its own, with the calibration, the operating point and every view's logits for ensembles."""
     from dermsweep.tracking.model_ref import load
-    from dermsweep.training.ship import read_view_logits
+    from dermsweep.training.ship_record import read_view_logits
 
     client = mlflow.MlflowClient(smoke_run["uri"])
     r = client.get_run(smoke_run["run_id"])

@@ -36,17 +36,8 @@ from ..tracking.recorded_run import recorded_run
 from ..tracking.store import ensure_experiment, first_line
 from ..training.gains import View, check, choose_gains, per_view, probabilities, wrap
 from ..training.model import logits_inside
-from ..training.ship import (
-    Shipping,
-    lesion_groups,
-    log_gains,
-    log_scores,
-    log_view_logits,
-    member_views,
-    priors,
-    read_view_logits,
-    view_logits,
-)
+from ..training.ship import Shipping, lesion_groups, member_views, priors, view_logits
+from ..training.ship_record import log_gains, log_scores, log_view_logits, read_view_logits
 from ..views import VIEWS
 from .labelled_data import rebuild_run_data
 from .ranking import RunRow, collect_runs

@@ -1,6 +1,6 @@
 """Two runs' shipped predictions on the same validation images, for the promotion gate's paired bootstrap.
 
-Every run logs `evaluation/view_logits.npz` (training.ship.log_view_logits): the labels and, since the gate, the
+Every run logs `evaluation/view_logits.npz` (training.ship_record.log_view_logits): the labels and, since the gate, the
 shipped model's probabilities with the image and lesion ids of each row. Two runs on one split hold the same images,
 matched here by image id (so the order each run kept does not matter); runs logged before the ids were recorded are
 matched by position when their labels agree row for row.
@@ -16,7 +16,7 @@ import numpy as np
 from ..evaluation import bootstrap
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
-from ..training.ship import read_view_logits
+from ..training.ship_record import read_view_logits
 
 
 class NotPaired(Exception):

@@ -37,7 +37,8 @@ from ..tracking.store import connect, ensure_experiment, ui_hint
 from ..views import VIEWS
 from . import config, provenance
 from .gains import View, check, choose_gains, per_view, views_needed, wrap
-from .ship import Shipping, log_gains, log_scores, log_view_logits, member_views, priors, view_logits
+from .ship import Shipping, member_views, priors, view_logits
+from .ship_record import log_gains, log_scores, log_view_logits
 from .single_run import Trained, model_info, objective_values, run_name, run_tags, should_log_model, train
 
 log = logging.getLogger("dermsweep")

@@ -2,7 +2,7 @@
 
 Input: float32 RGB 0-255, shape (None, any height, any width, 3): a run trains it at model.height x model.width.
 Output: softmax probabilities (float32 even under mixed precision), from a `logits` layer the shipped model reuses.
-What a run logs is the shipped model around it (training/shipped.py), with the input size fixed.
+What a run logs is the shipped model around it (training/ship.py), with the input size fixed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _WEIGHTS: ProcessCache[list] = ProcessCache("backbone weights")
 def build(model_cfg, num_classes: int) -> keras.Model:
     spec = BACKBONES.get(model_cfg.name)
     # Any input size: the run trains at model.height x model.width, and the shipped model also feeds it quarter-
-    # turned views (height and width swapped) for test-time augmentation (training/shipped.py).
+    # turned views (height and width swapped) for test-time augmentation (training/ship.py).
     shape = (None, None, 3)
     weights = model_cfg.weights
     backbone = _backbone(model_cfg, shape, weights)

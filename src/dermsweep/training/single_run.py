@@ -35,7 +35,8 @@ from .backbones import BACKBONES
 from .class_weights import class_weights
 from .fit import FitResult, fit
 from .model import build, weights_label
-from .ship import Shipping, log_gains, log_scores, log_view_logits, ship
+from .ship import Shipping, ship
+from .ship_record import log_gains, log_scores, log_view_logits
 
 log = logging.getLogger("dermsweep")
 
