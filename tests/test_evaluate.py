@@ -289,3 +289,14 @@ def test_malformed_or_foreign_operating_points_fall_back_to_argmax():
 def test_dataset_digest_is_the_image_ids_and_labels_in_any_order():
     assert dataset_digest(["a", "b"], ["mel", "nv"]) == dataset_digest(["b", "a"], ["nv", "mel"])
     assert dataset_digest(["a", "b"], ["mel", "nv"]) != dataset_digest(["a", "b"], ["nv", "mel"])
+
+
+def test_training_and_evaluate_share_one_per_class_definition():
+    """A class never predicted has no precision (None, not sklearn's 0), and one absent from the set no recall."""
+    from dermsweep.evaluation.metrics import per_class
+
+    counts = np.array([[3, 1, 0], [2, 0, 0], [0, 0, 0]])  # class b never predicted right, class c absent
+    found = per_class(counts, ["a", "b", "c"])
+    assert found["a"] == {"precision": 0.6, "recall": 0.75, "f1": pytest.approx(2 * 0.6 * 0.75 / 1.35), "support": 4}
+    assert found["b"]["precision"] == 0.0 and found["b"]["recall"] == 0.0 and found["b"]["f1"] == 0.0
+    assert found["c"] == {"precision": None, "recall": None, "f1": None, "support": 0}

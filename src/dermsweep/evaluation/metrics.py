@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix, f1_score, roc_auc_score
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 # Every metric computed each epoch on validation and once at the end on validation and test.
 METRICS = ("loss", "accuracy", "top2_accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
@@ -40,12 +40,20 @@ def _macro_auc(y_true, probs, present, k) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-def report(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
-    """Per-class precision, recall, F1 and support (sklearn's classification_report as a dict)."""
-    labels = list(range(len(class_names)))
-    return classification_report(
-        y_true, probs.argmax(axis=1), labels=labels, target_names=class_names, output_dict=True, zero_division=0
-    )
+def per_class(counts: np.ndarray, names: list[str]) -> dict[str, dict[str, float | None]]:
+    """Precision, recall and F1 per class from confusion counts (rows true, columns predicted), and the support;
+    None where undefined (sklearn's report says 0 there, which reads as a measured failure: a class absent from the
+    set has no recall at all). Training's test_class/* figures and `dermsweep evaluate` both use this."""
+    out: dict[str, dict[str, float | None]] = {}
+    for i, name in enumerate(names):
+        support, predicted, hits = int(counts[i].sum()), int(counts[:, i].sum()), int(counts[i, i])
+        precision = hits / predicted if predicted else None
+        recall = hits / support if support else None
+        f1 = None
+        if precision is not None and recall is not None:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return out
 
 
 def confusion(y_true: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -167,7 +167,7 @@ def score(found: Labelled, probs: np.ndarray, ref: ModelRef, data: str, bins: in
         class_names=list(names),
         n_images=len(y),
         metrics=figures,
-        per_class=_per_class(counts, names),
+        per_class=metrics.per_class(counts, names),
         confusion=counts.tolist(),
         reliability={"bins": bins, "ece": figures["ece"], **table},
         decision=decision,
@@ -239,21 +239,6 @@ def _rates(y: np.ndarray, probs: np.ndarray, index: int, decision: Decision) -> 
         sensitivity = float(predicted[positive].mean()) if positive.any() else math.nan
         specificity = float((~predicted[~positive]).mean()) if (~positive).any() else math.nan
     return _finite(sensitivity), _finite(specificity)
-
-
-def _per_class(counts: np.ndarray, names: list[str]) -> dict[str, dict[str, float | None]]:
-    """Precision, recall and F1 from the confusion counts, None where undefined (sklearn's report says 0 there,
-    which reads as a measured failure: a class absent from the set has no recall at all)."""
-    out: dict[str, dict[str, float | None]] = {}
-    for i, name in enumerate(names):
-        support, predicted, hits = int(counts[i].sum()), int(counts[:, i].sum()), int(counts[i, i])
-        precision = hits / predicted if predicted else None
-        recall = hits / support if support else None
-        f1 = None
-        if precision is not None and recall is not None:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    return out
 
 
 def _finite(value: float) -> float | None:

@@ -36,9 +36,9 @@ def log_scores(
         final[part] = scoring.scores(y[part], probs)
         mlflow.log_metrics({rf.metric(section, m): v for m, v in final[part].items() if math.isfinite(v)})
         mlflow.log_metrics(log_intervals(y[part], class_names, shipping, part, section))
-        report = scoring.report(y[part], probs, class_names)
-        log_json(report, rf.evaluation_artifact(part, rf.CLASSIFICATION_REPORT))
         counts, normalised = scoring.confusion(y[part], probs, k)
+        report = scoring.per_class(counts, class_names)
+        log_json(report, rf.evaluation_artifact(part, rf.CLASSIFICATION_REPORT))
         log_json(
             {"class_names": class_names, "counts": counts.tolist(), "row_normalised": normalised.tolist()},
             rf.evaluation_artifact(part, rf.CONFUSION_JSON),
@@ -50,9 +50,10 @@ def log_scores(
         if part == "test":
             mlflow.log_metrics(
                 {
-                    rf.metric(rf.TEST_CLASS, f"{stat.replace('-score', '')}_{name}"): report[name][stat]
+                    rf.metric(rf.TEST_CLASS, f"{stat}_{name}"): value
                     for name in class_names
-                    for stat in ("precision", "recall", "f1-score")
+                    for stat in ("precision", "recall", "f1")
+                    if (value := report[name][stat]) is not None  # undefined: not logged (MLflow has no None)
                 }
             )
     return final
