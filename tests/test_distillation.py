@@ -54,6 +54,7 @@ def test_soft_targets_and_per_image_weights_reach_every_feed():
         ("distill.temperature=0", "distill.temperature"),
         ("distill.weight=1.5", "distill.weight"),
         ("distill.teacher=' '", "distill.teacher"),
+        ("distill.teacher_output=probabilities", "distill.teacher_output"),
     ],
 )
 def test_distillation_settings_are_checked_before_anything_runs(override, says):
@@ -82,6 +83,7 @@ def _teacher_file(smoke_run, folder, nudge: float = 0.0):
 
 def test_the_teachers_logits_are_cached_by_teacher_and_images(smoke_run, tmp_path, caplog):
     from dermsweep.data import prepare
+    from dermsweep.tracking.model_ref import load
     from dermsweep.training import distillation
 
     a = _teacher_file(smoke_run, tmp_path)
@@ -97,6 +99,15 @@ def test_the_teachers_logits_are_cached_by_teacher_and_images(smoke_run, tmp_pat
     again = distillation.teach(cfg, data, None, None, 16)
     assert again.from_cache and again.key == first.key and again.weights is None
     assert np.array_equal(again.targets, first.targets)
+
+    # its shipped probabilities come from the same cache entry, through the teacher's own final layer
+    cfg.distill.teacher_output, cfg.distill.temperature = "shipped", 1.0
+    shipped = distillation.teach(cfg, data, None, None, 16)
+    assert shipped.from_cache and shipped.key == first.key
+    model, _ = load(str(a))
+    expected = model.predict(data.x["train"].astype(np.float32), verbose=0)
+    assert np.allclose(shipped.targets, expected, atol=1e-5)
+    cfg.distill.teacher_output, cfg.distill.temperature = "raw", 2.0
 
     # the same teacher under another name is the same teacher; changed weights are another one
     shutil.copy(a, tmp_path / "copy.keras")

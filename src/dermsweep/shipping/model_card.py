@@ -104,12 +104,15 @@ def model_card(name: str, version: str, run: RunRow, meta: dict, data: TrainingD
     return "\n".join(lines) + "\n"
 
 
+OUTPUTS = {"raw": "raw logits (before its calibration)", "shipped": "shipped probabilities"}
+
+
 def _teacher_lines(teacher: dict | None) -> list[str]:
     """A distilled model names the model it learned from and how (training/distillation.py)."""
     if not teacher:
         return []
     return [
         f"- distilled from {teacher.get('description') or teacher.get('uri')} (`{teacher.get('uri')}`): trained on "
-        f"its soft targets at temperature {teacher.get('temperature')} with weight {teacher.get('weight')}, and on "
-        "the labels"
+        f"its {OUTPUTS.get(teacher.get('output', 'raw'), 'predictions')} at temperature {teacher.get('temperature')} "
+        f"with weight {teacher.get('weight')}, and on the labels"
     ]

@@ -6,8 +6,12 @@ from the labels, so one small model can keep what an ensemble or a cross-validat
 The student's training target for image i is (1 - w) * onehot(label_i) + w * softmax(teacher_logits_i / T): the
 soft-label form of distillation (Hinton et al. 2015 with the student at temperature 1). T > 1 spreads the teacher's
 probability over the classes it finds similar (the "dark knowledge"); w is the share of the loss that follows the
-teacher. The teacher's logits are what its shipped graph feeds its final softmax: its members and test-time views
-averaged, before its own calibration and prior adjustment (the student chooses its own on validation).
+teacher. Which teacher logits (`distill.teacher_output`):
+    raw      what its shipped graph feeds its final softmax: its members and test-time views averaged, before its own
+             calibration and prior adjustment (the student chooses its own on validation);
+    shipped  those after its calibration and prior adjustment: the log of the probabilities it ships, so the
+             student learns the teacher's decisions, rare classes already pushed up (computed from the cached raw
+             logits with the teacher's final layer: no second pass).
 
 Class weighting stays tied to the true label: each image weighs its class's weight (Keras' class_weight would read
 the class from the argmax of the soft target, which can be the teacher's mistake).
@@ -71,6 +75,7 @@ class Teaching:
                 "uri": str(cfg.distill.teacher),
                 "description": self.describe(),
                 "run_id": self.teacher.run_id,
+                "output": str(cfg.distill.teacher_output),
                 "temperature": float(cfg.distill.temperature),
                 "weight": float(cfg.distill.weight),
             }
@@ -95,6 +100,8 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
         logits = _teacher_logits(cfg, data, teacher, batch_size)
         _write(path, ids, logits)
     train_logits = logits[: len(data.y["train"])]
+    if str(cfg.distill.teacher_output) == "shipped":
+        train_logits = _shipped(teacher, train_logits)
     targets = soft_targets(data.y["train"], train_logits, float(cfg.distill.temperature), float(cfg.distill.weight))
     weights = None
     if class_weight is not None:
@@ -199,6 +206,15 @@ def _teacher_logits(cfg, data: Prepared, teacher: ModelRef, batch_size: int) -> 
         if done < len(x):
             log.info("teacher: %d/%d images scored (%.0f%%)", done, len(x), 100 * done / len(x))
     return np.concatenate(parts).astype(np.float32)
+
+
+def _shipped(teacher: ModelRef, logits: np.ndarray) -> np.ndarray:
+    """The log of the probabilities the teacher ships for these raw logits (its final layer applied to them)."""
+    import keras
+
+    model, teacher = _load(teacher)
+    probs = keras.ops.convert_to_numpy(model.get_layer(TEACHER_LOGITS_LAYER)(logits))
+    return np.log(np.clip(probs, 1e-12, 1.0)).astype(np.float32)
 
 
 def _load(teacher: ModelRef):
