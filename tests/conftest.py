@@ -24,14 +24,14 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose("config", overrides=list(overrides or []))
 
 
+# The smallest real training run: generated data, the smoke trainer, a random-init MobileNet at 64x64.
+SMALLEST = ["data=synthetic", "trainer=smoke", "model=mobilenet_v1", "resolution=64x64", "data.max_images=140"]
+
+
 def tiny_run(store: Path, experiment: str) -> list[str]:
-    """Overrides for the smallest real training run (synthetic data, smoke trainer) into its own store under `store`."""
+    """Overrides for the smallest real training run (SMALLEST) into its own store under `store`."""
     return [
-        "data=synthetic",
-        "trainer=smoke",
-        "model=mobilenet_v1",
-        "resolution=64x64",
-        "data.max_images=140",
+        *SMALLEST,
         f"tracking.uri=sqlite:///{store}/mlflow.db",
         f"experiment={experiment}",
         f"cache_dir={store}/cache",

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, SMALLEST
 from dermsweep.errors import ConfigError
 from dermsweep.keras_backend import select
 from dermsweep.tracking import run_format as rf
@@ -28,11 +28,7 @@ from dermsweep.training.devices import Devices
 
 RUNNER = str(REPO / "tests" / "backend_runner.py")
 TINY = [
-    "data=synthetic",
-    "trainer=smoke",
-    "model=mobilenet_v1",
-    "resolution=64x64",
-    "data.max_images=140",
+    *SMALLEST,
     "model.height=32",
     "model.width=32",
     "tracking.log_model=always",

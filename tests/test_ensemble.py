@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import compose
+from conftest import SMALLEST, compose
 from dermsweep.evaluation.metrics import scores
 from dermsweep.shipping import ensemble as ens
 from dermsweep.shipping.ranking import NoEligibleRun, RunRow
@@ -72,11 +72,7 @@ def two_runs(tmp_path_factory):
         run(
             compose(
                 [
-                    "data=synthetic",
-                    "trainer=smoke",
-                    "model=mobilenet_v1",
-                    "resolution=64x64",
-                    "data.max_images=140",
+                    *SMALLEST,
                     f"tracking.uri={uri}",
                     "experiment=ens",
                     f"seed={seed}",

@@ -15,7 +15,7 @@ import mlflow
 import optuna
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SMALLEST
 from dermsweep.tracking import run_format as rf
 from server_helpers import free_port, start_mlflow_server
 
@@ -219,13 +219,9 @@ def test_tracking_server_dies_mid_run_keeps_the_checkpoint(tmp_path):
         [
             sys.executable,
             TRAIN,
-            "data=synthetic",
+            *SMALLEST,
             "model.height=32",
             "model.width=32",
-            "trainer=smoke",
-            "model=mobilenet_v1",
-            "resolution=64x64",
-            "data.max_images=140",
             "trainer.frozen.epochs=3",
             "trainer.finetune.epochs=0",
             f"tracking.uri={url}",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, wait_for
+from conftest import REPO, SMALLEST, wait_for
 from dermsweep import cli, liveness
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking import run_owner
@@ -193,11 +193,7 @@ def test_killed_single_run_is_marked_killed_by_the_next_command(tmp_path, capsys
         [
             sys.executable,
             str(REPO / "train.py"),
-            "data=synthetic",
-            "trainer=smoke",
-            "model=mobilenet_v1",
-            "resolution=64x64",
-            "data.max_images=140",
+            *SMALLEST,
             "model.height=32",
             "model.width=32",
             "trainer.frozen.epochs=50",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SMALLEST
 from dermsweep.shipping import promotion, ranking
 from dermsweep.tracking import model_ref
 from dermsweep.tracking import run_format as rf
@@ -183,11 +184,7 @@ def test_real_smoke_run_promotes_serves_and_predicts(tmp_path, monkeypatch):
         cfg = compose(
             config_name="config",
             overrides=[
-                "data=synthetic",
-                "trainer=smoke",
-                "model=mobilenet_v1",
-                "resolution=64x64",
-                "data.max_images=140",
+                *SMALLEST,
                 f"tracking.uri={uri}",
                 f"tracking.artifact_root={tmp_path}/artifacts",
                 "experiment=real-smoke",
