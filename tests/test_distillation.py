@@ -171,6 +171,8 @@ def test_a_distilled_run_is_logged_gated_and_promoted_like_any_run(smoke_run, tm
     assert student.data.params["distill.teacher"] == teacher
     assert student.data.params["distill.teacher_run_id"] == smoke_run["run_id"]
     assert 0.0 <= student.data.metrics["run/teacher_train_agreement"] <= 1.0
+    description = student.data.tags[rf.DESCRIPTION]
+    assert f"distilled from run {smoke_run['run_id']} (raw output, temperature 3, weight 0.7)" in description
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", smoke_run["uri"])
     outcome = promote(connect(smoke_run["uri"], create=False), "distill-test", "distilled-classifier")

@@ -61,6 +61,14 @@ class Teaching:
     def describe(self) -> str:
         return self.teacher.describe()
 
+    def summary(self, cfg) -> str:
+        """For the run's description: distilled from whom, and how."""
+        d = cfg.distill
+        return (
+            f"distilled from {self.describe()} ({d.teacher_output} output, temperature {float(d.temperature):g}, "
+            f"weight {float(d.weight):g})"
+        )
+
     def params(self) -> dict[str, str]:
         return {
             "distill.teacher_run_id": str(self.teacher.run_id or ""),

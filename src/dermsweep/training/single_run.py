@@ -170,7 +170,7 @@ def train(
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: say where the work is before it ends
                 log.warning("%s: run %s ends KILLED; %s", stop_reason(exc), run_id, _kept(checkpoint))
             raise
-        recorded.finish(_description(name, final, result))
+        recorded.finish(_description(name, final, result) + (f"; {teaching.summary(cfg)}" if teaching else ""))
     if role == "fold":  # its cross-validation prints one line per fold and the summary
         log.info("%s finished in %.0fs: validation %s", name, time.perf_counter() - started, _scores_line(final["val"]))
     else:
