@@ -88,6 +88,7 @@ def test_the_teachers_logits_are_cached_by_teacher_and_images(smoke_run, tmp_pat
 
     a = _teacher_file(smoke_run, tmp_path)
     cfg = compose([*tiny_run(tmp_path, "unused"), f"distill.teacher={a}", "distill.weight=1.0"])
+    cfg.distill.teacher_output = "raw"
     data = prepare(cfg.data, int(cfg.model.height), int(cfg.model.width), int(cfg.seed), cfg.cache_dir)
 
     first = distillation.teach(cfg, data, {i: float(i + 1) for i in range(7)}, None, 16)
@@ -172,7 +173,7 @@ def test_a_distilled_run_is_logged_gated_and_promoted_like_any_run(smoke_run, tm
     assert student.data.params["distill.teacher_run_id"] == smoke_run["run_id"]
     assert 0.0 <= student.data.metrics["run/teacher_train_agreement"] <= 1.0
     description = student.data.tags[rf.DESCRIPTION]
-    assert f"distilled from run {smoke_run['run_id']} (raw output, temperature 3, weight 0.7)" in description
+    assert f"distilled from run {smoke_run['run_id']} (shipped output, temperature 3, weight 0.7)" in description
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", smoke_run["uri"])
     outcome = promote(connect(smoke_run["uri"], create=False), "distill-test", "distilled-classifier")
