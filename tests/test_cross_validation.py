@@ -122,3 +122,11 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     # its size is the bag's, which the gate's parameter limit reads (a missing count would pass any limit)
     assert int(parent.data.params["model.params"]) == model.count_params() == m["run/params"]
     assert [r.info.run_id for r in candidate_runs(client, [exp.experiment_id])] == [parent.info.run_id]
+
+    # export and ensembles check a model on its run's held-out images: a bag has none, and says so
+    from dermsweep.errors import DataError
+    from dermsweep.shipping.labelled_data import rebuild_run_data
+
+    mlflow.set_tracking_uri(uri)
+    with pytest.raises(DataError, match="cross-validation's bag.*--data-dir"):
+        rebuild_run_data(parent.info.run_id, 32, 32)

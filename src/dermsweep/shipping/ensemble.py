@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from ..errors import DermsweepError
 from ..evaluation import bootstrap
 from ..evaluation.metrics import scores
+from ..paths import conf_dir
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
 from ..tracking.artifacts import BackgroundArtifacts, log_splits
@@ -97,15 +98,7 @@ def build(
     if not objective or table.direction != "maximize":
         raise EnsembleError(f"ensembles are chosen by a metric to maximise; {table.metric} is {table.direction}d")
     pool = _candidates(table.rows, table.metric, candidates, say)
-    inference = inference or OmegaConf.create(
-        {
-            "views": "auto",
-            "calibrate": True,
-            "prior_adjustment": True,
-            "gain_confidence": 0.9,
-            "operating_point": {"class_name": "mel", "sensitivity": 0.8},
-        }
-    )
+    inference = inference or default_inference()
     first = pool[0].row
     y = pool[0].labels
     meta = load(f"runs:/{first.run_id}/{rf.MODEL}", client)[1].meta
@@ -140,6 +133,11 @@ def build(
         client, register_experiment or experiment, ensemble, shipping, y, class_names, meta, table.metric, prepared, say
     )
     return ensemble
+
+
+def default_inference():
+    """The `inference` section of conf/config.yaml: an ensemble's gains follow the same rules as a run's."""
+    return OmegaConf.load(conf_dir() / "config.yaml").inference
 
 
 def _candidates(rows: list[RunRow], metric: str, limit: int, say) -> list[Candidate]:

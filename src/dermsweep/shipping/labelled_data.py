@@ -152,6 +152,12 @@ def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, li
     # An ensemble trained nothing itself: its members share one split and input size, so the first one's config
     # rebuilds its data.
     tags = client.get_run(run_id).data.tags
+    if tags.get(rf.ROLE) == "cv":
+        raise DataError(
+            f"run {run_id} is a cross-validation's bag: every train and validation image was trained on by some of "
+            "its fold models, so the run has no held-out images to check it on; pass --data-dir with labelled images "
+            "none of them saw (its test split is for reporting only)"
+        )
     members = tags.get(rf.MEMBERS)
     source_run = members.split(",")[0] if members else run_id
     try:
