@@ -127,6 +127,7 @@ def log_run(
                 "model.height": SIZE,
                 "seed": 42,
                 "data.source": "synthetic",
+                "model.params": str(model.count_params() if model is not None else 1000),  # as training logs it
                 **(params or {}),
             }
         )

@@ -59,6 +59,20 @@ def test_promote_notes_better_runs_that_logged_no_model(client, store, monkeypat
     assert any("logged no model" in n and "better-no-model" in n for n in plan.notes), plan.notes
 
 
+def test_a_run_of_unknown_size_is_not_taken_as_within_the_parameter_limit(client, store, monkeypatch):
+    """A run that logged no parameter count (an older dermsweep's) cannot prove it fits a phone: promote passes over
+    it and says why, instead of reading its size as 0."""
+    from shipping_helpers import activate, log_run
+
+    monkeypatch.chdir(store.root)
+    activate(store, monkeypatch)
+    sized = log_run(store.model, "dermsweep-unsized", 0.7, study="study-unsized", name="sized")
+    log_run(store.model, "dermsweep-unsized", 0.9, study="study-unsized", name="unsized", params={"model.params": ""})
+    plan, best = promotion.plan(client, "dermsweep-unsized", fresh_name())
+    assert best.run_id == sized
+    assert any("recorded no parameter count" in n and "unsized" in n for n in plan.notes), plan.notes
+
+
 def test_no_eligible_run(client):
     with pytest.raises(ranking.NoEligibleRun, match="no eligible run"):
         promotion.promote(client, "empty", fresh_name())

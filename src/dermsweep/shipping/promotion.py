@@ -141,7 +141,15 @@ def plan(
     champ = current_champion(client, name, table.metric)
     p = Promotion(name, table.metric, table.direction, cand, champ, forced=force, confidence=confidence)
     above = [r for r in table.rows[: table.rows.index(best)] if not r.has_model]
-    too_big = [r for r in table.rows[: table.rows.index(best)] if r.has_model and r not in above]
+    outside = [r for r in table.rows[: table.rows.index(best)] if r.has_model and r not in above]
+    too_big = [r for r in outside if r.params_count() is not None]
+    unsized = [r for r in outside if r.params_count() is None]
+    if unsized:
+        p.notes.append(
+            f"{len(unsized)} run(s) rank above it by {table.metric} but recorded no parameter count (param "
+            f"model.params; e.g. {unsized[0].name}, {unsized[0].run_id}), so the {max_params:,}-parameter limit "
+            "keeps them out: retrain them with this dermsweep to make them eligible"
+        )
     if too_big:
         p.notes.append(
             f"{len(too_big)} run(s) rank above it by {table.metric} but have more than {max_params:,} parameters "

@@ -177,13 +177,20 @@ def collect_runs(
     return RunsTable(experiment, sweep, metric, direction, rows, _differing_params(rows))
 
 
+def fits(row: RunRow, max_params: int) -> bool:
+    """Within the parameter limit; a run that logged no parameter count (an older dermsweep's) is not: a phone's
+    budget is not met by not knowing."""
+    count = row.params_count()
+    return count is not None and count <= max_params
+
+
 def best_candidate(
     client, experiment: str, sweep: str | None = None, metric: str | None = None, max_params: int | None = None
 ) -> tuple[RunRow, RunsTable]:
     """The best finished run with a model and the metric, within `max_params` parameters when given."""
     table = collect_runs(client, experiment, sweep, metric, finished_only=True)
     eligible = [r for r in table.rows if r.has_model and r.metric(table.metric) is not None]
-    within = [r for r in eligible if max_params is None or (r.params_count() or 0) <= max_params]
+    within = [r for r in eligible if max_params is None or fits(r, max_params)]
     if not within:
         scope = f"sweep {sweep!r}" if sweep else f"experiment {experiment!r}"
         over = len(eligible) - len(within)
