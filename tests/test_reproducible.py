@@ -73,7 +73,7 @@ def train(tmp_path, seed: int, *overrides: str):
         3,
         eval_dataset(x[36:], 8),
         y[36:],
-        cfg,
+        fit.FitPlan.of(cfg),
         None,
         tmp_path / f"{seed}.weights.h5",
         lambda *_: None,

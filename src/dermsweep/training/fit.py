@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -46,6 +47,54 @@ class FitResult:
     frozen_epochs_run: int = 0
     seconds: float = 0.0
     frozen_layers: int = 0
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # frozen | finetune
+    epochs: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What fit() takes from a run's config, and nothing more. The optimiser, schedule and averaging stay config
+    nodes: their registries (optimizers, schedules, averaging) own the keys each option reads."""
+
+    phases: tuple[Phase, ...]  # in order; a phase of 0 epochs is skipped
+    objective: str  # the first objective: early stopping and the best weights follow it
+    direction: str  # maximize | minimize
+    trainer: Any  # trainer node: optimizer, weight_decay, averaging (optimizers.build, averaging.build)
+    schedule: Any  # schedule node (schedules.for_phase)
+    label_smoothing: float
+    patience: int | None  # epochs without improvement before a phase stops; None = never
+    smoothing: int  # epochs in the objective's running mean
+    run_eagerly: bool
+    pretrained: bool  # a pretrained backbone is frozen in phase 1 and unfrozen above frozen_fraction in phase 2
+    frozen_fraction: float
+    train_batchnorm: bool
+
+    @classmethod
+    def of(cls, cfg) -> FitPlan:
+        trainer = cfg.trainer
+        objective, direction = objectives(cfg)[0]
+        patience = trainer.early_stopping_patience
+        return cls(
+            phases=tuple(
+                Phase(name, int(trainer[name].epochs), float(trainer[name].lr)) for name in ("frozen", "finetune")
+            ),
+            objective=objective,
+            direction=direction,
+            trainer=trainer,
+            schedule=cfg.schedule,
+            label_smoothing=float(trainer.label_smoothing),
+            patience=None if patience is None else int(patience),
+            smoothing=int(trainer.objective_smoothing),
+            run_eagerly=bool(trainer.run_eagerly),
+            pretrained=cfg.model.weights is not None,
+            frozen_fraction=float(cfg.model.frozen_fraction),
+            train_batchnorm=bool(cfg.model.train_batchnorm),
+        )
 
 
 CHECKPOINT_EVERY_S = 60.0
@@ -158,19 +207,18 @@ def fit(
     steps_per_epoch: int,
     val_ds,
     y_val,
-    cfg,
+    plan: FitPlan,
     class_weight,
     checkpoint: Path,
     on_epoch: EpochHook,
     scope,
 ) -> FitResult:
-    """Train `model` in two phases per cfg.trainer; returns the history with the best weights restored."""
-    _, direction = objectives(cfg)[0]  # the first objective drives early stopping and the best weights
-    best = _Best(direction, checkpoint)
+    """Train `model` in the plan's phases; returns the history with the best weights restored."""
+    best = _Best(plan.direction, checkpoint)
     result = FitResult()
     start = time.perf_counter()
     try:
-        _run_phases(model, train_ds, steps_per_epoch, val_ds, y_val, cfg, class_weight, best, on_epoch, scope, result)
+        _run_phases(model, train_ds, steps_per_epoch, val_ds, y_val, plan, class_weight, best, on_epoch, scope, result)
     except BaseException:
         best.save(model)  # whatever stopped training (an error, Ctrl-C, a dead tracking store), keep the best
         raise
@@ -187,46 +235,40 @@ def _run_phases(
     steps_per_epoch,
     val_ds,
     y_val,
-    cfg,
+    plan: FitPlan,
     class_weight,
     best: _Best,
     on_epoch: EpochHook,
     scope,
     result: FitResult,
 ) -> None:
-    trainer = cfg.trainer
-    objective, _ = objectives(cfg)[0]
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(trainer.label_smoothing))
-    averager = averaging.build(trainer.averaging)
-    smoothed = RunningMean(int(trainer.objective_smoothing))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing)
+    averager = averaging.build(plan.trainer.averaging)
+    smoothed = RunningMean(plan.smoothing)
     epoch = 0
-    for phase, phase_cfg in (("frozen", trainer.frozen), ("finetune", trainer.finetune)):
-        if phase_cfg.epochs <= 0:
+    for phase in plan.phases:
+        if phase.epochs <= 0:
             continue
-        if phase == "finetune":
+        if phase.name == "finetune":
             if best.epoch:
                 best.restore()  # fine-tune from the best frozen-phase head, not the last
-            if cfg.model.weights is not None:  # a random-init backbone is already fully trainable
-                result.frozen_layers = set_finetune_depth(
-                    model, float(cfg.model.frozen_fraction), bool(cfg.model.train_batchnorm)
-                )
+            if plan.pretrained:  # a random-init backbone is already fully trainable
+                result.frozen_layers = set_finetune_depth(model, plan.frozen_fraction, plan.train_batchnorm)
         mode = "max" if best.direction == "maximize" else "min"
-        schedule = schedules.for_phase(
-            cfg.schedule, float(phase_cfg.lr), steps_per_epoch, int(phase_cfg.epochs), objective, mode
-        )
+        schedule = schedules.for_phase(plan.schedule, phase.lr, steps_per_epoch, phase.epochs, plan.objective, mode)
         with scope():
             model.compile(
-                optimizer=optimizers.build(trainer, schedule.rate, **averager.optimizer_options()),
+                optimizer=optimizers.build(plan.trainer, schedule.rate, **averager.optimizer_options()),
                 loss=loss,
                 metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
-                run_eagerly=bool(trainer.run_eagerly),
+                run_eagerly=plan.run_eagerly,
             )
         evaluator = _EpochEvaluator(
-            val_ds, y_val, objective, best, trainer.early_stopping_patience, phase, on_epoch, result, averager, smoothed
+            val_ds, y_val, plan.objective, best, plan.patience, phase.name, on_epoch, result, averager, smoothed
         )
         model.fit(
             train_ds.from_epoch(epoch),  # the stream's batches for this epoch on, whatever came before
-            epochs=epoch + int(phase_cfg.epochs),
+            epochs=epoch + phase.epochs,
             initial_epoch=epoch,
             steps_per_epoch=steps_per_epoch,
             class_weight=class_weight,
@@ -235,5 +277,5 @@ def _run_phases(
             verbose=0,
         )
         epoch = len(result.history.get("loss", []))
-        if phase == "frozen":
+        if phase.name == "frozen":
             result.frozen_epochs_run = epoch

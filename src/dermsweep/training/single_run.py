@@ -33,7 +33,7 @@ from ..tracking.store import connect, ensure_experiment, local_checkpoint_dir, u
 from . import config, determinism, distillation, hardware, progress, provenance
 from .backbones import BACKBONES
 from .class_weights import class_weights
-from .fit import FitResult, fit
+from .fit import FitPlan, FitResult, fit
 from .model import build, weights_label
 from .ship import Shipping, ship
 from .ship_record import log_gains, log_scores, log_view_logits
@@ -151,7 +151,7 @@ def train(
                 steps,
                 val_ds,
                 data.y["val"],
-                cfg,
+                FitPlan.of(cfg),
                 class_weight if teaching is None else None,  # a distilled run's weights travel with its batches
                 checkpoint,
                 on_epoch,
