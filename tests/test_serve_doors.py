@@ -350,3 +350,30 @@ def test_sigterm_stops_every_process_and_closes_the_port(server):
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
     assert code == 0, log_path.read_text()[-2000:]  # a graceful stop, not death by the signal
+
+
+@pytest.mark.slow
+def test_slow_header_clients_do_not_deny_dermsweep_serve(server):
+    """More clients than serve's connection cap each trickle one header line at a time: /ping and a prediction
+    are still answered (the guard pushes out the stalled heads), where uvicorn alone answered 503 to everyone
+    until the tricklers stopped."""
+    from dermsweep.shipping.rest_server import MAX_CONNECTIONS
+
+    _, port, _ = server
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(MAX_CONNECTIONS + 6)]
+    try:
+        for i in range(3):  # their heads are under way and never finish
+            for s in slow:
+                try:
+                    s.sendall(
+                        f"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode() if i == 0 else b"X-Slow: 1\r\n"
+                    )
+                except OSError:
+                    pass  # already pushed out
+            time.sleep(0.3)
+        assert http(port, f"GET /ping HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\n", timeout=20)[0] == 200
+        good = json.dumps({"dataframe_records": [{"image": png_b64()}]}).encode()
+        assert post(port, good)[0] == 200
+    finally:
+        for s in slow:
+            s.close()

@@ -9,7 +9,7 @@ Every request is treated as hostile (docs/web.md, "Limits"):
   with at most SOCKET_TIMEOUT of silence: a client trickling a body cannot hold a connection slot for long;
 - every answer carries the security headers (SECURITY_HEADERS); an unexpected error is a 500 with no details, its
   first line logged; the log escapes control characters.
-Request heads and connections are bounded below HTTP (connections.py).
+Request heads and connections are bounded below HTTP (shipping/connections.py).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@
     POST /api/gradcam      body = the image file's bytes -> Grad-CAM overlay PNG (data URL), heat-map grid, colours
 
 Starlette on uvicorn: app.py holds the routes and the rules every request meets (Host, Origin, body limits, security
-headers), connections.py the request-head deadline and connection cap. Here: the model (called under a lock, one
-TensorFlow call at a time; at most DECODERS images decoded at once, each can take a few hundred MB), the browser
-runtime, and the server's start and stop.
+headers), shipping/connections.py the request-head deadline and connection cap. Here: the model (called under a
+lock, one TensorFlow call at a time; at most DECODERS images decoded at once, each can take a few hundred MB), the
+browser runtime, and the server's start and stop.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import numpy as np
 from ..data.images import MAX_PIXELS, load_rgb
 from ..diagnoses import answer
 from ..errors import DermsweepError
+from ..shipping.connections import HEAD_DEADLINE, MAX_CONNECTIONS, ConnectionGuard, GuardedH11Protocol
 from ..shipping.predict import Predictor
 from ..shipping.training_data import TrainingData, from_run
 from ..tracking import run_format as rf
 from ..tracking.model_ref import load
 from ..tracking.store import first_line
 from .app import MAX_UPLOAD, build_app, is_ip
-from .connections import HEAD_DEADLINE, MAX_CONNECTIONS, ConnectionGuard, GuardedH11Protocol
 
 if TYPE_CHECKING:
     from .gradcam import GradCAM
@@ -229,7 +229,7 @@ def describe(ref, client) -> dict:
 # ---------------------------------------------------------------- the server (uvicorn)
 class WebServer:
     """uvicorn serving the app on a socket bound at once (errors surface here; port 0 picks a free port), with the
-    request-head deadline and connection cap of connections.py. serve_forever() blocks; shutdown() from another
+    request-head deadline and connection cap of shipping/connections.py. serve_forever() blocks; shutdown() from another
     thread stops it (socketserver's interface, which the tests and serve() use)."""
 
     def __init__(

@@ -1,4 +1,5 @@
-"""The web app's connections, below HTTP: a deadline for each request head and a cap on open connections.
+"""The servers' connections (the web app's and `dermsweep serve`'s), below HTTP: a deadline for each request head
+and a cap on open connections.
 
 uvicorn bounds neither: its keep-alive timeout starts only after a first response, so a client that sends one
 header line every few seconds holds its connection for as long as it likes, and `limit_concurrency` answers 503
@@ -9,7 +10,8 @@ only once a whole head has arrived. Here (a subclass of uvicorn's h11 protocol, 
 - at most `max_connections` connections are open. A new one past the cap pushes out the oldest connection that is
   not being served (still sending its head, or idle between requests) or whose client stopped reading its answer
   (uvicorn paused writing to it): slow, silent or non-reading clients can never hold every slot. Only when every
-  slot is serving a request does the newcomer get a 503 at once. (Slow uploads are bounded by app.py's upload rate.)
+  slot is serving a request does the newcomer get a 503 at once. (Slow bodies are bounded above HTTP: the web app's
+upload rate, serve_guard's body deadline.)
 """
 
 from __future__ import annotations
