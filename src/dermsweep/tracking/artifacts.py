@@ -43,7 +43,7 @@ def log_splits(tables: dict[str, pd.DataFrame], name: str, split_id: str, source
         log_dataset(table, f"{name}-{context}", split_id, source, context)
 
 
-def log_dataset(table: pd.DataFrame, name: str, digest: str, source: str, context: str):
+def log_dataset(table: pd.DataFrame, name: str, digest: str, source: str, context: str) -> Any:
     """One table of labelled images as an MLflow dataset input of the active run; returns the dataset (metrics can
     name it)."""
     with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one

@@ -63,7 +63,7 @@ class ModelRef:
 
 
 # ---------------------------------------------------------------- resolving references
-def resolve(uri: str, client=None) -> ModelRef:
+def resolve(uri: str, client: Any = None) -> ModelRef:
     """Download the referenced model (if it lives in MLflow) and read its metadata. Does not load Keras."""
     uri = str(uri).strip()
     path = Path(uri)
@@ -122,7 +122,7 @@ def _download_dir() -> Path:
     return folder
 
 
-def _model_version(client, body: str):
+def _model_version(client: Any, body: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -140,7 +140,7 @@ def _model_version(client, body: str):
         ) from exc
 
 
-def _run_model_uri(client, run_id: str, name: str) -> str:
+def _run_model_uri(client: Any, run_id: str, name: str) -> str:
     """models:/<id> of the model that run `run_id` logged under `name`."""
     from mlflow.exceptions import MlflowException
 
@@ -157,7 +157,7 @@ def _run_model_uri(client, run_id: str, name: str) -> str:
     return f"models:/{named[-1].model_id}"
 
 
-def logged_models_of_run(client, experiment_id: str, run_id: str) -> list:
+def logged_models_of_run(client: Any, experiment_id: str, run_id: str) -> list:
     # the client's store, not the process-global tracking URI
     return list(
         client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'")
@@ -196,7 +196,7 @@ def _sidecar_meta(model_file: Path) -> dict:
     return {}
 
 
-def complete_meta(meta: dict, input_shape, num_classes: int) -> dict:
+def complete_meta(meta: dict, input_shape: Any, num_classes: int) -> dict:
     """Fill what metadata lacks from the model itself (input size) and the HAM10000 class list and names."""
     meta = dict(meta)
     if "input_height" not in meta or "input_width" not in meta:
@@ -217,7 +217,7 @@ def complete_meta(meta: dict, input_shape, num_classes: int) -> dict:
     return meta
 
 
-def load(uri: str, client=None):
+def load(uri: str, client: Any = None) -> tuple[Any, ModelRef]:
     """(keras_model, ModelRef) for any accepted reference. Raises ModelNotFound / TrackingError."""
     ref = resolve(uri, client)
     assert ref.keras_path is not None  # resolve() raises ModelNotFound otherwise
@@ -226,7 +226,7 @@ def load(uri: str, client=None):
     return model, ref
 
 
-def load_keras_file(path: Path):
+def load_keras_file(path: Path) -> Any:
     import keras
 
     from .. import keras_layers  # noqa: F401 - registers the layers shipped models are made of
