@@ -338,21 +338,6 @@ def test_dermsweep_serve_refuses_hostile_requests_and_keeps_mlflows_protocol(ser
 
 
 @pytest.mark.slow
-def test_sigterm_stops_every_process_and_closes_the_port(server):
-    proc, port, log_path = server
-    pids = tree_of(proc.pid)
-    os.kill(proc.pid, signal.SIGTERM)
-    code = proc.wait(timeout=60)
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [p for p in pids if alive(p)], "processes started by dermsweep serve outlived it"
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
-        pass
-    assert code == 0, log_path.read_text()[-2000:]  # a graceful stop, not death by the signal
-
-
-@pytest.mark.slow
 def test_slow_header_clients_do_not_deny_dermsweep_serve(server):
     """More clients than serve's connection cap each trickle one header line at a time: /ping and a prediction
     are still answered (the guard pushes out the stalled heads), where uvicorn alone answered 503 to everyone
@@ -377,3 +362,18 @@ def test_slow_header_clients_do_not_deny_dermsweep_serve(server):
     finally:
         for s in slow:
             s.close()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_and_closes_the_port(server):  # last: it ends the module's server
+    proc, port, log_path = server
+    pids = tree_of(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "processes started by dermsweep serve outlived it"
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    assert code == 0, log_path.read_text()[-2000:]  # a graceful stop, not death by the signal
