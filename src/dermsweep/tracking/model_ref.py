@@ -219,7 +219,11 @@ def complete_meta(meta: dict, input_shape: Any, num_classes: int) -> dict:
 
 def load(uri: str, client: Any = None) -> tuple[Any, ModelRef]:
     """(keras_model, ModelRef) for any accepted reference. Raises ModelNotFound / TrackingError."""
-    ref = resolve(uri, client)
+    return load_resolved(resolve(uri, client))
+
+
+def load_resolved(ref: ModelRef) -> tuple[Any, ModelRef]:
+    """The Keras model of a reference `resolve` found, with `ref.meta` completed from the model."""
     assert ref.keras_path is not None  # resolve() raises ModelNotFound otherwise
     model = load_keras_file(ref.keras_path)
     ref.meta = complete_meta(ref.meta, model.input_shape, int(model.output_shape[-1]))

@@ -39,7 +39,7 @@ from ..data import Prepared, prepare
 from ..data.catalog import digest
 from ..data.pipeline import eval_dataset
 from ..errors import ConfigError
-from ..tracking.model_ref import ModelRef, complete_meta, load_keras_file, resolve
+from ..tracking.model_ref import ModelRef, load_resolved, resolve
 from .batch_predict import predict
 
 log = logging.getLogger("dermsweep")
@@ -105,12 +105,14 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
     ids = _ids(data)
     logits = _read(path, ids)
     from_cache = logits is not None
+    model = None  # the teacher is loaded only when its logits are computed or its final layer is needed, and once
     if logits is None:
-        logits = _teacher_logits(cfg, data, teacher, batch_size)
+        model = _load_checked(teacher, data)
+        logits = _teacher_logits(cfg, data, teacher, model, batch_size)
         _write(path, ids, logits)
     train_logits = logits[: len(data.y["train"])]
     if str(cfg.distill.teacher_output) == "shipped":
-        train_logits = _shipped(teacher, train_logits)
+        train_logits = _shipped(model or _load_checked(teacher, data), train_logits)
     targets = soft_targets(data.y["train"], train_logits, float(cfg.distill.temperature), float(cfg.distill.weight))
     weights = None
     if class_weight is not None:
@@ -179,23 +181,29 @@ def _write(path: Path, ids: list[str], logits: np.ndarray) -> None:
         log.warning("could not cache the teacher's logits at %s: %s", path, exc)
 
 
-def _teacher_logits(cfg, data: Prepared, teacher: ModelRef, batch_size: int) -> np.ndarray:
-    """The teacher's logits for the training then validation images, read at the teacher's own input size."""
-    import keras
-
-    model, teacher = _load(teacher)
+def _load_checked(teacher: ModelRef, data: Prepared):
+    """The teacher's Keras model, once it is known to speak the data's classes and to end in a dermsweep head."""
+    model, teacher = load_resolved(teacher)
     if list(teacher.class_names) != list(data.class_names):
         raise ConfigError(
             f"the teacher {teacher.describe()} knows classes {teacher.class_names}, the data has {data.class_names}: "
             "a teacher must be trained on the same classes, in the same order"
         )
     try:
-        head = model.get_layer(TEACHER_LOGITS_LAYER)
+        model.get_layer(TEACHER_LOGITS_LAYER)
     except ValueError:
         raise ConfigError(
             f"the teacher {teacher.describe()} has no {TEACHER_LOGITS_LAYER!r} layer: use a model dermsweep shipped "
             "(a run's, an ensemble's or a cross-validation's)"
         ) from None
+    return model
+
+
+def _teacher_logits(cfg, data: Prepared, teacher: ModelRef, model, batch_size: int) -> np.ndarray:
+    """The teacher's logits for the training then validation images, read at the teacher's own input size."""
+    import keras
+
+    head = model.get_layer(TEACHER_LOGITS_LAYER)
     logits_model = keras.Model(model.inputs, head.input)
     height, width = teacher.input_size
     images = data
@@ -217,18 +225,9 @@ def _teacher_logits(cfg, data: Prepared, teacher: ModelRef, batch_size: int) -> 
     return np.concatenate(parts).astype(np.float32)
 
 
-def _shipped(teacher: ModelRef, logits: np.ndarray) -> np.ndarray:
+def _shipped(model, logits: np.ndarray) -> np.ndarray:
     """The log of the probabilities the teacher ships for these raw logits (its final layer applied to them)."""
     import keras
 
-    model, teacher = _load(teacher)
     probs = keras.ops.convert_to_numpy(model.get_layer(TEACHER_LOGITS_LAYER)(logits))
     return np.log(np.clip(probs, 1e-12, 1.0)).astype(np.float32)
-
-
-def _load(teacher: ModelRef):
-    """Load the resolved teacher's Keras file and complete its metadata (as model_ref.load does)."""
-    assert teacher.keras_path is not None
-    model = load_keras_file(teacher.keras_path)
-    teacher.meta = complete_meta(teacher.meta, model.input_shape, int(model.output_shape[-1]))
-    return model, teacher
