@@ -9,6 +9,8 @@ import sys
 import warnings
 from typing import Any
 
+from ..printable import printable
+
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2, 3
 
 
@@ -35,24 +37,6 @@ def console(stderr: bool = False, width: int | None = None):
         width = int(columns) if columns.isdigit() and int(columns) > 0 else 220
     # Messages on stderr are one line each, never wrapped (scripts and tests read them whole); tables keep the width.
     return Console(file=stream, highlight=False, width=width, soft_wrap=stderr)
-
-
-def printable(text: str) -> str:
-    """`text` with every character a terminal would act on made visible: control characters (ESC, CR, BEL...),
-    bidirectional overrides and other invisible format characters as \\xNN / \\uNNNN, bytes that were not UTF-8
-    in a file name (surrogate escapes) as \\xNN. Print it as rich `Text` (not a markup string) to show it literally."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch.isprintable():
-            out.append(ch)
-        elif 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's escape for an undecodable byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif code <= 0xFF:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-    return "".join(out)
 
 
 def literal(text: str):

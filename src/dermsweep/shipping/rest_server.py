@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
+from ..printable import printable
 from .connections import ConnectionGuard, GuardedH11Protocol
 from .serve_guard import Guard, Limits, allowed_hosts
 
@@ -87,4 +88,4 @@ def _log_escaped(line: str) -> None:
     a client sent must not drive the operator's terminal."""
     import logging
 
-    logging.getLogger("uvicorn.error").warning("%s", line.encode("unicode_escape").decode("ascii"))
+    logging.getLogger("uvicorn.error").warning("%s", printable(line))

@@ -31,6 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..data.images import BadImage
+from ..printable import printable
 from ..tracking.store import first_line
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ BODY_GRACE = 5.0  # seconds every upload gets, on top of its size at MIN_UPLOAD_
 MIN_UPLOAD_RATE = 1024 * 1024  # bytes/s: loopback and any LAN do far better; a 25 MB photo gets 29 s
 MAX_PATH = 1024  # characters of a URL path
 LOOPBACK = ("localhost", "localhost.")
-# Request lines are logged with control characters escaped: a URL cannot send ESC sequences to the terminal
-LOG_SAFE = str.maketrans({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))})
 TYPES = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
@@ -318,7 +317,8 @@ class Doors:
 
     def log(self, line: str) -> None:
         if not self.quiet:
-            sys.stderr.write(line.translate(LOG_SAFE) + "\n")
+            # escaped: a URL cannot send ESC sequences or bidi overrides to the operator's terminal
+            sys.stderr.write(printable(line) + "\n")
 
 
 def build_app(model: WebModel, dist: Path | None, names: set[str], quiet: bool = False) -> Doors:
