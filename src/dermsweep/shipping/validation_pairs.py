@@ -23,13 +23,23 @@ class NotPaired(Exception):
     """The two runs' validation predictions cannot be paired image by image; the message says why."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Predictions:
     run_id: str
     labels: np.ndarray
     probabilities: np.ndarray
     image_ids: np.ndarray | None
     groups: np.ndarray | None
+
+    def rows(self, index: np.ndarray) -> Predictions:
+        """These predictions on the rows `index` only, in that order."""
+        return Predictions(
+            self.run_id,
+            self.labels[index],
+            self.probabilities[index],
+            None if self.image_ids is None else self.image_ids[index],
+            None if self.groups is None else self.groups[index],
+        )
 
 
 def validation_predictions(client, run_id: str) -> Predictions:
@@ -72,15 +82,8 @@ def pair(candidate: Predictions, champion: Predictions) -> tuple[np.ndarray, np.
             raise NotPaired(
                 f"the runs' validation images differ (they share {len(shared)} of {smaller}: another split?)"
             )
-        keep = np.array(shared, dtype=np.int64)
         order = np.array([row[theirs[i]] for i in shared], dtype=np.int64)
-        champion = Predictions(
-            champion.run_id,
-            champion.labels[keep],
-            champion.probabilities[keep],
-            champion.image_ids[keep],
-            None if champion.groups is None else champion.groups[keep],
-        )
+        champion = champion.rows(np.array(shared, dtype=np.int64))
     elif len(candidate.labels) == len(champion.labels):
         order = np.arange(len(candidate.labels))  # older runs: same split id, same order of the same images
     else:
