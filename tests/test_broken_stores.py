@@ -77,3 +77,38 @@ def test_a_broken_optuna_db_is_one_line_and_left_as_it_was(tmp_path, kind):
         open_storage(f"sqlite:///{db}")
     assert str(caught.value).startswith(f"error: Optuna study storage {db} ")
     assert "\n" not in str(caught.value) and db.read_bytes() == before
+
+
+def test_a_sweep_on_a_broken_optuna_db_exits_2_in_one_line(tmp_path):
+    """Through train.py -m: the sweep is refused as a single run's mistake is (exit 2, not Hydra's 1), no traceback,
+    no trial or MLflow run, the file untouched."""
+    import subprocess
+    import sys
+
+    from helpers.config import REPO, SMALLEST
+
+    db = tmp_path / "optuna.db"
+    _header_then_garbage(db)
+    before = db.read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERMSWEEP_", "MLFLOW_", "HYDRA_"))}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            "+sweep=smoke",
+            *SMALLEST,
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweeper.storage=sqlite:///{db}",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+        ],
+        cwd=tmp_path,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines[-1].startswith(f"error: Optuna study storage {db} "), lines
+    assert db.read_bytes() == before and not (tmp_path / "mlflow.db").exists()

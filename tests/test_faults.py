@@ -15,9 +15,9 @@ import mlflow
 import optuna
 import pytest
 
-from conftest import REPO, SMALLEST
 from dermsweep.tracking import run_format as rf
-from server_helpers import free_port, start_mlflow_server
+from helpers.config import REPO, SMALLEST
+from helpers.servers import free_port, start_mlflow_server
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 TRAIN = str(REPO / "train.py")
@@ -154,7 +154,8 @@ def test_bad_config_fails_fast_without_runs_or_trials(tmp_path, override, key):
         sweep_cmd(tmp_path, 2, override, *extra), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120
     )
     # Named as the key, or as the sweeper setting it feeds (hydra.sweeper.direction: ${objective.direction}).
-    assert sweep.returncode != 0 and (f"{key}=" in sweep.stderr or key.split(".")[-1] in sweep.stderr)
+    assert sweep.returncode == 2 and (f"{key}=" in sweep.stderr or key.split(".")[-1] in sweep.stderr)
+    assert "Traceback" not in sweep.stderr, sweep.stderr[-3000:]
     assert not Path(f"{tmp_path}/optuna.db").exists() or not optuna.get_all_study_names(
         f"sqlite:///{tmp_path}/optuna.db"
     )
@@ -385,9 +386,9 @@ def test_a_full_disk_while_logging_the_model_keeps_the_weights_and_says_so(tmp_p
 
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    from conftest import compose
     from dermsweep.errors import TrackingError
     from dermsweep.training.task import run
+    from helpers.config import compose
 
     upload = LocalArtifactRepository.log_artifacts
 

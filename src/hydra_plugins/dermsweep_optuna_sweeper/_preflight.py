@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from ._options import SweepSettingsError
 from ._search_space import override_line
 from .config import DEFAULT_VALIDATE
 
@@ -66,7 +67,6 @@ def preflight(
                 raise
             log.info("pre-flight %s skipped: not dermsweep's training config (%s)", validate, exc)
             return
-        except Exception as exc:
-            if not label:
-                raise
-            raise ValueError(f"hydra.sweeper.{label} ({' '.join(overrides[len(base) :])}): {exc}") from exc
+        except Exception as exc:  # one line naming the variant (Hydra prints a compact error without a traceback)
+            where = f"hydra.sweeper.{label} ({' '.join(overrides[len(base) :])}): " if label else ""
+            raise SweepSettingsError(f"{where}{exc}") from exc
