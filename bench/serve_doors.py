@@ -1,6 +1,6 @@
 """Serve load test: `dermsweep serve` on loopback under normal load and under refused 210 MB bodies, then SIGTERM.
 
-A throwaway tracking store gets the tests' tiny champion (tests/shipping_helpers.py: the latency is the server's
+A throwaway tracking store gets the tests' tiny champion (tests/helpers/shipping.py: the latency is the server's
 and the decode's, not a MobileNet's), `dermsweep serve` starts on a free 127.0.0.1 port, and then:
 1. --requests POSTs of one real HAM10000 image each from --clients threads: errors, p50/p95 latency;
 2. --attacks bodies of 210 MB at once (half with a declared Content-Length, half chunked): their answers;
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import _common as C
 
-sys.path.insert(0, str(C.ROOT / "tests"))
+sys.path.insert(0, str(C.ROOT / "tests"))  # the tests' helpers package: import helpers.*
 
 
 class _Temp:
@@ -50,8 +50,8 @@ def main(argv=None) -> dict:
 
     import pytest
 
-    from shipping_helpers import activate, champion_of, ham_images, shared_store
-    from test_serve_doors import free_port, huge_body, post, rss_mb, tree_of
+    from helpers.servers import free_port, huge_body, post, rss_mb, tree_of
+    from helpers.shipping import activate, champion_of, ham_images, shared_store
 
     load_before = C.load()
     store = shared_store(_Temp())
@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
 
 
 def _pings(port: int) -> bool:
-    from test_serve_doors import http
+    from helpers.servers import http
 
     try:
         return http(port, f"GET /ping HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\n", timeout=5)[0] == 200

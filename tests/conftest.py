@@ -1,64 +1,43 @@
-"""Shared fixtures: config composition, the shared HAM10000 copy, and one real smoke training run per session."""
+"""Shared fixtures and hooks: the shared HAM10000 copy, MLflow stores, the stand-in sweeper app's working directory,
+one real smoke training run per session, the shipping tests' store and headless Chromium. Constants and helper
+functions live in tests/helpers/ (test modules import them from there, never from here).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from helpers.config import HAM10000, REPO, compose, tiny_run
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-SHARED = REPO.parent / "shared"
-HAM10000 = SHARED / "data" / "ham10000"
-WEIGHTS = SHARED / "weights"
 
 
-def compose(overrides: list[str] | None = None):
-    """The config train.py would get for these command-line overrides."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides or []))
-
-
-# The smallest real training run: generated data, the smoke trainer, a random-init MobileNet at 64x64.
-SMALLEST = ["data=synthetic", "trainer=smoke", "model=mobilenet_v1", "resolution=64x64", "data.max_images=140"]
-
-
-def tiny_run(store: Path, experiment: str) -> list[str]:
-    """Overrides for the smallest real training run (SMALLEST) into its own store under `store`."""
-    return [
-        *SMALLEST,
-        f"tracking.uri=sqlite:///{store}/mlflow.db",
-        f"experiment={experiment}",
-        f"cache_dir={store}/cache",
-    ]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    """predicate()'s first truthy value, polled every 0.3 s; the test fails naming `what` after `timeout` s."""
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    pytest.fail(f"{what} within {timeout:.0f} s")
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow_db(tmp_path_factory) -> Path:
-    """A migrated MLflow SQLite database to copy per test (saves each test the schema migration)."""
+    """A migrated MLflow SQLite database to copy per test (saves each test the schema migration): never written to."""
     import mlflow
 
     db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     mlflow.MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
     return db
+
+
+@pytest.fixture
+def ws(tmp_path, mlflow_db) -> Path:
+    """A test's working directory for the stand-in sweeper app (helpers.sweeper), with its own MLflow store; the
+    Optuna storage and Hydra's outputs go here too. The copied store's Default experiment (where an app's parent
+    run goes when it names no experiment) keeps its artifacts here: the template recorded an absolute folder under
+    pytest's working directory."""
+    import sqlite3
+
+    shutil.copy(mlflow_db, tmp_path / "mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        con.execute("UPDATE experiments SET artifact_location = ?", ((tmp_path / "mlartifacts").as_uri(),))
+    return tmp_path
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +99,18 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture
 def store(tmp_path_factory, monkeypatch):
-    """The shipping tests' tracking store (tests/shipping_helpers.py: built once per session), active for a test."""
-    from shipping_helpers import activate, shared_store
+    """The shipping tests' tracking store (helpers.shipping: built once per session), active for a test."""
+    from helpers.shipping import activate, shared_store
 
     s = shared_store(tmp_path_factory)
     activate(s, monkeypatch)
     return s
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium driver (helpers.browser) for a test module; skipped where Chromium is not installed."""
+    from helpers.browser import headless_chromium
+
+    with headless_chromium() as driver:
+        yield driver

@@ -1,6 +1,6 @@
 """Training on every Keras backend: the rules that pick the backend, precision and parallelism, and real smoke runs
 on JAX (two devices, data parallel, mixed bfloat16) and PyTorch, each in its own process with TensorFlow made
-unimportable (tests/backend_runner.py), whose models then load here, under TensorFlow.
+unimportable (tests/helpers/backend_runner.py), whose models then load here, under TensorFlow.
 
 The JAX sweep, promotion and export are tests/test_jax_sweep.py. A backend that is not installed is skipped, saying
 so; `make install` installs both.
@@ -8,8 +8,6 @@ so; `make install` installs both.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,29 +17,20 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, SMALLEST
 from dermsweep.errors import ConfigError
 from dermsweep.keras_backend import select
 from dermsweep.tracking import run_format as rf
 from dermsweep.training import hardware
 from dermsweep.training.devices import Devices
+from helpers.backends import RUNNER, backend_env, needs
+from helpers.config import REPO, SMALLEST
 
-RUNNER = str(REPO / "tests" / "backend_runner.py")
 TINY = [
     *SMALLEST,
     "model.height=32",
     "model.width=32",
     "tracking.log_model=always",
 ]
-
-
-def needs(module: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"{module} is not installed")
-
-
-def backend_env(backend: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
-    return {**env, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **extra}
 
 
 def train(ws: Path, backend: str, *overrides: str, env: dict | None = None, timeout: int = 900) -> str:

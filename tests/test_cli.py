@@ -9,7 +9,7 @@ import pytest
 
 from dermsweep import cli
 from dermsweep.cli import console, demo
-from shipping_helpers import champion_of, ham_images, log_sweep
+from helpers.shipping import champion_of, ham_images, log_sweep
 
 
 def run(capsys, *argv):

@@ -7,9 +7,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from conftest import CONF, WEIGHTS, compose
 from dermsweep.errors import ConfigError
 from dermsweep.training.config import validate
+from helpers.config import CONF, WEIGHTS, compose
 
 GROUPS = ["data", "model", "resolution", "augment", "schedule", "class_weight", "trainer"]
 

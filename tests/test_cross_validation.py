@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose, tiny_run
 from dermsweep.data.split import split
 from dermsweep.errors import ConfigError
+from helpers.config import compose, tiny_run
 
 
 def _table(n_lesions: int = 300, seed: int = 0) -> pd.DataFrame:

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose
 from dermsweep.data import prepare
 from dermsweep.data.images import BadImage, load_rgb
 from dermsweep.data.sources import synthetic as synthetic_source
 from dermsweep.errors import DataError
+from helpers.config import compose
 
 
 def ham_cfg(root, **over):

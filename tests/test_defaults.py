@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose
 from dermsweep.errors import ConfigError
 from dermsweep.training import config
+from helpers.config import compose
 
 
 def test_plain_config_is_the_shipped_recipe():

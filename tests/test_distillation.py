@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import compose, tiny_run
 from dermsweep.errors import ConfigError
+from helpers.config import compose, tiny_run
 
 
 def test_soft_targets_mix_the_label_with_the_tempered_teacher():

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SMALLEST, compose
 from dermsweep.evaluation.metrics import scores
 from dermsweep.shipping import ensemble as ens
 from dermsweep.shipping.ranking import NoEligibleRun, RunRow
 from dermsweep.tracking import run_format as rf
+from helpers.config import SMALLEST, compose
 
 
 def _candidate(name: str, value: float) -> ens.Candidate:
@@ -19,7 +19,7 @@ def _candidate(name: str, value: float) -> ens.Candidate:
 
 
 def test_greedy_selection_stops_when_the_next_member_does_not_improve_beyond_the_noise():
-    from test_bootstrap import probs_of, real_shaped
+    from helpers.predictions import probs_of, real_shaped
 
     a, b, c = _candidate("a", 0.70), _candidate("b", 0.68), _candidate("c", 0.60)
     y, lesions, look, rng = real_shaped()

@@ -22,7 +22,7 @@ from dermsweep.shipping.evaluate import dataset_digest, score
 from dermsweep.shipping.labelled_data import Labelled, read_dataset
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking.model_ref import ModelRef, load
-from shipping_helpers import CLASSES, SIZE, champion_of, meta, write_image_dir
+from helpers.shipping import CLASSES, SIZE, champion_of, meta, write_image_dir
 
 MEL = CLASSES.index("mel")
 

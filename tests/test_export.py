@@ -11,7 +11,7 @@ from dermsweep.errors import DataError
 from dermsweep.shipping import export as ex
 from dermsweep.shipping.predict import Predictor
 from dermsweep.tracking.store import connect
-from shipping_helpers import CLASSES, activate, champion_of, ham_images, shared_store, write_image_dir
+from helpers.shipping import CLASSES, activate, champion_of, ham_images, shared_store, write_image_dir
 
 # int8 post-training quantisation may flip a few borderline images; on this 28-image validation split one flip
 # moves balanced accuracy by ~0.04. Real models: see docs/shipping.md for measured figures.

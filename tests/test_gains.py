@@ -12,26 +12,10 @@ from dermsweep.evaluation import calibration
 from dermsweep.evaluation.metrics import scores
 from dermsweep.keras_layers import DihedralView
 from dermsweep.training import gains as g
-from dermsweep.training.model import CLASSIFIER, LOGITS_LAYER, logits_of
+from dermsweep.training.model import logits_of
 from dermsweep.views import VIEWS
-
-K = 7
-
-
-def tiny_classifier(seed: int = 0) -> keras.Model:
-    """A classifier laid out like training.model.build's (any input size, logits then softmax), untrained."""
-    keras.utils.set_random_seed(seed)
-    x = inputs = keras.Input((None, None, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
-    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu")(x)
-    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    logits = keras.layers.Dense(K, name=LOGITS_LAYER)(x)
-    return keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits), name=CLASSIFIER)
-
-
-def images(n: int = 5, h: int = 12, w: int = 16, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3)).astype(np.uint8)
+from helpers.models import images, tiny_classifier
+from helpers.predictions import K
 
 
 def test_views_are_the_eight_symmetries_of_the_image_and_keras_agrees_with_numpy():

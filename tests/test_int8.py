@@ -11,7 +11,8 @@ from dermsweep.shipping import converters as cv
 from dermsweep.shipping import int8 as q
 from dermsweep.shipping.predict import TFLiteRunner
 from dermsweep.training import gains as g
-from test_gains import K, images, tiny_classifier
+from helpers.models import images, tiny_classifier
+from helpers.predictions import K
 
 H, W = 24, 32
 

@@ -15,7 +15,7 @@ from dermsweep.shipping.evaluate import score
 from dermsweep.shipping.labelled_data import Labelled
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking.model_ref import ModelRef
-from test_bootstrap import probs_of, real_shaped
+from helpers.predictions import probs_of, real_shaped
 
 
 def test_a_run_logs_intervals_gain_evidence_and_its_shipped_probabilities(smoke_run):

@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from dermsweep.tracking import run_format as rf
-from test_backends import RUNNER, backend_env, needs
+from helpers.backends import PRUNE_AFTER_STARTUP, RUNNER, backend_env, needs
 
 pytestmark = [pytest.mark.slow, needs("jax")]
 
@@ -32,7 +32,7 @@ def sweep(tmp_path_factory):
         "hardware.backend=jax",
         "experiment=jax-sweep",
         "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.pruner._target_=backend_runner.PruneAfterStartup",  # the third trial is pruned
+        f"hydra.sweeper.pruner._target_={PRUNE_AFTER_STARTUP}",  # the third trial is pruned
         "hydra.sweeper.plots=false",
         # fixed on the command line, over the sweep's own ranges: one architecture, one set of XLA programs
         "model.alpha=0.25",

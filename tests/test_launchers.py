@@ -1,17 +1,13 @@
 """A real launcher beyond joblib: trials run through hydra-submitit-launcher's local executor (one process per job,
 as on a SLURM cluster with `hydra/launcher=submitit_slurm`), with pruning and resume working as with the basic
-launcher. Uses the stand-in app of test_sweeper.py (no TensorFlow)."""
+launcher. Uses the stand-in app of the sweeper tests (helpers.sweeper, no TensorFlow)."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from dermsweep.tracking import run_format as rf
-from test_sweeper import _env, load_study, mlflow_template, optuna_args, runs_of, ws  # noqa: F401 (fixtures)
+from helpers.sweeper import load_study, optuna_args, run_app, runs_of
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[submitit]'")
 
@@ -23,28 +19,20 @@ SUBMITIT = [
     "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
     "+hydra.sweeper.pruner.lower=-10",
 ]
-
-
-APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
-
-
-def run_app(folder: Path, args: list[str]) -> None:
-    """test_sweeper's run_app with more time: every job is a new process (seconds each on a busy machine)."""
-    done = subprocess.run(
-        [sys.executable, str(APP), *args], cwd=folder, env=_env(), capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+# More time than helpers.sweeper's default: every job is a new process (seconds each on a busy machine).
+TIMEOUT = 900
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_prunes_and_resumes(ws):  # noqa: F811 (the fixture imported above)
-    run_app(ws, optuna_args(ws, 2, *SUBMITIT, sweep_dir="ms1"))  # one batch of two jobs
+def test_submitit_local_launcher_prunes_and_resumes(ws):
+    run_app(ws, optuna_args(ws, 2, *SUBMITIT, sweep_dir="ms1"), timeout=TIMEOUT)  # one batch of two jobs
     study = load_study(ws)
     assert {t.number: t.state.name for t in study.trials} == {0: "COMPLETE", 1: "PRUNED"}
     first = {t.number: t.params for t in study.trials}
     assert list((ws / "ms1" / ".submitit").glob("*/*_log.out")), "submitit ran no job"
 
-    run_app(ws, optuna_args(ws, 3, *SUBMITIT, sweep_dir="ms2"))  # the same command, one more trial: resumes
+    # the same command, one more trial: resumes
+    run_app(ws, optuna_args(ws, 3, *SUBMITIT, sweep_dir="ms2"), timeout=TIMEOUT)
     study = load_study(ws)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
     assert {n: study.trials[n].params for n in first} == first  # nothing re-run

@@ -70,7 +70,7 @@ def test_a_training_run_shows_no_bookkeeping_and_both_reliability_diagrams(smoke
 
 
 def test_registered_versions_carry_a_short_tag_set(store):
-    from shipping_helpers import champion_of
+    from helpers.shipping import champion_of
 
     name = f"short-tags-{uuid.uuid4().hex[:6]}"
     champion_of(store, name)

@@ -67,8 +67,8 @@ def test_batchnorm_while_fine_tuning(pretrained_weights, train_batchnorm):
 def test_every_registered_backbone_builds_from_its_own_entry(name):
     """A backbone's entry is all the code needs: its YAML composes, and the network builds, scales its input and
     has the last convolution Grad-CAM reads, with a run-name label and metadata from the entry alone."""
-    from conftest import compose
     from dermsweep.training import config
+    from helpers.config import compose
 
     cfg = compose([f"model={name}", "model.weights=null", "model.height=32", "model.width=32", "data=synthetic"])
     config.validate(cfg)

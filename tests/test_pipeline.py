@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose
 from dermsweep.data.augment import DRAWS, build_augmenter
 from dermsweep.data.pipeline import BatchStream, eval_dataset, training_batches, training_dataset
 from dermsweep.data.stream import uniforms
+from helpers.config import compose
 
 
 def augment_cfg(**over):

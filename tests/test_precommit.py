@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.config import REPO
 
 
 def test_pre_commit_runs_the_gates_of_make_lint():

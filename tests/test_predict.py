@@ -8,7 +8,7 @@ import pytest
 from dermsweep.data.images import load_rgb
 from dermsweep.shipping.predict import Predictor, TFLiteRunner
 from dermsweep.tracking.model_ref import ModelNotFound, load
-from shipping_helpers import CLASSES, SIZE, champion_of, ham_images
+from helpers.shipping import CLASSES, SIZE, champion_of, ham_images
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_operating_point_verdict_follows_the_one_decision_rule(tmp_path, capsys)
 
     from dermsweep.cli import main
     from dermsweep.diagnoses import decide
-    from shipping_helpers import meta, tiny_model
+    from helpers.shipping import meta, tiny_model
 
     model = tiny_model(epochs=0)
     path = tmp_path / "model.keras"

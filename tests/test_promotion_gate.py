@@ -21,9 +21,8 @@ from dermsweep.shipping import promotion
 from dermsweep.shipping.registry_lock import lock_path
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking.store import connect
-from test_bootstrap import probs_of, real_shaped
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers.config import REPO
+from helpers.predictions import probs_of, real_shaped
 
 
 @pytest.fixture
@@ -33,11 +32,11 @@ def client(store, monkeypatch):
 
 
 def log_gated_run(model, experiment: str, study: str, y, probs, lesions, split_id: str = "split-g") -> str:
-    """A finished run (shipping_helpers.log_run) that also logged view_logits.npz as training does: labels, the
+    """A finished run (helpers.shipping.log_run) that also logged view_logits.npz as training does: labels, the
     shipped validation probabilities, image ids and lesion ids. Its objective is what those probabilities score."""
     import mlflow
 
-    from shipping_helpers import log_run
+    from helpers.shipping import log_run
 
     value = scores(y, probs)["balanced_accuracy"]
     run_id = log_run(model, experiment, value, split_id, study=study, name=study)

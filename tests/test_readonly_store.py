@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shipping_helpers import champion_of
+from helpers.shipping import champion_of
 
 
 def _files(root: Path) -> dict[str, tuple[int, float]]:

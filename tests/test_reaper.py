@@ -17,18 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SMALLEST, wait_for
 from dermsweep import cli, liveness
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking import run_owner
+from helpers.config import REPO, SMALLEST
+from helpers.sweeper import APP, app_env
+from helpers.waiting import wait_for
 
-APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
 TIMEOUT = 900  # generous: CI shares 2 cores with whatever else runs
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERMSWEEP_", "MLFLOW_"))}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
 
 
 def _dead_pid() -> tuple[int, str]:
@@ -204,7 +200,7 @@ def test_killed_single_run_is_marked_killed_by_the_next_command(tmp_path, capsys
             f"cache_dir={tmp_path}/cache",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=app_env(),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -251,7 +247,7 @@ def test_killed_sweep_on_a_journal_file_is_reaped_then_resumed(tmp_path, capsys)
     proc = subprocess.Popen(
         [sys.executable, str(APP), *args, "sleep=1.0", f"hydra.sweep.dir={tmp_path}/ms1"],
         cwd=tmp_path,
-        env=_env(),
+        env=app_env(),
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -295,7 +291,7 @@ def test_killed_sweep_on_a_journal_file_is_reaped_then_resumed(tmp_path, capsys)
     done = subprocess.run(
         [sys.executable, str(APP), *args, f"hydra.sweep.dir={tmp_path}/ms2"],
         cwd=tmp_path,
-        env=_env(),
+        env=app_env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

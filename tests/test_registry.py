@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALLEST
 from dermsweep.shipping import promotion, ranking
 from dermsweep.tracking import model_ref
 from dermsweep.tracking import run_format as rf
 from dermsweep.tracking.store import connect
+from helpers.config import REPO, SMALLEST
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_unknown_sweep_and_experiment(client):
 def test_promote_notes_better_runs_that_logged_no_model(client, store, monkeypatch):
     """With tracking.log_model=improving a run can rank first yet have no model: promote takes the best run that
     has one, and says which better runs it passed over."""
-    from shipping_helpers import activate, log_run
+    from helpers.shipping import activate, log_run
 
     monkeypatch.chdir(store.root)  # artifacts of the new experiment land in the temp store
     activate(store, monkeypatch)
@@ -62,7 +62,7 @@ def test_promote_notes_better_runs_that_logged_no_model(client, store, monkeypat
 def test_a_run_of_unknown_size_is_not_taken_as_within_the_parameter_limit(client, store, monkeypatch):
     """A run that logged no parameter count (an older dermsweep's) cannot prove it fits a phone: promote passes over
     it and says why, instead of reading its size as 0."""
-    from shipping_helpers import activate, log_run
+    from helpers.shipping import activate, log_run
 
     monkeypatch.chdir(store.root)
     activate(store, monkeypatch)
@@ -189,7 +189,6 @@ def test_real_smoke_run_promotes_serves_and_predicts(tmp_path, monkeypatch):
 
     from dermsweep.data.sources.synthetic import render
     from dermsweep.shipping.predict import Predictor
-    from shipping_helpers import REPO
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -12,12 +12,12 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import compose
 from dermsweep.data.pipeline import eval_dataset, training_dataset
 from dermsweep.data.stream import BatchStream
 from dermsweep.training import determinism, fit, provenance
 from dermsweep.training.averaging import ExponentialAverage, WindowAverage
 from dermsweep.training.smoothing import RunningMean
+from helpers.config import compose
 
 
 def small_data(n=48, seed=0):

@@ -16,22 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, wait_for
 from dermsweep.tracking import run_format as rf
-from server_helpers import Postgres, postgres_missing, start_mlflow_server, stop
+from helpers.config import REPO
+from helpers.servers import Postgres, postgres_missing, start_mlflow_server, stop
+from helpers.sweeper import APP, app_env
+from helpers.waiting import wait_for
 
 MISSING = postgres_missing()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
 
 TRAIN = str(REPO / "train.py")
-APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
 DERMSWEEP = [sys.executable, "-c", "import sys; from dermsweep.cli import main; sys.exit(main())"]
 TIMEOUT = 1200  # generous: CI shares 2 cores with whatever else runs; a hang still ends the test
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERMSWEEP_", "MLFLOW_"))}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +148,7 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
     promoted = subprocess.run(
         [*DERMSWEEP, "promote", *args, "--experiment", experiment, "--sweep", study_name, "--json"],
         cwd=tmp_path,
-        env=_env(),
+        env=app_env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -169,7 +165,7 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
     predicted = subprocess.run(
         [*DERMSWEEP, "predict", str(image), *args, "--json"],
         cwd=tmp_path,
-        env=_env(),
+        env=app_env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -189,7 +185,7 @@ def _spawn_workers(tmp_path: Path, argv, n: int = 3) -> list[subprocess.Popen]:
             subprocess.Popen(
                 argv(i, folder),
                 cwd=folder,
-                env=_env(),
+                env=app_env(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

@@ -3,7 +3,7 @@ share (data/images.py) against hostile images, requests, paths and file names.
 
 Each numbered defect of the issue has regression tests here, named in their docstrings ("defect N"). The servers
 run in-process on free loopback ports; the model is the shipping tests' tiny registered champion
-(tests/shipping_helpers.py), so nothing is trained. Images that would take hundreds of MB to decode are only ever
+(tests/helpers/shipping.py), so nothing is trained. Images that would take hundreds of MB to decode are only ever
 refused here (they are built in a few ms: a 1-bit PNG of 13000x13000 pixels is 20 KB). `test_web_api_under_load`
 (slow) runs 8 clients for 30 s against the web API on loopback and prints its figures (-s).
 """
@@ -21,22 +21,20 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from dermsweep.data.images import BadImage, load_rgb
-from shipping_helpers import CLASSES, activate, champion_of, shared_store
+from helpers.browser import wait_js
+from helpers.config import REPO
+from helpers.shipping import CLASSES, activate, champion_of, shared_store
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGES_PY = REPO / "src" / "dermsweep" / "data" / "images.py"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 MODEL = "security-test"
 # The documented limits (docs/web.md, docs/shipping.md), written out so a silent change fails here
 IMAGES_PER_REQUEST, CHUNK, MAX_CONNECTIONS, SOCKET_TIMEOUT = 64, 16, 16, 10.0
@@ -615,35 +613,6 @@ def layout_web(tmp_path_factory):
     shutil.rmtree(app.workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def chromium(layout_web):
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip(f"headless Chromium not installed ({CHROMIUM}, {CHROMEDRIVER})")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="dermsweep-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def _wait(driver, js: str, timeout: float = 60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = driver.execute_script(js)
-        if value:
-            return value
-        time.sleep(0.1)
-    page = driver.execute_script("return document.body.innerText")
-    raise AssertionError(f"timed out waiting for {js!r}; page says:\n{page}")
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 def test_browser_and_server_agree_on_rotated_transparent_and_16_bit_images(layout_web, chromium, tmp_path):
@@ -661,7 +630,7 @@ def test_browser_and_server_agree_on_rotated_transparent_and_16_bit_images(layou
     }
     driver, port = chromium, layout_web["port"]
     driver.get(layout_web["url"])
-    _wait(driver, "return document.body.dataset.state === 'ready'")
+    wait_js(driver, "return document.body.dataset.state === 'ready'")
     assert driver.find_element(By.ID, "path").get_attribute("data-path") == "browser"
     worst = {}
     for name, data in cases.items():
@@ -669,7 +638,7 @@ def test_browser_and_server_agree_on_rotated_transparent_and_16_bit_images(layou
         path.write_bytes(data)
         driver.execute_script("window.dermsweep.result = null")
         driver.find_element(By.ID, "file").send_keys(str(path))
-        result = _wait(
+        result = wait_js(
             driver,
             "const s = window.dermsweep; return document.body.dataset.state === 'done' && s.result ? s.result : null",
         )

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ from PIL import Image
 from dermsweep.data.images import BadImage
 from dermsweep.data.sources.ham10000 import FULL_NAMES
 from dermsweep.shipping.serving import decode_payload
-from shipping_helpers import CLASSES, champion_of, ham_images
+from helpers.servers import free_port
+from helpers.shipping import CLASSES, champion_of, ham_images
 
 
 def png_b64(seed: int = 0, size=(40, 30)) -> str:
@@ -103,12 +103,6 @@ def test_serving_model_travels_without_dermsweep(store, tmp_path):
     rows = json.loads(res.stdout.strip().splitlines()[-1])
     assert rows[0]["label"] in CLASSES and rows[0]["error"] is None
     assert rows[0]["name"] == FULL_NAMES[rows[0]["label"]] and rows[0]["name"] != rows[0]["label"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -18,54 +18,11 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 
-from conftest import compose
 from dermsweep.data import prepare
 from dermsweep.data.images import BadImage, decode_rgb, load_rgb
 from dermsweep.errors import DataError
-from shipping_helpers import HAM_DIR
-
-
-def photo_jpeg(size=(200, 150), seed: int = 0, **save) -> bytes:
-    """A photo-like JPEG (smooth gradients and noise, so its scan is a few kB)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (w + h)], axis=-1)
-    pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=85, **save)
-    return buf.getvalue()
-
-
-def scan_bounds(jpeg: bytes) -> tuple[int, int]:
-    """Where the entropy-coded data of the (first) scan starts and where the end-of-image marker is."""
-    sos = jpeg.index(b"\xff\xda")
-    return sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big"), jpeg.rindex(b"\xff\xd9")
-
-
-def cut_in_half(jpeg: bytes) -> bytes:
-    """The first half of the scan, then an end-of-image marker: Pillow decodes it with the lower half grey."""
-    start, end = scan_bounds(jpeg)
-    return jpeg[: start + (end - start) // 2] + b"\xff\xd9"
-
-
-def scan_zeroed(jpeg: bytes) -> bytes:
-    """Everything after the first fifth of the scan overwritten with zero bytes, the length unchanged."""
-    start, end = scan_bounds(jpeg)
-    keep = start + (end - start) // 5
-    return jpeg[:keep] + bytes(end - keep) + jpeg[end:]
-
-
-def tiny_claiming(width: int, height: int) -> bytes:
-    """A few-hundred-byte JPEG (an 8x8 image) whose frame header says width x height."""
-    buf = io.BytesIO()
-    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(buf, format="JPEG", quality=75)
-    data = bytearray(buf.getvalue())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 7] = height.to_bytes(2, "big")
-    data[sof + 7 : sof + 9] = width.to_bytes(2, "big")
-    return bytes(data)
-
+from helpers.config import HAM10000, compose
+from helpers.jpegs import cut_in_half, photo_jpeg, scan_zeroed, tiny_claiming
 
 CORRUPT = {
     "half": lambda: cut_in_half(photo_jpeg()),
@@ -100,9 +57,9 @@ def test_good_jpegs_still_decode_to_the_same_pixels():
 
 
 def test_genuine_ham10000_photos_are_accepted():
-    images = sorted((HAM_DIR / "HAM10000_images_part_1").glob("*.jpg"))[::17][:300]
+    images = sorted((HAM10000 / "HAM10000_images_part_1").glob("*.jpg"))[::17][:300]
     if not images:
-        pytest.skip(f"shared HAM10000 copy not found at {HAM_DIR}")
+        pytest.skip(f"shared HAM10000 copy not found at {HAM10000}")
     refused = []
     for path in images:
         try:

@@ -1,127 +1,18 @@
 """The Optuna sweeper plugin (hydra/sweeper=optuna), the trial link and MLflow parent runs.
 
-Runs a stand-in Hydra app (tests/sweeper_app/my_app.py: fake per-epoch values, no TensorFlow) in subprocesses,
-with MLflow, the Optuna storage and Hydra's output folders inside tmp_path.
+Runs a stand-in Hydra app (tests/sweeper_app/my_app.py: fake per-epoch values, no TensorFlow; helpers.sweeper) in
+subprocesses, with MLflow, the Optuna storage and Hydra's output folders inside tmp_path (the `ws` fixture).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dermsweep.tracking import run_format as rf
-
-APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
-TIMEOUT = 240
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory) -> Path:
-    """One migrated MLflow SQLite database, copied into each test (saves the schema migration per test)."""
-    import mlflow
-
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    client = mlflow.MlflowClient(f"sqlite:///{db}")
-    client.search_experiments(max_results=1)
-    return db
-
-
-@pytest.fixture
-def ws(tmp_path, mlflow_template):
-    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
-    return tmp_path
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERMSWEEP_", "MLFLOW_"))}
-    env["HYDRA_FULL_ERROR"] = "1"
-    return env
-
-
-def base_args(ws: Path, sweep_dir: str = "ms") -> list[str]:
-    return [
-        f"hydra.sweep.dir={ws / sweep_dir}",
-        f"hydra.run.dir={ws / 'run'}",
-        f"tracking.uri=sqlite:///{ws / 'mlflow.db'}",
-        f"tracking.artifact_root={ws / 'artifacts'}",
-    ]
-
-
-def optuna_args(ws: Path, n_trials: int, *extra: str, study: str = "s", plots: bool = False, **kw) -> list[str]:
-    return [
-        "-m",
-        "hydra/sweeper=optuna",
-        *base_args(ws, **kw),
-        f"hydra.sweeper.storage=sqlite:///{ws / 'optuna.db'}",
-        f"hydra.sweeper.study_name={study}",
-        f"hydra.sweeper.n_trials={n_trials}",
-        f"hydra.sweeper.plots={str(plots).lower()}",
-        "hydra.sweeper.sampler.seed=7",
-        "hydra.sweeper.validate=null",  # the pre-flight knows train.py's config, not this stand-in's
-        "x=interval(0, 1)",
-        "y=choice(0.2, 0.6, 0.9)",
-        *extra,
-    ]
-
-
-def run_app(ws: Path, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, str(APP), *args], cwd=ws, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"app failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def spawn_app(ws: Path, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(APP), *args],
-        cwd=ws,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # A suite started in the background (`cmd &` without job control) hands its children SIGINT ignored, and
-        # Python then never raises KeyboardInterrupt: the interrupt tests need the default back.
-        preexec_fn=_default_sigint,
-    )
-
-
-def _default_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def load_study(ws: Path, name: str = "s", storage: Path | None = None):
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{storage or ws / 'optuna.db'}")
-
-
-def mlflow_client(ws: Path):
-    import mlflow
-
-    return mlflow.MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
-
-
-def runs_of(ws: Path, experiment: str = "sweeper-test"):
-    client = mlflow_client(ws)
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, "experiment not created"
-    return client, client.search_runs([exp.experiment_id], max_results=1000)
-
-
-def states(study) -> dict:
-    from collections import Counter
-
-    return dict(Counter(t.state.name for t in study.trials))
+from helpers.config import CONF
+from helpers.sweeper import TIMEOUT, base_args, load_study, optuna_args, run_app, runs_of, spawn_app, states
 
 
 # ----------------------------------------------------------------------------------------------- plugin
@@ -147,10 +38,9 @@ def test_sweeper_selectable_from_the_command_line(tmp_path):
 def test_sweep_files_compose():
     from hydra import compose, initialize_config_dir
 
-    conf = Path(__file__).parents[1] / "conf"
-    names = sorted(p.stem for p in (conf.parent / "sweeps").glob("*.yaml"))
+    names = sorted(p.stem for p in (CONF.parent / "sweeps").glob("*.yaml"))
     assert {"smoke", "backbone", "augmentation", "schedule_and_weighting", "full"} <= set(names)
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in names:
             cfg = compose("config", overrides=[f"+sweep={name}"], return_hydra_config=True)
             assert cfg.hydra.sweeper._target_.endswith("DermsweepOptunaSweeper"), name

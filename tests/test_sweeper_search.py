@@ -3,7 +3,7 @@ configurations and an earlier experiment's best runs), time to quality on the pa
 pruning (Hyperband, successive halving) over dermsweep's epoch reports.
 
 Pure functions are tested in-process; the end-to-end tests run the stand-in app (tests/sweeper_app, no TensorFlow)
-in subprocesses, as tests/test_sweeper.py does, with its helpers.
+in subprocesses, as tests/test_sweeper.py does, with helpers.sweeper and the `ws` fixture.
 """
 
 from __future__ import annotations
@@ -19,17 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from dermsweep.tracking import run_format as rf
-from test_sweeper import load_study, mlflow_client, optuna_args, run_app, runs_of
-
-
-@pytest.fixture
-def ws(tmp_path, mlflow_db) -> Path:
-    """The test's working directory with its own MLflow store; the Optuna storage and Hydra's outputs go here too."""
-    import shutil
-
-    shutil.copy(mlflow_db, tmp_path / "mlflow.db")
-    return tmp_path
-
+from helpers.sweeper import load_study, mlflow_client, optuna_args, run_app, runs_of
 
 HYPERBAND = [
     "hydra.sweeper.pruner._target_=optuna.pruners.HyperbandPruner",

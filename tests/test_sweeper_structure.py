@@ -13,14 +13,14 @@ import shutil
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
 from dermsweep.tracking import run_format as rf
+from helpers.config import REPO
+from helpers.sweeper import APP
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
+SRC = REPO / "src"
 # Optuna's private names dermsweep needs: attributes of its objects and its private modules
 PRIVATE_OPTUNA = re.compile(
     r"\._storage\b|\._trial_id\b|\._suggest\b|\._backend\b|\._study_id\b|\._cached_frozen_trial\b"

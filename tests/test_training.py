@@ -8,10 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import WEIGHTS, compose
 from dermsweep.errors import ConfigError, DataError, TrackingError
 from dermsweep.tracking import run_format as rf
 from dermsweep.training.task import run
+from helpers.config import WEIGHTS, compose
 
 pytestmark = pytest.mark.slow
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers.sweeper import APP, app_env
+
 EXAMPLES = Path(__file__).parent / "upstream_examples"
-SWEEPER_APP = Path(__file__).parent / "sweeper_app" / "my_app.py"
 ALIAS = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 TIMEOUT = 240
 # dermsweep's key, added where a test runs an example with extra overrides anyway: the parent run's Optuna plots
@@ -28,23 +28,10 @@ NO_PLOTS = "hydra.sweeper.plots=false"
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-@pytest.fixture
-def ws(tmp_path, mlflow_db) -> Path:
-    """The test's working directory. The copied store's Default experiment (where another app's parent run goes)
-    keeps its artifacts here: the template recorded an absolute folder under pytest's working directory."""
-    import sqlite3
-
-    shutil.copy(mlflow_db, tmp_path / "mlflow.db")
-    with sqlite3.connect(tmp_path / "mlflow.db") as con:
-        con.execute("UPDATE experiments SET artifact_location = ?", ((tmp_path / "mlartifacts").as_uri(),))
-    return tmp_path
-
-
 def run(ws: Path, script: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run an app as its users do (python script.py ...), from ws, with Hydra's outputs in ws/ms."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DERMSWEEP_", "MLFLOW_"))}
-    full_env.update({"HYDRA_FULL_ERROR": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}"})
-    full_env.update(env or {})
+    """Run an app as its users do (python script.py ...), from ws (the `ws` fixture), with Hydra's outputs in
+    ws/ms."""
+    full_env = {**app_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}", **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(script), *args, f"hydra.sweep.dir={ws / 'ms'}"],
         cwd=ws,
@@ -565,7 +552,7 @@ def test_upstream_form_config_prunes(ws):
     db = ws / "optuna.db"
     run(
         ws,
-        SWEEPER_APP,
+        APP,
         "-m",
         "hydra/sweeper=optuna",
         f"hydra.sweeper._target_={ALIAS}",

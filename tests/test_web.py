@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,11 +22,11 @@ import pytest
 
 from dermsweep.data.images import load_rgb
 from dermsweep.data.sources.ham10000 import FULL_NAMES
+from helpers.browser import wait_js
+from helpers.config import REPO
 
 TOL = 0.02  # absolute, per class probability
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "web"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 pytestmark = pytest.mark.slow
 
@@ -254,46 +253,11 @@ def test_cli_has_a_web_subcommand():
 
 # ---------------------------------------------------------------- the page in headless Chromium
 @pytest.fixture(scope="module")
-def browser(web):
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip(
-            f"headless Chromium not installed ({CHROMIUM}, {CHROMEDRIVER}): apt-get install -y chromium chromium-driver"
-        )
+def browser(web, request):
+    """The module's headless Chromium (the `chromium` fixture), once the page has its ONNX runtime to load."""
     if web["dist"] is None:
         pytest.skip("onnxruntime-web is not installed and npm could not install it (npm missing or no registry)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="dermsweep-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1100,1500",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def _wait(driver, js: str, timeout: float = 60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = driver.execute_script(js)
-        if value:
-            return value
-        time.sleep(0.1)
-    logs = driver.execute_script("return document.body.innerText")
-    raise AssertionError(f"timed out waiting for {js!r}; page says:\n{logs}")
+    return request.getfixturevalue("chromium")
 
 
 def _upload(driver, path: Path) -> None:
@@ -309,7 +273,7 @@ def test_page_classifies_in_the_browser_like_python(web, browser, ham10000, tmp_
     app = web["app"]
     driver = browser
     driver.get(web["url"])
-    _wait(driver, "return document.body.dataset.state === 'ready'")
+    wait_js(driver, "return document.body.dataset.state === 'ready'")
     assert driver.find_element(By.ID, "path").get_attribute("data-path") == "browser", driver.find_element(
         By.ID, "path"
     ).text
@@ -320,7 +284,7 @@ def test_page_classifies_in_the_browser_like_python(web, browser, ham10000, tmp_
     worst = 0.0
     for img in _images(ham10000, 2):
         _upload(driver, img)
-        result = _wait(
+        result = wait_js(
             driver,
             "const s = window.dermsweep; return document.body.dataset.state === 'done' "
             "&& s.result && s.result.mode ? s.result : null",
@@ -344,7 +308,7 @@ def test_page_classifies_in_the_browser_like_python(web, browser, ham10000, tmp_
     assert worst <= TOL
 
     driver.find_element(By.ID, "explain").click()
-    _wait(driver, "return document.body.dataset.cam === 'done'")
+    wait_js(driver, "return document.body.dataset.cam === 'done'")
     assert "conv_pw_13_relu" in driver.find_element(By.ID, "cam-caption").text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "web-browser-path.png"
@@ -354,7 +318,7 @@ def test_page_classifies_in_the_browser_like_python(web, browser, ham10000, tmp_
     text = tmp_path / "notes.jpg"
     text.write_text("this is a text file, not a photo")
     _upload(driver, text)
-    _wait(driver, "return document.body.dataset.state === 'error'")
+    wait_js(driver, "return document.body.dataset.state === 'error'")
     error = driver.find_element(By.ID, "error")
     assert error.is_displayed() and "not an image" in error.text
     assert not driver.find_element(By.ID, "preview").is_displayed()  # no stale image or result beside the error
@@ -370,14 +334,14 @@ def test_page_matches_python_with_an_image_sensitive_model(sensitive, browser, h
     app = sensitive["app"]
     driver = browser
     driver.get(sensitive["url"])
-    _wait(driver, "return document.body.dataset.state === 'ready'")
+    wait_js(driver, "return document.body.dataset.state === 'ready'")
     assert driver.find_element(By.ID, "path").get_attribute("data-path") == "browser"
     assert "not promoted" in driver.find_element(By.ID, "model-promoted").text
     worst, probs = 0.0, []
     for img in _images(ham10000, 4):
         driver.execute_script("window.dermsweep.result = null")
         _upload(driver, img)
-        result = _wait(
+        result = wait_js(
             driver,
             "const s = window.dermsweep; return document.body.dataset.state === 'done' && s.result ? s.result : null",
         )
@@ -394,7 +358,7 @@ def test_page_matches_python_with_an_image_sensitive_model(sensitive, browser, h
     assert spread > 5 * TOL, "the model is not sensitive enough for the comparison to mean anything"
     assert worst <= TOL
     driver.find_element(By.ID, "explain").click()
-    _wait(driver, "return document.body.dataset.cam === 'done'")
+    wait_js(driver, "return document.body.dataset.cam === 'done'")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "web-pretrained.png"
     driver.save_screenshot(str(shot))
@@ -408,12 +372,12 @@ def test_page_server_mode_says_so_and_agrees(web, browser, ham10000, tmp_path):
     app = web["app"]
     driver = browser
     driver.get(web["url"] + "?mode=server")
-    _wait(driver, "return document.body.dataset.state === 'ready'")
+    wait_js(driver, "return document.body.dataset.state === 'ready'")
     path = driver.find_element(By.ID, "path")
     assert path.get_attribute("data-path") == "server" and "sent to this app" in path.text
     img = _images(ham10000, 1)[0]
     _upload(driver, img)
-    result = _wait(
+    result = wait_js(
         driver,
         "const s = window.dermsweep; return document.body.dataset.state === 'done' && s.result ? s.result : null",
     )
@@ -424,5 +388,5 @@ def test_page_server_mode_says_so_and_agrees(web, browser, ham10000, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     _upload(driver, text)
-    _wait(driver, "return document.body.dataset.state === 'error'")
+    wait_js(driver, "return document.body.dataset.state === 'error'")
     assert "not an image" in driver.find_element(By.ID, "error").text

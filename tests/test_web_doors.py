@@ -17,15 +17,13 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from dermsweep.data.images import load_rgb
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers.config import REPO
 
 
 class StandIn:

@@ -17,9 +17,9 @@ import numpy as np
 
 from dermsweep.data.sources.ham10000 import CLASS_NAMES
 from dermsweep.evaluation.metrics import METRICS
+from helpers.config import HAM10000 as HAM_DIR
+from helpers.config import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-HAM_DIR = REPO.parent / "shared" / "data" / "ham10000"
 CLASSES = list(CLASS_NAMES)
 SIZE = 32
 

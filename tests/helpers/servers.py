@@ -1,11 +1,14 @@
 """Real servers for tests, on loopback only: a throwaway PostgreSQL cluster (Debian's `postgresql` package) and
 `mlflow server` on any backend store. Each starts in seconds, lives in a temporary folder and is stopped by its
-owner (a fixture's teardown)."""
+owner (a fixture's teardown). Also talking to a server the raw way (HTTP/1.1 exchanges written out byte for byte,
+bodies too big to hold in memory) and watching its process tree (/proc): what the serve tests and
+bench/serve_doors.py do to `dermsweep serve`."""
 
 from __future__ import annotations
 
 import glob
 import os
+import select
 import shutil
 import signal
 import socket
@@ -204,3 +207,88 @@ class Postgres:
         if self.proc is not None:
             stop(self.proc, signal.SIGINT)  # PostgreSQL's "fast" shutdown
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- raw HTTP
+def http(port: int, head: str, body: bytes = b"", timeout: float = 60) -> tuple[int, bytes]:
+    """One raw HTTP/1.1 exchange (headers exactly as given). Returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def post(port: int, body: bytes, extra: str = "", content_type: str | None = "application/json") -> tuple[int, bytes]:
+    """POST /invocations (MLflow's scoring protocol) with `body`; `extra` header lines appended."""
+    head = f"POST /invocations HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\nContent-Length: {len(body)}\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\n"
+    return http(port, head + extra, body)
+
+
+def huge_body(port: int, megabytes: int, declare_length: bool) -> int:
+    """Stream a JSON body holding a `megabytes` MB base64 string; stop sending once the server answers."""
+    total = megabytes * 1024 * 1024
+    head = f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {total}\r\n" if declare_length else "Transfer-Encoding: chunked\r\n"
+    block = b"QUFB" * (256 * 1024)  # 1 MiB of base64
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall((head + "\r\n").encode())
+        sent = 0
+        try:
+            piece = b'{"dataframe_records": [{"image": "'
+            while sent < total:
+                data = piece if declare_length else b"%x\r\n%s\r\n" % (len(piece), piece)
+                s.sendall(data)
+                sent += len(piece)
+                piece = block
+                if select.select([s], [], [], 0)[0]:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = s.recv(65536)
+    return int(answer.split()[1])
+
+
+# ----------------------------------------------------------------------------------------------- process trees
+def tree_of(pid: int) -> set[int]:
+    """pid and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo += children.get(p, [])
+    return found
+
+
+def rss_mb(pids: set[int]) -> float:
+    """The resident memory of these processes together, in MB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def alive(pid: int) -> bool:
+    """Whether pid is a live process (a zombie is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -1,10 +1,11 @@
 """Runs dermsweep's train.py (its arguments as given) where TensorFlow cannot be imported, as on a GPU box without it.
 
-    python tests/backend_runner.py data=synthetic trainer=smoke hardware.backend=jax ...
+    python tests/helpers/backend_runner.py data=synthetic trainer=smoke hardware.backend=jax ...
 
 Any import of tensorflow fails as if it were not installed, so a JAX or PyTorch run proves it needs none. Also a
 pruner for the backend sweep tests: every trial after the first `n_startup_trials` is pruned at its first report,
-so a short sweep prunes for certain (Optuna's own pruners compare values, which tiny trials leave to chance).
+so a short sweep prunes for certain (Optuna's own pruners compare values, which tiny trials leave to chance); a
+sweep names it `helpers.backend_runner.PruneAfterStartup` (helpers.backends.PRUNE_AFTER_STARTUP).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+from pathlib import Path
 
 import optuna
 
@@ -33,6 +35,9 @@ class PruneAfterStartup(optuna.pruners.BasePruner):
 
 
 if __name__ == "__main__":
+    # tests/ in place of this script's folder: the pruner is found as helpers.backend_runner, and the helpers'
+    # module names (config, models, ...) shadow nothing train.py imports.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
     sys.meta_path.insert(0, _NoTensorFlow())
     sys.argv = ["train.py", *sys.argv[1:]]
     from dermsweep.train import main
