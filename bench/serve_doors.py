@@ -3,11 +3,13 @@
 A throwaway tracking store gets the tests' tiny champion (tests/helpers/shipping.py: the latency is the server's
 and the decode's, not a MobileNet's), `dermsweep serve` starts on a free 127.0.0.1 port, and then:
 1. --requests POSTs of one real HAM10000 image each from --clients threads: errors, p50/p95 latency;
-2. --attacks bodies of 210 MB at once (half with a declared Content-Length, half chunked): their answers;
-3. the server's memory (RSS of its process tree) before 1, after 1 and after 2;
-4. SIGTERM: seconds to exit, processes of its tree still alive, whether the port still answers.
+2. slow headers: --slow clients each send one header line every --trickle seconds for --slow-seconds (reconnecting
+   when cut off) while one normal client asks /ping and POSTs an image in turn: its statuses and latency;
+3. --attacks bodies of 210 MB at once (half with a declared Content-Length, half chunked): their answers;
+4. the server's memory (RSS of its process tree) before 1, after 1 and after 3;
+5. SIGTERM: seconds to exit, processes of its tree still alive, whether the port still answers.
 
-    python bench/serve_doors.py [--requests 200] [--clients 4] [--attacks 4]
+    python bench/serve_doors.py [--requests 200] [--clients 4] [--slow 16] [--attacks 4]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 
 import _common as C
+from _slow_heads import slow_headers
 
 sys.path.insert(0, str(C.ROOT / "tests"))  # the tests' helpers package: import helpers.*
 
@@ -45,12 +48,15 @@ def main(argv=None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--slow", type=int, default=16)
+    p.add_argument("--trickle", type=float, default=5.0, help="seconds between a slow client's header lines")
+    p.add_argument("--slow-seconds", type=float, default=30.0)
     p.add_argument("--attacks", type=int, default=4)
     args = p.parse_args(argv)
 
     import pytest
 
-    from helpers.servers import free_port, huge_body, post, rss_mb, tree_of
+    from helpers.servers import free_port, http, huge_body, post, rss_mb, tree_of
     from helpers.shipping import activate, champion_of, ham_images, shared_store
 
     load_before = C.load()
@@ -103,6 +109,19 @@ def main(argv=None) -> dict:
             t.join()
         wall = time.perf_counter() - t0
         rss["after_load"] = rss_mb(pids)
+
+        def normal(i: int) -> tuple[int, float]:
+            t = time.perf_counter()
+            try:
+                if i % 2 == 0:
+                    status, _ = http(port, f"GET /ping HTTP/1.1\nHost: 127.0.0.1:{port}\nConnection: close\n")
+                else:
+                    status, _ = post(port, bodies[i % len(bodies)])
+            except OSError:
+                status = -1
+            return status, time.perf_counter() - t
+
+        slow = slow_headers(port, normal, args.slow, args.trickle, args.slow_seconds, "/ping")
         answers: list = [None] * args.attacks
 
         def attack(i: int) -> None:
@@ -132,6 +151,7 @@ def main(argv=None) -> dict:
             "p95_ms": round(statistics.quantiles(latencies, n=20)[-1], 1),
             "requests_per_s": round(args.requests / wall, 2),
             "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+            "slow_headers": slow,
             "attacks_210mb": answers,
             "startup_s": round(startup_s, 1),
             "sigterm": {"exit_code": code, "seconds": round(stop_s, 2), "processes_left": left},

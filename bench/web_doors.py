@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,9 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from _common import DEFAULT_WEIGHTS, ROOT, load, parser, save
+from _slow_heads import percentiles, slow_headers
 
 SERVER = textwrap.dedent(
     """
@@ -87,16 +85,6 @@ def get(port: int, path: str) -> tuple[int, float]:
         conn.close()
 
 
-def percentiles(seconds: list[float]) -> dict:
-    if not seconds:
-        return {"p50_ms": None, "p95_ms": None, "max_ms": None}
-    ms = np.array(seconds) * 1000
-    return {
-        k: round(float(v), 1)
-        for k, v in zip(("p50_ms", "p95_ms", "max_ms"), (*np.percentile(ms, [50, 95]), ms.max()), strict=True)
-    }
-
-
 def load_test(port: int, pid: int, photo: bytes, requests: int, concurrency: int) -> dict:
     for _ in range(5):  # warm up: the model's first calls, the allocator's first pools
         post(port, "/api/predict", photo)
@@ -141,54 +129,6 @@ def load_test(port: int, pid: int, photo: bytes, requests: int, concurrency: int
     }
 
 
-def slow_headers(port: int, photo: bytes, slow: int, trickle: float, seconds: float) -> dict:
-    stop = time.monotonic() + seconds
-    cut = {"cut_off": 0, "statuses": {}}
-    lock = threading.Lock()
-
-    def slow_client(k: int) -> None:
-        while time.monotonic() < stop:
-            try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=trickle + 5)
-                s.sendall(f"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode())
-                i = 0
-                while time.monotonic() < stop:
-                    time.sleep(trickle)
-                    s.sendall(f"X-Slow-{k}-{i}: 1\r\n".encode())
-                    i += 1
-                s.close()
-            except OSError:  # cut off by the server: note how, then come back (keep up the pressure)
-                with lock:
-                    cut["cut_off"] += 1
-                time.sleep(0.1)
-
-    threads = [threading.Thread(target=slow_client, args=(k,), daemon=True) for k in range(slow)]
-    for t in threads:
-        t.start()
-    time.sleep(min(2.0, seconds / 4))  # the slow heads are under way
-    statuses: dict[str, int] = {}
-    latencies: list[float] = []
-    i = 0
-    while time.monotonic() < stop:
-        status, dt = get(port, "/api/info") if i % 2 == 0 else post(port, "/api/predict", photo)
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
-        if status == 200:
-            latencies.append(dt)
-        i += 1
-        time.sleep(0.25)
-    for t in threads:
-        t.join(trickle + 10)
-    return {
-        "slow_clients": slow,
-        "trickle_s": trickle,
-        "seconds": seconds,
-        "normal_requests": i,
-        "normal_statuses": statuses,
-        **{f"normal_{k}": v for k, v in percentiles(latencies).items()},
-        "slow_connections_cut_off": cut["cut_off"],
-    }
-
-
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="-", help="model URI to serve (default: a small pretrained model, built here)")
@@ -219,7 +159,14 @@ def main() -> None:
             "src": args.src,
             "load_before": load(),
             "load_test": load_test(port, proc.pid, photo, args.requests, args.concurrency),
-            "slow_headers": slow_headers(port, photo, args.slow, args.trickle, args.slow_seconds),
+            "slow_headers": slow_headers(
+                port,
+                lambda i: get(port, "/api/info") if i % 2 == 0 else post(port, "/api/predict", photo),
+                args.slow,
+                args.trickle,
+                args.slow_seconds,
+                "/api/info",
+            ),
             "load_after": load(),
         }
     finally:
