@@ -4,7 +4,7 @@ fine-tuned, batch 32).
 
 Each measurement is its own `train.py` process (TensorFlow's op determinism is process-wide, it cannot be switched
 off again): no frozen phase, 2 fine-tuning epochs of --steps steps on generated images; the second epoch's
-`train/epoch_seconds` is the figure (the first one traces the graph). The modes alternate for --repeats rounds, so
+`epoch/train_seconds` is the figure (the first one traces the graph). The modes alternate for --repeats rounds, so
 both see the same machine load; run it alone.
 
     python bench/determinism.py [--steps 20] [--repeats 2] [--weights-dir ../shared/weights]
@@ -102,7 +102,7 @@ def _one_run(tmp: Path, round_: int, deterministic: bool, args, tiny: bool) -> f
     subprocess.run(cmd, check=True, cwd=C.ROOT, stdout=subprocess.DEVNULL)
     client = mlflow.MlflowClient(f"sqlite:///{store}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("determinism").experiment_id])
-    history = client.get_metric_history(run.info.run_id, "train/epoch_seconds")
+    history = client.get_metric_history(run.info.run_id, "epoch/train_seconds")
     return sorted(history, key=lambda m: m.step)[-1].value
 
 

@@ -117,7 +117,7 @@ report = {"gpu": (out / "gpu.txt").read_text().strip(), "peak_gpu_memory_mib": m
 for run in runs:
     p, m = run.data.params, run.data.metrics
     batch, steps = int(p.get("trainer.batch_size", 32)), int(p.get("trainer.steps_per_epoch_used", 0))
-    epochs = [h.value for h in client.get_metric_history(run.info.run_id, "train/epoch_seconds")]
+    epochs = [h.value for h in client.get_metric_history(run.info.run_id, "epoch/train_seconds")]
     row = {
         "run": run.data.tags.get("mlflow.runName"),
         "status": run.data.tags.get("dermsweep.status"),
@@ -128,7 +128,7 @@ for run in runs:
         "epoch_seconds": epochs,
         # the first epoch of each phase includes compiling: the steady figure is the fastest epoch
         "img_per_s_steady": batch * steps / min(epochs) if epochs and steps else None,
-        "val_seconds": [h.value for h in client.get_metric_history(run.info.run_id, "val/seconds")],
+        "val_seconds": [h.value for h in client.get_metric_history(run.info.run_id, "epoch/val_seconds")],
         "final_val": {k: v for k, v in m.items() if k.startswith("final_val/")},
     }
     # The logged model's probabilities: float32 whatever the compute dtype, rows summing to 1.

@@ -63,7 +63,7 @@ def check_run(ws: Path, run_id: str, backend: str) -> mlflow.entities.Run:
     assert r.data.tags[rf.BACKEND] == backend == r.data.params["hardware.backend"]
     m = r.data.metrics
     assert all(np.isfinite(m[rf.metric(rf.FINAL_VAL, k)]) for k in ("balanced_accuracy", "loss", "macro_auc"))
-    for speed in (rf.metric(rf.TRAIN, "epoch_seconds"), rf.metric(rf.VAL, "seconds")):
+    for speed in (rf.epoch_metric("epoch_seconds"), rf.epoch_metric("val_seconds")):
         assert [h.step for h in client.get_metric_history(run_id, speed)] == [1, 2]
     mlflow.set_tracking_uri(uri)
     info = mlflow.models.get_model_info(f"runs:/{run_id}/model")

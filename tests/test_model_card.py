@@ -98,3 +98,12 @@ def test_training_data_from_params_and_from_an_ensembles_dataset_inputs():
     assert found.source == "synthetic" and found.images == {"train": 168, "val": 56, "test": 56}
     nothing = SimpleNamespace(data=SimpleNamespace(params={}), inputs=SimpleNamespace(dataset_inputs=[]))
     assert not from_run(nothing).recorded
+
+
+def test_the_calibration_error_is_read_from_new_and_older_runs():
+    """Runs before 2026-12-05 logged the calibration figures under calibration/, later runs under gains/."""
+    meta = {**META, "inference": {"views": "flips", "temperature": 1.2, "prior_tau": 0.5}}
+    for section in ("gains", "calibration"):
+        metrics = {f"{section}/ece_val_before": 0.081, f"{section}/ece_val_after": 0.034}
+        card = model_card("x", "1", row(HAM, metrics), meta)
+        assert "calibration error (ECE) on validation: 0.081 before, 0.034 after" in card, section

@@ -47,9 +47,9 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     for name in ("balanced_accuracy", "macro_f1", "macro_auc", "accuracy", "top2_accuracy", "loss"):
         assert f"final_val/{name}" in m and f"test/{name}" in m
     assert rf.metric(rf.TEST_CLASS, "recall_mel") in m and rf.metric(rf.TEST_CLASS, "f1_nv") in m
-    history = client.get_metric_history(r.info.run_id, rf.metric(rf.VAL, "balanced_accuracy"))
+    history = client.get_metric_history(r.info.run_id, rf.epoch_metric("val_balanced_accuracy"))
     assert [h.step for h in history] == [1, 2]  # one per epoch, over both phases
-    assert [h.step for h in client.get_metric_history(r.info.run_id, rf.metric(rf.TRAIN, "loss"))] == [1, 2]
+    assert [h.step for h in client.get_metric_history(r.info.run_id, rf.epoch_metric("loss"))] == [1, 2]
     # The MLflow run page: a description, and the three splits as datasets with the split id as their digest.
     assert "validation balanced accuracy" in r.data.tags[rf.DESCRIPTION]
     inputs = {d.dataset.name: d for d in r.inputs.dataset_inputs}
@@ -74,6 +74,20 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     with open(client.download_artifacts(r.info.run_id, rf.evaluation_artifact("test", "confusion_matrix.json"))) as f:
         cm = json.load(f)
     assert np.array(cm["counts"]).sum() == int(p["data.n_test"]) and len(cm["class_names"]) == 7
+
+
+def test_the_run_charts_page_opens_on_the_learning_curves(smoke_run):
+    """MLflow's run page charts one section per metric prefix (the name before its last "/"), sections in
+    alphabetical order (RunsChartsCardConfig.getBaseChartAndSectionConfigs): the first must be the per-epoch curves,
+    not a wall of single-value bars."""
+    client = mlflow.MlflowClient(smoke_run["uri"])
+    metrics = client.get_run(smoke_run["run_id"]).data.metrics
+    sections = sorted({key.rsplit("/", 1)[0] for key in metrics if "/" in key})
+    assert sections[0] == rf.EPOCH, sections
+    curves = [key for key in metrics if key.startswith(rf.EPOCH + "/")]
+    assert {"epoch/train_loss", "epoch/val_balanced_accuracy", "epoch/lr", "epoch/train_seconds"} <= set(curves)
+    assert all(len(client.get_metric_history(smoke_run["run_id"], key)) == 2 for key in curves)  # lines, not bars
+    assert not [key for key in metrics if key.startswith(("train/", "val/", "calibration/"))]
 
 
 def test_logged_model_is_self_contained(smoke_run):
@@ -110,7 +124,7 @@ def test_run_ships_its_gains_and_reports_each(smoke_run):
         m[rf.metric(rf.FINAL_VAL, "balanced_accuracy")]
     )
     for key in ("temperature", "prior_tau", "ece_val_before", "ece_val_temperature", "ece_val_after"):
-        assert rf.metric(rf.CALIBRATION, key) in m
+        assert rf.metric(rf.GAINS, key) in m
     # temperature scaling changes confidence, never the decision
     assert m[rf.metric(rf.GAINS, "calibrated_val_balanced_accuracy")] == pytest.approx(
         m[rf.metric(rf.GAINS, "views_val_balanced_accuracy")]

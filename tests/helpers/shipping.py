@@ -132,7 +132,7 @@ def log_run(
             }
         )
         for step in range(2):
-            mlflow.log_metric(rf.metric(rf.VAL, "balanced_accuracy"), value - 0.1 + 0.1 * step, step=step)
+            mlflow.log_metric(rf.epoch_metric("val_balanced_accuracy"), value - 0.1 + 0.1 * step, step=step)
         if status == "finished":
             for m in METRICS:
                 v = value if m == "balanced_accuracy" else 0.5

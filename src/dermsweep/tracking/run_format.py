@@ -1,11 +1,14 @@
 """The MLflow run format: every tag key, metric name, artifact path and logged-model name dermsweep writes, in one
 place for the code that writes runs (training, sweeps, promotion, export) and the code and tests that read them.
 
-Metric names carry a section before "/" so MLflow's charts group them: `train/...` and `val/...` per epoch,
-`final_val/...` (the restored best weights on validation), `test/...` (scored once, never used for a choice),
-`test_class/...` (per-class test figures), `run/...` (bookkeeping), `sweep/...` (a sweep's parent run), and
-`eval/...` / `eval_class/...` (an evaluation run: a shipped model scored on a labelled set, `dermsweep evaluate`).
-Runs recorded before this layout used `_` instead of `/` (`final_val_balanced_accuracy`); readers accept both.
+Metric names carry a section before "/" so MLflow's charts group them: `epoch/...` the learning curves (training
+and validation per epoch), `final_val/...` (the restored best weights on validation), `test/...` (scored once, never
+used for a choice), `test_class/...` (per-class test figures), `gains/...` (the evaluation-time steps and their
+calibration), `operating_point/...`, `run/...` (bookkeeping), `sweep/...` (a sweep's parent run), and `eval/...` /
+`eval_class/...` (an evaluation run: a shipped model scored on a labelled set, `dermsweep evaluate`). MLflow's run
+charts page lists sections alphabetically, so the learning curves open it, before the single-value figures.
+Runs recorded before this layout used `_` instead of `/` (`final_val_balanced_accuracy`); readers accept both. Runs
+recorded before 2026-12-05 keep their curves under `train/` and `val/` and calibration under `calibration/`.
 """
 
 from __future__ import annotations
@@ -107,15 +110,16 @@ def evaluation_artifact(part: str, name: str) -> str:
 
 
 # ---------------------------------------------------------------- metrics
-TRAIN = "train"  # per epoch: loss, accuracy, top2_accuracy, lr
-VAL = "val"  # per epoch, the plain classifier on validation (early stopping, pruning)
+EPOCH = "epoch"  # per epoch (step = epoch): train_loss, train_accuracy, lr, val_balanced_accuracy ... (epoch_metric)
 FINAL_VAL = "final_val"  # the shipped model on validation: what runs are ranked and promoted by
 TEST = "test"  # the shipped model on test: scored once, only reported
 TEST_CLASS = "test_class"  # per-class test precision / recall / f1
 RUN = "run"  # bookkeeping: best epoch, seconds, frozen layers, model cost objectives
 SWEEP_SECTION = "sweep"  # a sweep's parent run
 GAINS = "gains"  # the shipped model's evaluation-time steps, each on its own (plain, views, adjusted)
-CALIBRATION = "calibration"  # temperature, prior adjustment, calibration error before and after
+# The calibration steps' settings and effect (gains/temperature, gains/prior_tau, gains/ece_val_before ...) are in
+# GAINS; runs recorded before 2026-12-05 have them under this section.
+LEGACY_CALIBRATION = "calibration"
 OPERATING_POINT = "operating_point"  # the decision threshold and its sensitivity / specificity
 # A cross-validation's parent: cv/objective_mean and _se over folds, cv/fold_objective (step = fold). Its final_val/
 # figures are out of fold (each image scored by the fold model that never trained on it); test/ scores the bag.
@@ -126,6 +130,14 @@ EVAL, EVAL_CLASS = "eval", "eval_class"
 
 def metric(section: str, name: str) -> str:
     return f"{section}/{name}"
+
+
+def epoch_metric(key: str) -> str:
+    """One epoch's figure (a Keras history key, plus the trainer's own) under its MLflow name: val_x -> epoch/val_x,
+    lr -> epoch/lr, epoch_seconds -> epoch/train_seconds, any other x -> epoch/train_x."""
+    if key.startswith("val_") or key == "lr":
+        return metric(EPOCH, key)
+    return metric(EPOCH, "train_" + key.removeprefix("epoch_"))
 
 
 # A sweep's parent run, besides its counts (sweep/best_value, n_complete, ... with step = trials finished):

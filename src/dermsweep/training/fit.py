@@ -34,8 +34,8 @@ from .model import set_finetune_depth
 from .smoothing import RunningMean
 
 # on_epoch(epoch, phase, figures): figures holds loss/accuracy/top2_accuracy (training), val_* and lr, and the
-# epoch's seconds of training (epoch_seconds, MLflow train/epoch_seconds) and of validation (val_seconds, MLflow
-# val/seconds): the speed figures of docs/gpu.md.
+# epoch's seconds of training (epoch_seconds, MLflow epoch/train_seconds) and of validation (val_seconds, MLflow
+# epoch/val_seconds): the speed figures of docs/gpu.md.
 EpochHook = Callable[[int, str, dict[str, float]], None]
 
 

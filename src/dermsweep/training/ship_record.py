@@ -95,8 +95,8 @@ def log_gains(
         "steps": {},
     }
     out: dict[str, float] = {
-        rf.metric(rf.CALIBRATION, "temperature"): gains.temperature,
-        rf.metric(rf.CALIBRATION, "prior_tau"): gains.prior_tau,
+        rf.metric(rf.GAINS, "temperature"): gains.temperature,
+        rf.metric(rf.GAINS, "prior_tau"): gains.prior_tau,
     }
     for found in gains.evidence:  # e.g. gains/views_flips_p_better: the paired bootstrap behind each choice
         key = found["key"]
@@ -112,12 +112,10 @@ def log_gains(
                 found[f"recall_{class_names[k]}"] = float(np.mean(probs[labels == k].argmax(1) == k))
             report["steps"].setdefault(step, {})[part] = found
             out.update({rf.metric(rf.GAINS, f"{step}_{part}_{m}"): v for m, v in found.items()})
-        out[rf.metric(rf.CALIBRATION, f"ece_{part}_before")] = expected_calibration_error(labels, steps["views"])
-        out[rf.metric(rf.CALIBRATION, f"ece_{part}_after")] = expected_calibration_error(labels, steps["adjusted"])
+        out[rf.metric(rf.GAINS, f"ece_{part}_before")] = expected_calibration_error(labels, steps["views"])
+        out[rf.metric(rf.GAINS, f"ece_{part}_after")] = expected_calibration_error(labels, steps["adjusted"])
         # the temperature's own effect (the prior adjustment moves decisions and confidence with them)
-        out[rf.metric(rf.CALIBRATION, f"ece_{part}_temperature")] = expected_calibration_error(
-            labels, steps["calibrated"]
-        )
+        out[rf.metric(rf.GAINS, f"ece_{part}_temperature")] = expected_calibration_error(labels, steps["calibrated"])
         if point is not None and k is not None and (labels == k).any():
             sens, spec = sensitivity_specificity(labels, shipping.probabilities[part], k, point.threshold)
             out[rf.metric(rf.OPERATING_POINT, f"{part}_sensitivity")] = sens

@@ -224,15 +224,9 @@ def run_name(cfg, link=None) -> str:
 
 
 def epoch_metrics(figures: dict[str, float]) -> dict[str, float]:
-    """One epoch's figures under their MLflow names: val_x -> val/x, the training ones (loss, accuracy, lr...)
-    -> train/x. Non-finite values are left out (MLflow refuses NaN)."""
-    out = {}
-    for key, value in figures.items():
-        if not math.isfinite(value):
-            continue
-        section, name = (rf.VAL, key.removeprefix("val_")) if key.startswith("val_") else (rf.TRAIN, key)
-        out[rf.metric(section, name)] = value
-    return out
+    """One epoch's figures under their MLflow names (rf.epoch_metric). Non-finite values are left out (MLflow
+    refuses NaN)."""
+    return {rf.epoch_metric(key): value for key, value in figures.items() if math.isfinite(value)}
 
 
 def _log_setup(cfg, data: Prepared, model, hw, steps: int) -> None:
