@@ -140,6 +140,16 @@ def test_a_teacher_with_other_classes_is_refused_before_the_run(smoke_run, tmp_p
     data = prepare(cfg.data, int(cfg.model.height), int(cfg.model.width), int(cfg.seed), cfg.cache_dir)
     with pytest.raises(ConfigError, match="same classes"):
         distillation.teach(cfg, data, None, None, 16)
+    # and on a cache hit of raw logits, where the teacher itself is never loaded: its metadata is checked
+    meta["class_names"] = list(reversed(meta["class_names"]))
+    (tmp_path / "model_info.json").write_text(json.dumps(meta))
+    cfg.distill.teacher_output = "raw"
+    assert not distillation.teach(cfg, data, None, None, 16).from_cache
+    assert distillation.teach(cfg, data, None, None, 16).from_cache
+    meta["class_names"] = list(reversed(meta["class_names"]))
+    (tmp_path / "model_info.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="same classes"):
+        distillation.teach(cfg, data, None, None, 16)
 
 
 def test_a_distilled_run_is_logged_gated_and_promoted_like_any_run(smoke_run, tmp_path, monkeypatch):

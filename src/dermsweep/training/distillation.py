@@ -100,6 +100,8 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
     """The soft targets for `data`'s training images from the teacher `cfg.distill.teacher` (cached, see the module).
     Raises ModelNotFound for a missing teacher, ConfigError when its classes differ from the data's."""
     teacher = resolve(str(cfg.distill.teacher), client)
+    if "class_names" in teacher.meta:  # checked here too: a cache hit with raw logits never loads the teacher
+        _check_classes(teacher, data)
     key = _key(teacher, data)
     path = Path(str(cfg.get("cache_dir") or ".cache/dermsweep")) / CACHE_FOLDER / f"{key}.npz"
     ids = _ids(data)
@@ -184,11 +186,7 @@ def _write(path: Path, ids: list[str], logits: np.ndarray) -> None:
 def _load_checked(teacher: ModelRef, data: Prepared):
     """The teacher's Keras model, once it is known to speak the data's classes and to end in a dermsweep head."""
     model, teacher = load_resolved(teacher)
-    if list(teacher.class_names) != list(data.class_names):
-        raise ConfigError(
-            f"the teacher {teacher.describe()} knows classes {teacher.class_names}, the data has {data.class_names}: "
-            "a teacher must be trained on the same classes, in the same order"
-        )
+    _check_classes(teacher, data)
     try:
         model.get_layer(TEACHER_LOGITS_LAYER)
     except ValueError:
@@ -197,6 +195,14 @@ def _load_checked(teacher: ModelRef, data: Prepared):
             "(a run's, an ensemble's or a cross-validation's)"
         ) from None
     return model
+
+
+def _check_classes(teacher: ModelRef, data: Prepared) -> None:
+    if list(teacher.class_names) != list(data.class_names):
+        raise ConfigError(
+            f"the teacher {teacher.describe()} knows classes {teacher.class_names}, the data has {data.class_names}: "
+            "a teacher must be trained on the same classes, in the same order"
+        )
 
 
 def _teacher_logits(cfg, data: Prepared, teacher: ModelRef, model, batch_size: int) -> np.ndarray:
