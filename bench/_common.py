@@ -199,3 +199,21 @@ def ham10000_table(root: str, n: int, seed: int = 0):
     catalog = ham10000.load(cfg)
     table = subset(catalog.table, n, seed).reset_index(drop=True)
     return catalog, table
+
+
+def recipe(name: str, weights_dir: str | None, height: int, width: int):
+    """conf/model/<name>.yaml composed as a run composes it, at height x width; weights_dir None = random init."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    overrides = [f"model={name}", f"model.height={height}", f"model.width={width}"]
+    overrides.append(f"paths.weights_dir={Path(weights_dir).resolve()}" if weights_dir else "model.weights=null")
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides).model
+    except MissingConfigException as exc:
+        choices = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+        raise SystemExit(f"--model {name}: no such recipe in conf/model (choose from {', '.join(choices)})") from exc
+    if cfg.weights and not Path(str(cfg.weights)).is_file():
+        raise SystemExit(f"--model {name}: weights file {cfg.weights} not found (set --weights-dir)")
+    return cfg

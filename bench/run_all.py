@@ -18,7 +18,7 @@ import time
 
 import _common as C
 
-SCRIPTS = ["pipeline", "starvation", "sweep_efficiency", "trial_overhead", "inference", "determinism"]
+SCRIPTS = ["pipeline", "starvation", "sweep_efficiency", "trial_overhead", "inference", "determinism", "cpu_limit"]
 
 
 def summary(names: list[str], started: dict[str, float], status: dict[str, str], results=C.RESULTS) -> list[dict]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from pathlib import Path
 
 import _common as C
 
@@ -64,7 +63,7 @@ def main(argv=None) -> dict:
 
     start_load = C.load()
     h, w = args.height, args.width
-    recipes = {name: recipe(name, args.weights_dir, h, w) for name in models}  # a bad name fails before any work
+    recipes = {name: C.recipe(name, args.weights_dir, h, w) for name in models}  # a bad name fails before any work
     catalog, table = C.ham10000_table(args.data, args.images)
     decoded = pixels.decode(catalog, table, h, w, cache_dir=None)
     x, y = decoded.pixels, catalog.labels(decoded.table)
@@ -206,24 +205,6 @@ def main(argv=None) -> dict:
     # TensorFlow's result is the one `make bench` judges; other backends' sit beside it
     C.save("starvation" if args.backend == "tensorflow" else f"starvation_{args.backend}", out, args.out)
     return out
-
-
-def recipe(name: str, weights_dir: str | None, height: int, width: int):
-    """conf/model/<name>.yaml composed as a run composes it, at height x width; weights_dir None = random init."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import MissingConfigException
-
-    overrides = [f"model={name}", f"model.height={height}", f"model.width={width}"]
-    overrides.append(f"paths.weights_dir={Path(weights_dir).resolve()}" if weights_dir else "model.weights=null")
-    try:
-        with initialize_config_dir(config_dir=str(C.ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides).model
-    except MissingConfigException as exc:
-        choices = sorted(p.stem for p in (C.ROOT / "conf" / "model").glob("*.yaml"))
-        raise SystemExit(f"--model {name}: no such recipe in conf/model (choose from {', '.join(choices)})") from exc
-    if cfg.weights and not Path(str(cfg.weights)).is_file():
-        raise SystemExit(f"--model {name}: weights file {cfg.weights} not found (set --weights-dir)")
-    return cfg
 
 
 def in_memory(x, y, batch: int, steps: int):

@@ -21,7 +21,7 @@ SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"
 RUNS = [name for name in SCRIPTS if name not in ("run_all", "serve_doors", "web_doors")]
 # A minute or more each even at --tiny (training processes, every export format): run by `make test-bench`, not in
 # every `make test` (whose time CI keeps under 20 minutes); the light ones stay in it.
-HEAVY = {"sweep_efficiency", "starvation", "trial_overhead", "inference", "determinism"}
+HEAVY = {"sweep_efficiency", "starvation", "trial_overhead", "inference", "determinism", "cpu_limit"}
 # Extra arguments that keep a tiny run short while still taking every code path (one backbone per family).
 TINY_ARGS = {"starvation": ["--model", "mobilenet_v1_a025,mobilenet_v2_a035"]}
 # What each result must hold besides `targets` (what run_all's summary reads).
@@ -32,6 +32,7 @@ RESULT_KEYS = {
     "trial_overhead": ["trials"],
     "inference": ["results"],
     "determinism": ["seconds_per_step", "cost"],
+    "cpu_limit": ["results", "forward_gflop_per_image", "peak"],
 }
 
 
