@@ -215,7 +215,7 @@ def plot(runs: list[dict], level: float | None, path: Path) -> Path:
     ax.set_ylabel("best validation balanced accuracy so far")
     ax.set_title("Time to quality: pruned vs unpruned sweeps (same space and seed)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
