@@ -32,7 +32,8 @@ def peak_gflops() -> dict:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return {"gflops": None, "why": "no /proc/cpuinfo"}
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    found = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    flags = set(found.group(1).split()) if found else set()
     mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
     per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16 if "avx" in flags else 8
     cores = os.cpu_count() or 1
@@ -41,13 +42,7 @@ def peak_gflops() -> dict:
         "cores": cores,
         "ghz": round(ghz, 2) if ghz else None,
         "flop_per_cycle": per_cycle,
-        "vector": "avx512"
-        if per_cycle == 64
-        else "avx2+fma"
-        if per_cycle == 32
-        else "avx"
-        if per_cycle == 16
-        else "sse",
+        "vector": {64: "avx512", 32: "avx2+fma", 16: "avx", 8: "sse"}[per_cycle],
         "gflops": round(cores * ghz * per_cycle, 1) if ghz else None,
     }
 
@@ -93,7 +88,7 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(n, h, w, 3)).astype(np.float32)  # speed does not depend on the pixels
     y = np.eye(k, dtype=np.float32)[rng.integers(0, k, size=n)]
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).cache().repeat().prefetch(tf.data.AUTOTUNE)
+    data = C.in_memory(x, y, args.batch, steps)
 
     models = {}
     for setting, jit in (("xla_off", False), ("xla_on", True)):

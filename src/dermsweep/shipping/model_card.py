@@ -30,10 +30,8 @@ def model_card(name: str, version: str, run: RunRow, meta: dict, data: TrainingD
     data = data or from_params(run.params)
     classes = ", ".join(meta.get("class_names") or []) or run.params.get("data.class_names", "").replace(",", ", ")
 
-    def val(section: str, metric: str, legacy_section: str | None = None) -> str:
+    def val(section: str, metric: str) -> str:
         v = run.metric(rf.metric(section, metric))
-        if v is None and legacy_section:
-            v = run.metric(rf.metric(legacy_section, metric))
         return "n/a" if v is None else f"{v:.3f}"
 
     def scored(section: str, metric: str) -> str:
@@ -81,8 +79,8 @@ def model_card(name: str, version: str, run: RunRow, meta: dict, data: TrainingD
             "## How it infers",
             f"- test-time views: {inference.get('views')}; temperature {inference.get('temperature', 1):.3f}; "
             f"prior adjustment tau {inference.get('prior_tau', 0):.2f} (all chosen on validation)",
-            f"- calibration error (ECE) on validation: {val(rf.GAINS, 'ece_val_before', rf.LEGACY_CALIBRATION)} "
-            f"before, {val(rf.GAINS, 'ece_val_after', rf.LEGACY_CALIBRATION)} after",
+            f"- calibration error (ECE) on validation: {val(rf.GAINS, 'ece_val_before')} before, "
+            f"{val(rf.GAINS, 'ece_val_after')} after",
             "",
         ]
     point = meta.get("operating_point")

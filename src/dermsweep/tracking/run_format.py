@@ -173,11 +173,24 @@ def legacy(name: str) -> str:
     return name.replace("/", "_")
 
 
+def earlier_names(key: str) -> list[str]:
+    """The names a current metric had in older runs: the `_` spelling, and calibration/x for the calibration
+    figures now in gains/ (gains/temperature, gains/prior_tau, gains/ece_*)."""
+    names = [legacy(key)]
+    section, _, name = key.partition("/")
+    if section == GAINS and (name.startswith("ece_") or name in ("temperature", "prior_tau")):
+        names.append(metric(LEGACY_CALIBRATION, name))
+    return names
+
+
 def read(metrics: Mapping[str, float], name: str) -> float | None:
-    """A run's value of metric `name` (any spelling), from its current or its legacy name."""
+    """A run's value of metric `name` (any spelling), from its current name or any it had in older runs."""
     key = canonical(name)
-    value = metrics.get(key)
-    return value if value is not None else metrics.get(legacy(key))
+    for candidate in (key, *earlier_names(key)):
+        value = metrics.get(candidate)
+        if value is not None:
+            return value
+    return None
 
 
 def is_result(name: str) -> bool:
