@@ -56,9 +56,13 @@ def _finish(procs: list, timeout: float = TIMEOUT) -> list[str]:
             for q in procs:
                 if q.poll() is None:
                     os.killpg(q.pid, signal.SIGKILL)
-            tails = "\n".join(f"--- worker {i}:\n{(q.communicate()[0] or '')[-2500:]}" for i, q in enumerate(procs))
-            pytest.fail(f"workers not done within {timeout:.0f} s:\n{tails}")
+            pytest.fail(f"workers not done within {timeout:.0f} s:\n{_tails([q.communicate()[0] for q in procs])}")
     return outs
+
+
+def _tails(outs: list[str], chars: int = 2500) -> str:
+    """The end of each worker's output, for a failure message."""
+    return "\n".join(f"--- worker {i}:\n{(out or '')[-chars:]}" for i, out in enumerate(outs))
 
 
 def _client(url: str):
@@ -135,7 +139,10 @@ def test_three_workers_on_postgres_log_to_one_mlflow_server_then_promote_and_pre
     parent, children = _check_one_parent_with_every_child(runs, study)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics[rf.metric(rf.SWEEP_SECTION, "n_finished")] == n_trials
-    assert len(children) == n_trials and all(r.info.status in ("FINISHED", "KILLED") for r in children)
+    ended = [(r.info.run_name, r.info.status, r.data.tags.get(rf.FAILURE_REASON)) for r in children]
+    assert len(children) == n_trials and all(r.info.status in ("FINISHED", "KILLED") for r in children), (
+        f"{ended}\n" + _tails(outs)
+    )
     assert not [r for r in runs if r.info.status == "RUNNING"]
     # every worker is an owner of the one parent run, and the children were trained by several of them (a worker
     # that starts late may find every trial taken: that is the point of the claim rule)
