@@ -112,7 +112,7 @@ def train(
         weights=teaching.weights if teaching else None,
     )
     val_ds = eval_dataset(data.x["val"], batch)
-    checkpoint = local_checkpoint_dir() / "checkpoints" / "best.weights.h5"
+    checkpoint = local_checkpoint_dir() / "checkpoints" / checkpoint_name(cfg)
 
     tags = {
         **run_tags(objective, direction, hw.backend, link, provenance.git_state()),
@@ -160,6 +160,8 @@ def train(
             shipping = ship(cfg, data, model, batch, objective)
             final = _evaluate_and_log(data, shipping, result, figures)
             values = objective_values(objectives, final, shipping.model)
+            if _is_fold(cfg):  # the fold's classifier as its cross-validation bags it: a stopped CV resumes from it
+                save_checkpoint(model, checkpoint)
             if may_log_model and should_log_model(cfg, link, [values[m] for m, _ in objectives]):
                 # the weights on disk first: logging the model is the largest write, the one a full disk stops
                 save_checkpoint(model, checkpoint)
@@ -201,6 +203,13 @@ def run_tags(objective: str, direction: str, backend: str, link, git: dict[str, 
         **({rf.GIT_COMMIT: commit} if commit != "unknown" else {}),
         **(link.run_tags if link else {}),
     }
+
+
+def checkpoint_name(cfg) -> str:
+    """The weights file in the job's checkpoints/ folder: a cross-validation's folds each keep their own."""
+    if _is_fold(cfg):
+        return f"fold{int(cfg.data.split.fold) + 1}of{int(cfg.data.split.folds)}.weights.h5"
+    return "best.weights.h5"
 
 
 def _is_fold(cfg) -> bool:
