@@ -53,6 +53,8 @@ def test_folds_partition_train_and_validation_by_lesion_and_leave_test_as_it_is(
         (["data.split.folds=1"], "data.split.folds"),
         (["data.split.fold=0"], "needs data.split.folds"),
         (["data.split.folds=3", "data.split.fold=3"], "data.split.fold"),
+        (["resume=abc123"], "resume.*same data.split.folds"),
+        (["data.split.folds=3", "data.split.fold=1", "resume=abc123"], "resume.*no data.split.fold"),
     ],
 )
 def test_fold_settings_are_checked_before_anything_runs(overrides, says):
@@ -63,7 +65,7 @@ def test_fold_settings_are_checked_before_anything_runs(overrides, says):
         config.validate(cfg)
 
 
-def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp_path):
+def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp_path, monkeypatch):
     import mlflow
 
     from dermsweep.tracking import run_format as rf
@@ -73,16 +75,8 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     from dermsweep.training.task import run
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = compose(
-        [
-            *tiny_run(tmp_path, "cv-test"),
-            "model.height=32",
-            "model.width=32",
-            "inference.views=none",
-            "data.split.folds=2",
-            "tracking.log_model=always",
-        ]
-    )
+    settings = ["model.height=32", "model.width=32", "inference.views=none", "data.split.folds=2"]
+    cfg = compose([*tiny_run(tmp_path, "cv-test"), *settings, "tracking.log_model=always"])
     value = run(cfg)
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("cv-test")
@@ -130,3 +124,51 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     mlflow.set_tracking_uri(uri)
     with pytest.raises(DataError, match="cross-validation's bag.*--data-dir"):
         rebuild_run_data(parent.info.run_id, 32, 32)
+
+    # Stopped in its second fold, then resumed: the first fold is kept (its weights on disk, under its own name),
+    # only the second is trained, the same parent run finishes, and the bag is the one the unstopped CV made.
+    from pathlib import Path
+
+    from dermsweep.training import cross_validation
+
+    real_train, trained_folds = cross_validation.train, []
+    stop_at: int | None = None
+
+    def train_until_stopped(fold_cfg, **kwargs):
+        trained_folds.append(int(fold_cfg.data.split.fold))
+        if stop_at is not None and len(trained_folds) == stop_at:
+            raise KeyboardInterrupt
+        return real_train(fold_cfg, **kwargs)
+
+    monkeypatch.setattr(cross_validation, "train", train_until_stopped)
+    again = [*tiny_run(tmp_path, "cv-resume"), *settings, "tracking.log_model=always"]
+    stop_at = 2
+    with pytest.raises(KeyboardInterrupt):
+        run(compose(again))
+    exp2 = client.get_experiment_by_name("cv-resume")
+    (stopped,) = [r for r in client.search_runs([exp2.experiment_id]) if r.data.tags[rf.ROLE] == "cv"]
+    assert stopped.info.status == "KILLED"
+    (first,) = client.search_runs([exp2.experiment_id], "tags.`dermsweep.role` = 'fold'")
+    weights = Path(first.data.tags[rf.CHECKPOINT])
+    assert weights.name == "fold1of2.weights.h5" and weights.is_file()
+
+    with pytest.raises(ConfigError, match="config differs.*seed: 42 then, 7 now"):
+        run(compose([*again, "seed=7", f"resume={stopped.info.run_id}"]))
+    stop_at, trained_folds[:] = None, []
+    resumed_value = run(compose([*again, f"resume={stopped.info.run_id}"]))
+    assert trained_folds == [1]
+    resumed = client.get_run(stopped.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags[rf.RESUMED_AFTER].startswith("KILLED")
+    assert rf.FAILURE_REASON not in resumed.data.tags
+    folds2 = client.search_runs([exp2.experiment_id], "tags.`dermsweep.role` = 'fold'")
+    assert sorted(r.data.tags[rf.FOLD] for r in folds2) == ["0", "1"]
+    assert resumed_value == pytest.approx(value)
+    for key in ("cv/objective_mean", "final_val/balanced_accuracy", "test/balanced_accuracy", "test/macro_auc"):
+        assert resumed.data.metrics[key] == pytest.approx(m[key], abs=1e-6), key
+
+    # a finished CV, or one with other settings, is refused before anything runs
+    with pytest.raises(ConfigError, match="already finished"):
+        run(compose([*again, f"resume={stopped.info.run_id}"]))
+    with pytest.raises(ConfigError, match="resume=.*not a cross-validation"):
+        run(compose([*again, f"resume={first.info.run_id}"]))

@@ -81,15 +81,20 @@ def recorded_run(
     tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
     kept: Callable[[], str] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[RecordedRun]:
     """Start, claim and end one run (see the module's docstring). `kept()` says where the work is if the store is
-    lost while the run ends (e.g. "the best weights so far are at ...")."""
+    lost while the run ends (e.g. "the best weights so far are at ..."). `resume_run_id`: reopen that stopped run
+    instead (RUNNING again, its earlier failure reason dropped: the caller records how it had ended)."""
     if role not in rf.ROLES:
         raise ValueError(f"unknown run role {role!r}: one of {', '.join(rf.ROLES)}")
+    if resume_run_id is not None and rf.FAILURE_REASON in client.get_run(resume_run_id).data.tags:
+        client.delete_tag(resume_run_id, rf.FAILURE_REASON)
     active = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=name,
-        parent_run_id=parent_run_id,
+        run_id=resume_run_id,
+        experiment_id=None if resume_run_id else experiment_id,
+        run_name=None if resume_run_id else name,
+        parent_run_id=None if resume_run_id else parent_run_id,
         tags={**(tags or {}), rf.ROLE: role, rf.STATUS: "running"},
         nested=mlflow.active_run() is not None,
     )

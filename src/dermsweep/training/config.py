@@ -115,6 +115,12 @@ def _data(cfg) -> None:
                 "data.split.fold", d.split.fold, "needs data.split.folds (the number of folds), e.g. data.split.folds=5"
             )
         _in(cfg, "data.split.fold", 0, int(folds) - 1, integer=True)
+    if cfg.get("resume") is not None and (folds is None or d.split.get("fold") is not None):
+        fail(
+            "resume",
+            cfg.resume,
+            "continues a stopped cross-validation: give the same data.split.folds it ran with and no data.split.fold",
+        )
 
 
 def _model(cfg) -> None:

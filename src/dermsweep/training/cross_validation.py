@@ -35,7 +35,7 @@ from ..tracking.model_log import log_keras_model
 from ..tracking.recorded_run import recorded_run
 from ..tracking.store import connect, ensure_experiment, ui_hint
 from ..views import VIEWS
-from . import config, provenance
+from . import config, cv_resume, provenance
 from .gains import View, check, choose_gains, per_view, views_needed, wrap
 from .ship import Shipping, member_views, priors, view_logits
 from .ship_record import log_gains, log_scores, log_view_logits
@@ -59,26 +59,63 @@ def run(cfg: DictConfig) -> dict[str, float]:
     parent_id = trial_link.parent_run_id()
     objectives = config.objectives(cfg)
     objective, direction = objectives[0]
-    name = f"{run_name(cfg, link)}-cv{folds}"
+    # a stopped CV to continue: checked (run, config, state) before it is reopened
+    resumption = cv_resume.find(client, cfg, link is not None) if cfg.get("resume") else None
+    name = resumption.name if resumption else f"{run_name(cfg, link)}-cv{folds}"
     git = provenance.git_state()
     tags = {**run_tags(objective, direction, str(cfg.hardware.backend), link, git), rf.CV_FOLDS: str(folds)}
+    if resumption:
+        tags[rf.RESUMED_AFTER] = resumption.previous_end
+        if resumption.commit_note:
+            tags[rf.RESUMED_COMMITS] = resumption.commit_note
     role = "trial" if link is not None else "cv"
-    with recorded_run(client, experiment_id, name, role, tags=tags, parent_run_id=parent_id) as recorded:
+    with recorded_run(
+        client,
+        experiment_id,
+        name,
+        role,
+        tags=tags,
+        parent_run_id=parent_id,
+        resume_run_id=resumption.run_id if resumption else None,
+    ) as recorded:
         if link is not None:
             link.set_run_id(recorded.run_id)
-        mlflow.log_params({**flatten(cfg), **git})
+        if resumption is None:  # a resumed run logged them when it started (and they are checked to be the same)
+            mlflow.log_params({**flatten(cfg), **git})
         fold_runs: list[Trained] = []
-        for fold in range(folds):
-            fold_cfg = _fold_config(cfg, fold, f"{name}-fold{fold + 1}of{folds}")
-            trained = train(fold_cfg, role="fold", parent_run_id=recorded.run_id, link=None, may_log_model=False)
-            fold_runs.append(trained)
-            running = float(np.mean([t.values[objective] for t in fold_runs]))
-            mlflow.log_metric(rf.metric(rf.CV, "fold_objective"), trained.values[objective], step=fold)
-            log.info(
-                "fold %d/%d: %s %.4f (mean so far %.4f)", fold + 1, folds, objective, trained.values[objective], running
-            )
-            if link is not None:  # racing: the pruner may stop this trial after any fold but the last
-                link.report(fold, running, prunable=fold < folds - 1)
+        try:
+            for fold in range(folds):
+                fold_cfg = _fold_config(cfg, fold, f"{name}-fold{fold + 1}of{folds}")
+                kept = resumption.kept.get(fold) if resumption else None
+                trained = cv_resume.restore(fold_cfg, kept, objectives) if kept else None
+                if trained is None:
+                    trained = train(
+                        fold_cfg, role="fold", parent_run_id=recorded.run_id, link=None, may_log_model=False
+                    )
+                fold_runs.append(trained)
+                running = float(np.mean([t.values[objective] for t in fold_runs]))
+                mlflow.log_metric(rf.metric(rf.CV, "fold_objective"), trained.values[objective], step=fold)
+                log.info(
+                    "fold %d/%d: %s %.4f (mean so far %.4f)",
+                    fold + 1,
+                    folds,
+                    objective,
+                    trained.values[objective],
+                    running,
+                )
+                if link is not None:  # racing: the pruner may stop this trial after any fold but the last
+                    link.report(fold, running, prunable=fold < folds - 1)
+        except BaseException:
+            if link is None:  # a sweep's trial is not resumed: the sweep goes on without it
+                log.warning(
+                    "cross-validation %s stopped with %d of %d folds finished (each fold's weights are kept); "
+                    "continue it by adding resume=%s to the same command",
+                    recorded.run_id,
+                    len(fold_runs),
+                    folds,
+                    recorded.run_id,
+                )
+            raise
         figures = BackgroundArtifacts(recorded.run_id)
         try:
             shipping, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)

@@ -1,0 +1,192 @@
+"""Resuming a stopped cross-validation (`resume=<its run id>`): the folds it finished are kept, the rest trained.
+
+A 5-fold CV of the shipped recipe is hours on a CPU; Ctrl-C, SIGTERM, a full disk or a lost machine should not
+cost the folds already done. Each fold run keeps its shipped weights on disk (its checkpoint tag names the file)
+and logs its out-of-fold and test logits, so a finished fold is rebuilt from those two without training: the same
+seeds give the same remaining folds and so the same bag as a CV that never stopped.
+
+Everything is checked before the parent run is reopened: the run is a cross-validation that did not finish and is
+not running, the config is the one it started with, and each kept fold's weights reproduce its logged predictions
+(a fold whose weights are gone or changed is trained again, and the log says why).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from ..data import prepare
+from ..errors import ConfigError, DataError
+from ..tracking import run_format as rf
+from ..tracking import run_owner
+from ..tracking.artifacts import flatten
+from ..tracking.store import first_line
+from . import distillation, hardware
+from .gains import Gains, per_view
+from .model import build
+from .ship import Shipping, view_logits
+from .ship_record import read_view_logits
+from .single_run import Trained
+
+log = logging.getLogger("dermsweep")
+
+# Settings that may differ between the stopped run and its resumption: they change neither the folds nor the models.
+MAY_DIFFER = ("resume", "run_name", "verbose")
+CHECK_IMAGES = 8  # validation images each kept fold predicts again to prove its weights are the ones it shipped
+
+
+@dataclass
+class Resumption:
+    run_id: str
+    name: str  # the parent's run name: fold runs trained now are named like the kept ones
+    kept: dict[int, Any] = field(default_factory=dict)  # fold index -> its FINISHED fold run (mlflow Run)
+    previous_end: str = ""  # how the parent ended before (its status and reason), recorded on the resumed run
+    commit_note: str = ""  # when the code changed since: which commit trained which folds
+
+
+def find(client, cfg: DictConfig, in_sweep: bool) -> Resumption:
+    """The stopped cross-validation `cfg.resume` names and its finished folds; ConfigError when it cannot resume."""
+    run_id = str(cfg.resume)
+    if in_sweep:
+        raise ConfigError(f"resume={run_id}: resumes one cross-validation; a sweep's trials cannot resume")
+    try:
+        parent = client.get_run(run_id)
+    except Exception as exc:
+        raise ConfigError(
+            f"resume={run_id}: no such run in {client.tracking_uri} ({first_line(exc)}); "
+            "give the run id of the stopped cross-validation (`dermsweep runs`)"
+        ) from exc
+    tags = parent.data.tags
+    if tags.get(rf.ROLE) != "cv":
+        raise ConfigError(
+            f"resume={run_id}: run {tags.get('mlflow.runName', run_id)} is a {tags.get(rf.ROLE, 'non-dermsweep')} run, "
+            "not a cross-validation; resume continues a stopped `data.split.folds=k` run"
+        )
+    status = parent.info.status
+    if status == "FINISHED":
+        raise ConfigError(f"resume={run_id}: that cross-validation already finished; nothing is left to train")
+    if status == "RUNNING" and run_owner.death(tags) is None:
+        raise ConfigError(
+            f"resume={run_id}: that cross-validation is still running (or its process cannot be checked from here); "
+            "stop it first, or wait for it to finish"
+        )
+    _same_config(cfg, parent.data.params, run_id)
+    if distillation.requested(cfg):
+        raise ConfigError(f"resume={run_id}: resuming a distilled cross-validation is not supported; run it again")
+    folds = int(cfg.data.split.folds)
+    kept: dict[int, Any] = {}
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
+    for child in children:
+        fold = child.data.tags.get(rf.FOLD)
+        if child.data.tags.get(rf.ROLE) == "fold" and fold is not None and 0 <= int(fold) < folds:
+            kept[int(fold)] = child  # the latest finished run of each fold
+    reason = tags.get(rf.FAILURE_REASON, "")
+    return Resumption(
+        run_id,
+        tags.get("mlflow.runName", run_id),
+        kept,
+        previous_end=f"{status}: {reason}" if reason else status,
+        commit_note=_commits(kept, parent.data.params.get("git.commit")),
+    )
+
+
+def _same_config(cfg: DictConfig, logged: dict[str, str], run_id: str) -> None:
+    """The resumed run must be the stopped one: every setting it logged, the same now (MAY_DIFFER aside)."""
+    now = flatten(cfg)
+    differ = [
+        f"{k}: {logged[k]} then, {now[k]} now"
+        for k in sorted(now)
+        if k in logged and not k.startswith(MAY_DIFFER) and logged[k] != now[k]
+    ]
+    if differ:
+        raise ConfigError(
+            f"resume={run_id}: the config differs from the stopped cross-validation's ({'; '.join(differ[:8])}"
+            f"{'; ...' if len(differ) > 8 else ''}); resume it with the same settings, or start a new run"
+        )
+    new = [k for k in now if k not in logged and not k.startswith(MAY_DIFFER)]
+    if new:
+        log.warning("resume: settings the stopped run did not log (newer code), taken as now: %s", ", ".join(new))
+
+
+def _commits(kept: dict[int, Any], parent_commit: str | None) -> str:
+    from . import provenance
+
+    now = provenance.git_state().get("git.commit")
+    if not parent_commit or not now or parent_commit == now or "unknown" in (parent_commit, now):
+        return ""
+    note = (
+        f"folds {', '.join(str(f + 1) for f in sorted(kept))} trained at {parent_commit[:10]}, the rest at {now[:10]}"
+    )
+    log.warning("resume: the code changed since the stopped run: %s", note)
+    return note
+
+
+def restore(cfg: DictConfig, fold_run, objectives) -> Trained | None:
+    """A finished fold rebuilt from its weights file and its logged logits, or None (with the reason logged) when
+    its weights are missing or do not reproduce what it logged: that fold is then trained again."""
+    tags, fold = fold_run.data.tags, int(fold_run.data.tags[rf.FOLD])
+    weights = Path(tags.get(rf.CHECKPOINT, ""))
+    if not weights.is_file():
+        log.warning("resume: fold %d's weights are not at %s: training it again", fold + 1, weights)
+        return None
+    split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
+    hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
+    data = prepare(cfg.data, int(cfg.model.height), int(cfg.model.width), split_seed, cfg.get("cache_dir"))
+    if data.split.split_id != tags.get(rf.SPLIT_ID) or data.dataset_id != tags.get(rf.DATASET_ID):
+        raise DataError(
+            f"resume: fold {fold + 1}'s data changed since it was trained (split {tags.get(rf.SPLIT_ID)} then, "
+            f"{data.split.split_id} now; dataset {tags.get(rf.DATASET_ID)} then, {data.dataset_id} now): "
+            "start a new cross-validation"
+        )
+    with hw.scope():
+        classifier = build(cfg.model, len(data.class_names))
+    try:
+        classifier.load_weights(weights)
+    except Exception as exc:
+        log.warning("resume: fold %d's weights at %s do not load (%s): training it again", fold + 1, weights, exc)
+        return None
+    import mlflow
+
+    local = mlflow.MlflowClient().download_artifacts(fold_run.info.run_id, rf.VIEW_LOGITS)
+    logged = read_view_logits(local)
+    batch = int(cfg.trainer.batch_size)
+    again = per_view(view_logits(classifier, batch), data.x["val"][:CHECK_IMAGES], [(0, False)])[(0, False)]
+    if not np.allclose(again, logged.views["val"][(0, False)][:CHECK_IMAGES], atol=1e-3):
+        log.warning("resume: fold %d's weights at %s changed since it finished: training it again", fold + 1, weights)
+        return None
+    metrics = fold_run.data.metrics
+    final = {
+        "val": {k.removeprefix("final_val/"): v for k, v in metrics.items() if k.startswith("final_val/")},
+        "test": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
+    }
+    shipping = Shipping(
+        classifier,
+        Gains(),  # the fold's own gains are not needed: the bag chooses its gains out of fold
+        logged.views,
+        groups={part: logged.groups.get(part) for part in ("val", "test")},
+        image_ids=logged.image_ids,
+    )
+    log.info("fold %d/%d: kept from run %s (%s)", fold + 1, int(cfg.data.split.folds), fold_run.info.run_id, weights)
+    return Trained(
+        fold_run.info.run_id,
+        tags.get("mlflow.runName", ""),
+        classifier,
+        shipping,
+        final,
+        {metric: float(metrics[rf.final_metric(metric)]) for metric, _ in objectives},
+        data.class_names,
+        data.dataset_id,
+        logged.labels,
+        data.split.split_id,
+        data.x["test"],
+        {},
+    )
