@@ -164,8 +164,26 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     folds2 = client.search_runs([exp2.experiment_id], "tags.`dermsweep.role` = 'fold'")
     assert sorted(r.data.tags[rf.FOLD] for r in folds2) == ["0", "1"]
     assert resumed_value == pytest.approx(value)
+    assert sorted(p.step for p in client.get_metric_history(stopped.info.run_id, "cv/fold_objective")) == [0, 1]
     for key in ("cv/objective_mean", "final_val/balanced_accuracy", "test/balanced_accuracy", "test/macro_auc"):
         assert resumed.data.metrics[key] == pytest.approx(m[key], abs=1e-6), key
+
+    # a kept fold is only trusted when its weights still give its logged predictions: changed weights, a damaged
+    # file or none at all, and it is trained again
+    from dermsweep.training import config as run_config
+    from dermsweep.training.cv_resume import restore
+
+    fold0_cfg = compose([*again, "data.split.fold=0"])
+    objectives = run_config.objectives(fold0_cfg)
+    kept = restore(fold0_cfg, first, objectives)
+    assert kept is not None
+    kept.classifier.set_weights([w * 1.5 for w in kept.classifier.get_weights()])
+    kept.classifier.save_weights(weights)
+    assert restore(fold0_cfg, first, objectives) is None
+    weights.write_bytes(b"not an HDF5 file")
+    assert restore(fold0_cfg, first, objectives) is None
+    weights.unlink()
+    assert restore(fold0_cfg, first, objectives) is None
 
     # a finished CV, or one with other settings, is refused before anything runs
     with pytest.raises(ConfigError, match="already finished"):

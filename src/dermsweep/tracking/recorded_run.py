@@ -88,16 +88,24 @@ def recorded_run(
     instead (RUNNING again, its earlier failure reason dropped: the caller records how it had ended)."""
     if role not in rf.ROLES:
         raise ValueError(f"unknown run role {role!r}: one of {', '.join(rf.ROLES)}")
-    if resume_run_id is not None and rf.FAILURE_REASON in client.get_run(resume_run_id).data.tags:
-        client.delete_tag(resume_run_id, rf.FAILURE_REASON)
-    active = mlflow.start_run(
-        run_id=resume_run_id,
-        experiment_id=None if resume_run_id else experiment_id,
-        run_name=None if resume_run_id else name,
-        parent_run_id=None if resume_run_id else parent_run_id,
-        tags={**(tags or {}), rf.ROLE: role, rf.STATUS: "running"},
-        nested=mlflow.active_run() is not None,
-    )
+    if resume_run_id is not None:
+        # Claimed before it is RUNNING again: its dead earlier process's owner record must not get it reaped.
+        run_owner.claim(client, resume_run_id)
+        if rf.FAILURE_REASON in client.get_run(resume_run_id).data.tags:
+            client.delete_tag(resume_run_id, rf.FAILURE_REASON)
+    try:
+        active = mlflow.start_run(
+            run_id=resume_run_id,
+            experiment_id=None if resume_run_id else experiment_id,
+            run_name=None if resume_run_id else name,
+            parent_run_id=None if resume_run_id else parent_run_id,
+            tags={**(tags or {}), rf.ROLE: role, rf.STATUS: "running"},
+            nested=mlflow.active_run() is not None,
+        )
+    except BaseException:
+        if resume_run_id is not None:
+            run_owner.release(client, resume_run_id)
+        raise
     run = RecordedRun(active.info.run_id, client)
     try:
         run_owner.claim(client, run.run_id)  # host, pid and a heartbeat: a killed process's run is reaped

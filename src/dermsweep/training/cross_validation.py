@@ -68,6 +68,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tags[rf.RESUMED_AFTER] = resumption.previous_end
         if resumption.commit_note:
             tags[rf.RESUMED_COMMITS] = resumption.commit_note
+    # the kept folds rebuilt before the stopped run is reopened: a check that fails leaves it as it was
+    restored: dict[int, Trained] = {}
+    for fold, fold_run in (resumption.kept if resumption else {}).items():
+        rebuilt = cv_resume.restore(_fold_config(cfg, fold, fold_run.info.run_name), fold_run, objectives)
+        if rebuilt is not None:
+            restored[fold] = rebuilt
     role = "trial" if link is not None else "cv"
     with recorded_run(
         client,
@@ -86,15 +92,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
         try:
             for fold in range(folds):
                 fold_cfg = _fold_config(cfg, fold, f"{name}-fold{fold + 1}of{folds}")
-                kept = resumption.kept.get(fold) if resumption else None
-                trained = cv_resume.restore(fold_cfg, kept, objectives) if kept else None
+                trained = restored.get(fold)
                 if trained is None:
                     trained = train(
                         fold_cfg, role="fold", parent_run_id=recorded.run_id, link=None, may_log_model=False
                     )
+                    # (a kept fold's point was logged before the stop)
+                    mlflow.log_metric(rf.metric(rf.CV, "fold_objective"), trained.values[objective], step=fold)
                 fold_runs.append(trained)
                 running = float(np.mean([t.values[objective] for t in fold_runs]))
-                mlflow.log_metric(rf.metric(rf.CV, "fold_objective"), trained.values[objective], step=fold)
                 log.info(
                     "fold %d/%d: %s %.4f (mean so far %.4f)",
                     fold + 1,

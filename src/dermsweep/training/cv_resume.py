@@ -5,9 +5,10 @@ cost the folds already done. Each fold run keeps its shipped weights on disk (it
 and logs its out-of-fold and test logits, so a finished fold is rebuilt from those two without training: the same
 seeds give the same remaining folds and so the same bag as a CV that never stopped.
 
-Everything is checked before the parent run is reopened: the run is a cross-validation that did not finish and is
-not running, the config is the one it started with, and each kept fold's weights reproduce its logged predictions
-(a fold whose weights are gone or changed is trained again, and the log says why).
+Everything is checked, and every kept fold rebuilt, before the parent run is reopened: the run is a cross-validation
+that did not finish and is not running, the config is the one it started with, the data is the same, and each kept
+fold's weights reproduce its logged predictions (a fold whose weights or records are gone or changed is trained
+again, and the log says why). A failed check leaves the stopped run as it was.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..tracking import run_format as rf
 from ..tracking import run_owner
 from ..tracking.artifacts import flatten
 from ..tracking.store import first_line
-from . import distillation, hardware
+from . import determinism, distillation, hardware
 from .gains import Gains, per_view
 from .model import build
 from .ship import Shipping, view_logits
@@ -35,9 +36,12 @@ from .single_run import Trained
 
 log = logging.getLogger("dermsweep")
 
-# Settings that may differ between the stopped run and its resumption: they change neither the folds nor the models.
-MAY_DIFFER = ("resume", "run_name", "verbose")
-CHECK_IMAGES = 8  # validation images each kept fold predicts again to prove its weights are the ones it shipped
+# Settings that may differ between the stopped run and its resumption: they change neither the folds nor the models
+# (where the store, cache and files are on this machine; the data itself is checked by its identity).
+MAY_DIFFER = ("resume", "run_name", "verbose", "tracking.", "cache_dir", "paths.", "data.root")
+# A kept fold predicts its first validation batch again: its logits must match what it logged, within this share of
+# their size: float32 repeats to ~1e-6 on one machine; float16/bfloat16 compute (mixed precision) keeps ~3 digits.
+CHECK_TOLERANCE = {"float32": 1e-3, "mixed": 5e-2}
 
 
 @dataclass
@@ -62,6 +66,10 @@ def find(client, cfg: DictConfig, in_sweep: bool) -> Resumption:
             "give the run id of the stopped cross-validation (`dermsweep runs`)"
         ) from exc
     tags = parent.data.tags
+    if parent.info.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"resume={run_id}: that run is deleted; restore it first (`mlflow runs restore`) or start anew"
+        )
     if tags.get(rf.ROLE) != "cv":
         raise ConfigError(
             f"resume={run_id}: run {tags.get('mlflow.runName', run_id)} is a {tags.get(rf.ROLE, 'non-dermsweep')} run, "
@@ -75,6 +83,8 @@ def find(client, cfg: DictConfig, in_sweep: bool) -> Resumption:
             f"resume={run_id}: that cross-validation is still running (or its process cannot be checked from here); "
             "stop it first, or wait for it to finish"
         )
+    if not parent.data.params:
+        raise ConfigError(f"resume={run_id}: that run recorded no settings to check against; start a new run")
     _same_config(cfg, parent.data.params, run_id)
     if distillation.requested(cfg):
         raise ConfigError(f"resume={run_id}: resuming a distilled cross-validation is not supported; run it again")
@@ -95,7 +105,7 @@ def find(client, cfg: DictConfig, in_sweep: bool) -> Resumption:
         tags.get("mlflow.runName", run_id),
         kept,
         previous_end=f"{status}: {reason}" if reason else status,
-        commit_note=_commits(kept, parent.data.params.get("git.commit")),
+        commit_note=_commits(kept),
     )
 
 
@@ -117,27 +127,55 @@ def _same_config(cfg: DictConfig, logged: dict[str, str], run_id: str) -> None:
         log.warning("resume: settings the stopped run did not log (newer code), taken as now: %s", ", ".join(new))
 
 
-def _commits(kept: dict[int, Any], parent_commit: str | None) -> str:
+def _commits(kept: dict[int, Any]) -> str:
+    """Which commit trained which folds, when the code changed since the kept folds were trained; else ""."""
     from . import provenance
 
-    now = provenance.git_state().get("git.commit")
-    if not parent_commit or not now or parent_commit == now or "unknown" in (parent_commit, now):
+    now = provenance.git_state().get("git.commit", "unknown")
+    by_commit: dict[str, list[int]] = {}
+    for fold, fold_run in sorted(kept.items()):
+        by_commit.setdefault(fold_run.data.tags.get(rf.GIT_COMMIT, "unknown"), []).append(fold + 1)
+    if set(by_commit) <= {now} or now == "unknown":
         return ""
-    note = (
-        f"folds {', '.join(str(f + 1) for f in sorted(kept))} trained at {parent_commit[:10]}, the rest at {now[:10]}"
-    )
-    log.warning("resume: the code changed since the stopped run: %s", note)
+    parts = [f"fold {', '.join(map(str, folds))} at {commit[:10]}" for commit, folds in by_commit.items()]
+    note = f"{'; '.join(parts)}; folds trained now at {now[:10]}"
+    log.warning("resume: the code changed since the kept folds were trained: %s", note)
     return note
 
 
 def restore(cfg: DictConfig, fold_run, objectives) -> Trained | None:
     """A finished fold rebuilt from its weights file and its logged logits, or None (with the reason logged) when
-    its weights are missing or do not reproduce what it logged: that fold is then trained again."""
+    its weights or records are missing or do not reproduce what it logged: that fold is then trained again.
+    Raises DataError when the data is no longer the data it was trained on."""
+    try:
+        return _rebuild(cfg, fold_run, objectives)
+    except _TrainAgain as why:
+        log.warning("resume: fold %d %s: training it again", int(fold_run.data.tags[rf.FOLD]) + 1, why)
+        return None
+
+
+class _TrainAgain(Exception):
+    """Why a finished fold cannot be kept."""
+
+
+def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
+    import mlflow
+
     tags, fold = fold_run.data.tags, int(fold_run.data.tags[rf.FOLD])
+    metrics = fold_run.data.metrics
+
     weights = Path(tags.get(rf.CHECKPOINT, ""))
     if not weights.is_file():
-        log.warning("resume: fold %d's weights are not at %s: training it again", fold + 1, weights)
-        return None
+        raise _TrainAgain(f"has no weights at {weights}")
+    missing = [m for m, _ in objectives if rf.final_metric(m) not in metrics]
+    if missing or "test/balanced_accuracy" not in metrics:
+        raise _TrainAgain(f"did not record {', '.join(missing) or 'its test scores'}")
+    try:
+        logged = read_view_logits(mlflow.MlflowClient().download_artifacts(fold_run.info.run_id, rf.VIEW_LOGITS))
+    except Exception as exc:
+        raise _TrainAgain(f"has no readable {rf.VIEW_LOGITS} ({first_line(exc)})") from exc
+    # before the backend first runs anything, as train() does: the folds trained after this one stay reproducible
+    determinism.configure(bool(cfg.trainer.deterministic), str(cfg.hardware.backend))
     split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
     hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
     data = prepare(cfg.data, int(cfg.model.height), int(cfg.model.width), split_seed, cfg.get("cache_dir"))
@@ -152,18 +190,14 @@ def restore(cfg: DictConfig, fold_run, objectives) -> Trained | None:
     try:
         classifier.load_weights(weights)
     except Exception as exc:
-        log.warning("resume: fold %d's weights at %s do not load (%s): training it again", fold + 1, weights, exc)
-        return None
-    import mlflow
-
-    local = mlflow.MlflowClient().download_artifacts(fold_run.info.run_id, rf.VIEW_LOGITS)
-    logged = read_view_logits(local)
-    batch = int(cfg.trainer.batch_size)
-    again = per_view(view_logits(classifier, batch), data.x["val"][:CHECK_IMAGES], [(0, False)])[(0, False)]
-    if not np.allclose(again, logged.views["val"][(0, False)][:CHECK_IMAGES], atol=1e-3):
-        log.warning("resume: fold %d's weights at %s changed since it finished: training it again", fold + 1, weights)
-        return None
-    metrics = fold_run.data.metrics
+        raise _TrainAgain(f"has weights at {weights} that do not load ({first_line(exc)})") from exc
+    batch = int(cfg.trainer.batch_size) * hw.replicas  # as ship() predicted them
+    first = data.x["val"][:batch]
+    now = per_view(view_logits(classifier, batch), first, [(0, False)])[(0, False)]
+    then = logged.views["val"].get((0, False))
+    tolerance = CHECK_TOLERANCE["float32" if classifier.dtype_policy.compute_dtype == "float32" else "mixed"]
+    if then is None or len(then) != len(data.x["val"]) or not _agree(now, then[: len(first)], tolerance):
+        raise _TrainAgain(f"has weights at {weights} that no longer give its logged predictions")
     final = {
         "val": {k.removeprefix("final_val/"): v for k, v in metrics.items() if k.startswith("final_val/")},
         "test": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
@@ -190,3 +224,7 @@ def restore(cfg: DictConfig, fold_run, objectives) -> Trained | None:
         data.x["test"],
         {},
     )
+
+
+def _agree(logits_now: np.ndarray, logits_then: np.ndarray, tolerance: float) -> bool:
+    return bool(np.all(np.abs(logits_now - logits_then) <= tolerance * (1.0 + np.abs(logits_then))))
