@@ -117,6 +117,29 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     assert int(parent.data.params["model.params"]) == model.count_params() == m["run/params"]
     assert [r.info.run_id for r in candidate_runs(client, [exp.experiment_id])] == [parent.info.run_id]
 
+    # distillation from the bag's out-of-fold predictions: each training image's target is the shipped probability
+    # of the fold model that never trained on it, as the CV logged it (no forward pass)
+    from dermsweep.data import prepare
+    from dermsweep.training import distillation
+
+    def student(*more):
+        student_cfg = compose(
+            [*tiny_run(tmp_path, "cv-test"), *settings[:3], f"distill.teacher=runs:/{parent.info.run_id}/model", *more]
+        )
+        student_cfg.distill.teacher_output, student_cfg.distill.temperature = "out_of_fold", 1.0
+        h, w = int(student_cfg.model.height), int(student_cfg.model.width)
+        split_seed = int(student_cfg.data.split.seed or student_cfg.seed)
+        return student_cfg, prepare(student_cfg.data, h, w, split_seed, student_cfg.cache_dir)
+
+    student_cfg, student_data = student("distill.weight=1.0")
+    taught = distillation.teach(student_cfg, student_data, None, client, 16)
+    row = {image_id: i for i, image_id in enumerate(ids)}
+    expected = logged.probabilities["val"][[row[i] for i in student_data.split.train["image_id"]]]
+    assert np.allclose(taught.targets, expected, atol=1e-5)
+    # a student on another split has training images the CV held out as test: refused, with the fix
+    with pytest.raises(ConfigError, match="out-of-fold predictions .* not for .* training images.*data.split.seed"):
+        distillation.teach(*student("data.split.seed=7"), None, client, 16)
+
     # export and ensembles check a model on its run's held-out images: a bag has none, and says so
     from dermsweep.errors import DataError
     from dermsweep.shipping.labelled_data import rebuild_run_data

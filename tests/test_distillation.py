@@ -150,6 +150,12 @@ def test_a_teacher_with_other_classes_is_refused_before_the_run(smoke_run, tmp_p
     (tmp_path / "model_info.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="same classes"):
         distillation.teach(cfg, data, None, None, 16)
+    # out-of-fold targets need a cross-validation's run as the teacher: a file is none
+    meta["class_names"] = list(reversed(meta["class_names"]))
+    (tmp_path / "model_info.json").write_text(json.dumps(meta))
+    cfg.distill.teacher_output = "out_of_fold"
+    with pytest.raises(ConfigError, match="out_of_fold needs a cross-validation's run.*names no run"):
+        distillation.teach(cfg, data, None, None, 16)
 
 
 def test_a_distilled_run_is_logged_gated_and_promoted_like_any_run(smoke_run, tmp_path, monkeypatch):

@@ -204,6 +204,6 @@ def _distill(cfg) -> None:
             "must be a model reference (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, a run id or a "
             ".keras file) or null",
         )
-    one_of("distill.teacher_output", d.get("teacher_output"), ("raw", "shipped"))
+    one_of("distill.teacher_output", d.get("teacher_output"), ("raw", "shipped", "out_of_fold"))
     _in(cfg, "distill.temperature", 0, 100, lo_open=True)
     _in(cfg, "distill.weight", 0, 1)

@@ -12,7 +12,12 @@ teacher. Which teacher logits (`distill.teacher_output`):
              pushed up (computed from the cached raw logits with the teacher's final layer: no second pass);
     raw      what its shipped graph feeds its final softmax, before its calibration and prior adjustment (the
              student then chooses its own on validation; on HAM10000 its plain classifier scored 7.5 points lower on
-             validation than a shipped-taught student's, docs/quality.md).
+             validation than a shipped-taught student's, docs/quality.md);
+    out_of_fold  a cross-validation's bag as teacher: for each training image, the shipped probabilities of the
+             fold model that never trained on it, as the CV logged them (its gains applied). A bag has trained on
+             every train + validation image, so its own predictions there are memorised labels; these are its
+             honest ones, and cost no forward pass. The student must train on images the CV held out in some fold
+             (the same data and split seed: the test part is the one both hold out).
 
 Class weighting stays tied to the true label: each image weighs its class's weight (Keras' class_weight would read
 the class from the argmax of the soft target, which can be the teacher's mistake).
@@ -45,6 +50,7 @@ from .batch_predict import predict
 log = logging.getLogger("dermsweep")
 
 CACHE_FOLDER = "teacher-logits"
+OUT_OF_FOLD = "out_of_fold"  # distill.teacher_output: a CV bag's out-of-fold predictions
 TEACHER_LOGITS_LAYER = "probabilities"  # the shipped model's final layer: its input is the averaged logits
 
 
@@ -102,33 +108,84 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
     teacher = resolve(str(cfg.distill.teacher), client)
     if "class_names" in teacher.meta:  # checked here too: a cache hit with raw logits never loads the teacher
         _check_classes(teacher, data)
-    key = _key(teacher, data)
-    path = Path(str(cfg.get("cache_dir") or ".cache/dermsweep")) / CACHE_FOLDER / f"{key}.npz"
-    ids = _ids(data)
-    logits = _read(path, ids)
-    from_cache = logits is not None
-    model = None  # the teacher is loaded only when its logits are computed or its final layer is needed, and once
-    if logits is None:
-        model = _load_checked(teacher, data)
-        logits = _teacher_logits(cfg, data, teacher, model, batch_size)
-        _write(path, ids, logits)
-    train_logits = logits[: len(data.y["train"])]
-    if str(cfg.distill.teacher_output) == "shipped":
-        train_logits = _shipped(model or _load_checked(teacher, data), train_logits)
+    if str(cfg.distill.teacher_output) == OUT_OF_FOLD:
+        train_logits, key = _out_of_fold(teacher, data, client)
+        from_cache, ids = False, list(data.split.train["image_id"])
+    else:
+        key = _key(teacher, data)
+        path = Path(str(cfg.get("cache_dir") or ".cache/dermsweep")) / CACHE_FOLDER / f"{key}.npz"
+        ids = _ids(data)
+        logits = _read(path, ids)
+        from_cache = logits is not None
+        model = None  # the teacher is loaded only when its logits are computed or its final layer is needed, once
+        if logits is None:
+            model = _load_checked(teacher, data)
+            logits = _teacher_logits(cfg, data, teacher, model, batch_size)
+            _write(path, ids, logits)
+        train_logits = logits[: len(data.y["train"])]
+        if str(cfg.distill.teacher_output) == "shipped":
+            train_logits = _shipped(model or _load_checked(teacher, data), train_logits)
     targets = soft_targets(data.y["train"], train_logits, float(cfg.distill.temperature), float(cfg.distill.weight))
     weights = None
     if class_weight is not None:
         weights = np.array([class_weight[int(c)] for c in data.y["train"]], dtype=np.float32)
     agreement = float((train_logits.argmax(axis=1) == data.y["train"]).mean())
     log.info(
-        "teacher %s: logits of %d images %s (cache %s); it agrees with %.1f%% of the training labels",
+        "teacher %s: logits of %d images %s (key %s); it agrees with %.1f%% of the training labels",
         teacher.describe(),
         len(ids),
-        "read from its cache" if from_cache else "computed",
+        "out of fold, as its cross-validation logged them"
+        if str(cfg.distill.teacher_output) == OUT_OF_FOLD
+        else "read from its cache"
+        if from_cache
+        else "computed",
         key,
         100 * agreement,
     )
     return Teaching(targets, weights, teacher, key, from_cache, agreement)
+
+
+def _out_of_fold(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray, str]:
+    """The log of the CV bag's out-of-fold shipped probabilities for `data`'s training images, and their key."""
+    from ..tracking import run_format as rf
+    from ..tracking.store import connect, first_line
+    from .ship_record import read_view_logits
+
+    wrong = (
+        f"distill.teacher_output={OUT_OF_FOLD} needs a cross-validation's run as the teacher (runs:/<its run id>/model "
+    )
+    if teacher.run_id is None:
+        raise ConfigError(wrong + f"or a registered version of one); {teacher.describe()} names no run")
+    client = client or connect(create=False)
+    run = client.get_run(teacher.run_id)
+    if rf.CV_FOLDS not in run.data.tags:
+        raise ConfigError(wrong + f"or a registered version of one); {teacher.describe()} is not one")
+    if run.data.tags.get(rf.DATASET_ID) != data.dataset_id:
+        raise ConfigError(
+            f"the teacher {teacher.describe()} was cross-validated on dataset {run.data.tags.get(rf.DATASET_ID)}, "
+            f"this run's is {data.dataset_id}: its out-of-fold predictions are for other images"
+        )
+    try:
+        logged = read_view_logits(client.download_artifacts(teacher.run_id, rf.VIEW_LOGITS))
+    except Exception as exc:
+        raise ConfigError(
+            f"the teacher {teacher.describe()} has no readable {rf.VIEW_LOGITS} ({first_line(exc)})"
+        ) from exc
+    probs, oof_ids = logged.probabilities.get("val"), logged.image_ids.get("val")
+    if probs is None or oof_ids is None:
+        raise ConfigError(f"the teacher {teacher.describe()} logged no out-of-fold probabilities with image ids")
+    row = {str(image_id): i for i, image_id in enumerate(oof_ids)}
+    train_ids = [str(i) for i in data.split.train["image_id"]]
+    missing = [i for i in train_ids if i not in row]
+    if missing:
+        raise ConfigError(
+            f"the teacher {teacher.describe()} has out-of-fold predictions for {len(row)} images but not for "
+            f"{len(missing)} of this run's {len(train_ids)} training images (e.g. {', '.join(missing[:3])}): they "
+            "are in its held-out test part; train on the split it was cross-validated on (the same data.split.seed "
+            "and test_fraction)"
+        )
+    chosen = probs[[row[i] for i in train_ids]]
+    return np.log(np.clip(chosen, 1e-12, 1.0)).astype(np.float32), digest(OUT_OF_FOLD, teacher.run_id, data.dataset_id)
 
 
 def soft_targets(labels: np.ndarray, teacher_logits: np.ndarray, temperature: float, weight: float) -> np.ndarray:
