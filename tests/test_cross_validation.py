@@ -178,6 +178,7 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     with pytest.raises(ConfigError, match="config differs.*seed: 42 then, 7 now"):
         run(compose([*again, "seed=7", f"resume={stopped.info.run_id}"]))
     stop_at, trained_folds[:] = None, []
+    mlflow.set_experiment("cv-test")  # what an earlier run in this process may leave: MLflow's active experiment
     resumed_value = run(compose([*again, f"resume={stopped.info.run_id}"]))
     assert trained_folds == [1]
     resumed = client.get_run(stopped.info.run_id)

@@ -91,8 +91,11 @@ def recorded_run(
     if resume_run_id is not None:
         # Claimed before it is RUNNING again: its dead earlier process's owner record must not get it reaped.
         run_owner.claim(client, resume_run_id)
-        if rf.FAILURE_REASON in client.get_run(resume_run_id).data.tags:
+        stopped = client.get_run(resume_run_id)
+        if rf.FAILURE_REASON in stopped.data.tags:
             client.delete_tag(resume_run_id, rf.FAILURE_REASON)
+        # MLflow refuses to reopen a run outside the process's active experiment (an earlier run may have set another)
+        mlflow.set_experiment(experiment_id=stopped.info.experiment_id)
     try:
         active = mlflow.start_run(
             run_id=resume_run_id,
