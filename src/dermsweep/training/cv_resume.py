@@ -27,7 +27,7 @@ from ..tracking import run_format as rf
 from ..tracking import run_owner
 from ..tracking.artifacts import flatten
 from ..tracking.store import first_line
-from . import determinism, distillation, hardware
+from . import determinism, distillation, hardware, provenance
 from .gains import Gains, per_view
 from .model import build
 from .ship import Shipping, view_logits
@@ -129,8 +129,6 @@ def _same_config(cfg: DictConfig, logged: dict[str, str], run_id: str) -> None:
 
 def _commits(kept: dict[int, Any]) -> str:
     """Which commit trained which folds, when the code changed since the kept folds were trained; else ""."""
-    from . import provenance
-
     now = provenance.git_state().get("git.commit", "unknown")
     by_commit: dict[str, list[int]] = {}
     for fold, fold_run in sorted(kept.items()):

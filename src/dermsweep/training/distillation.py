@@ -111,6 +111,7 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
     if str(cfg.distill.teacher_output) == OUT_OF_FOLD:
         train_logits, key = _out_of_fold(teacher, data, client)
         from_cache, ids = False, list(data.split.train["image_id"])
+        source = "out of fold, as its cross-validation logged them"
     else:
         key = _key(teacher, data)
         path = Path(str(cfg.get("cache_dir") or ".cache/dermsweep")) / CACHE_FOLDER / f"{key}.npz"
@@ -125,6 +126,7 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
         train_logits = logits[: len(data.y["train"])]
         if str(cfg.distill.teacher_output) == "shipped":
             train_logits = _shipped(model or _load_checked(teacher, data), train_logits)
+        source = "read from its cache" if from_cache else "computed"
     targets = soft_targets(data.y["train"], train_logits, float(cfg.distill.temperature), float(cfg.distill.weight))
     weights = None
     if class_weight is not None:
@@ -134,11 +136,7 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
         "teacher %s: logits of %d images %s (key %s); it agrees with %.1f%% of the training labels",
         teacher.describe(),
         len(ids),
-        "out of fold, as its cross-validation logged them"
-        if str(cfg.distill.teacher_output) == OUT_OF_FOLD
-        else "read from its cache"
-        if from_cache
-        else "computed",
+        source,
         key,
         100 * agreement,
     )
@@ -151,15 +149,18 @@ def _out_of_fold(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray,
     from ..tracking.store import connect, first_line
     from .ship_record import read_view_logits
 
-    wrong = (
-        f"distill.teacher_output={OUT_OF_FOLD} needs a cross-validation's run as the teacher (runs:/<its run id>/model "
-    )
+    def not_a_cv(why: str) -> ConfigError:
+        return ConfigError(
+            f"distill.teacher_output={OUT_OF_FOLD} needs a cross-validation's run as the teacher (runs:/<its run "
+            f"id>/model or a registered version of one); {teacher.describe()} {why}"
+        )
+
     if teacher.run_id is None:
-        raise ConfigError(wrong + f"or a registered version of one); {teacher.describe()} names no run")
+        raise not_a_cv("names no run")
     client = client or connect(create=False)
     run = client.get_run(teacher.run_id)
     if rf.CV_FOLDS not in run.data.tags or rf.FOLD in run.data.tags:  # a fold alone has one fold's predictions
-        raise ConfigError(wrong + f"or a registered version of one); {teacher.describe()} is not one")
+        raise not_a_cv("is not one")
     if run.data.tags.get(rf.DATASET_ID) != data.dataset_id:
         raise ConfigError(
             f"the teacher {teacher.describe()} was cross-validated on dataset {run.data.tags.get(rf.DATASET_ID)}, "

@@ -160,11 +160,12 @@ def train(
             shipping = ship(cfg, data, model, batch, objective)
             final = _evaluate_and_log(data, shipping, result, figures)
             values = objective_values(objectives, final, shipping.model)
-            if _is_fold(cfg):  # the fold's classifier as its cross-validation bags it: a stopped CV resumes from it
+            log_model = may_log_model and should_log_model(cfg, link, [values[m] for m, _ in objectives])
+            # the weights on disk first: logging the model is the largest write, the one a full disk stops; a fold
+            # keeps its classifier as its cross-validation bags it, so a stopped CV resumes from it
+            if log_model or _is_fold(cfg):
                 save_checkpoint(model, checkpoint)
-            if may_log_model and should_log_model(cfg, link, [values[m] for m, _ in objectives]):
-                # the weights on disk first: logging the model is the largest write, the one a full disk stops
-                save_checkpoint(model, checkpoint)
+            if log_model:
                 log_model_or_explain(lambda: _log_model(cfg, data, shipping, teaching), checkpoint)
             figures.wait()
         except BaseException as exc:
