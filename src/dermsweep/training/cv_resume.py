@@ -21,18 +21,17 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from ..data import prepare
 from ..errors import ConfigError, DataError
 from ..tracking import run_format as rf
 from ..tracking import run_owner
 from ..tracking.artifacts import flatten
 from ..tracking.store import first_line
-from . import determinism, distillation, hardware, provenance
+from . import distillation, provenance
 from .gains import Gains, per_view
 from .model import build
 from .ship import Shipping, view_logits
 from .ship_record import read_view_logits
-from .single_run import Trained
+from .single_run import Trained, start_up
 
 log = logging.getLogger("dermsweep")
 
@@ -172,11 +171,7 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
         logged = read_view_logits(mlflow.MlflowClient().download_artifacts(fold_run.info.run_id, rf.VIEW_LOGITS))
     except Exception as exc:
         raise _TrainAgain(f"has no readable {rf.VIEW_LOGITS} ({first_line(exc)})") from exc
-    # before the backend first runs anything, as train() does: the folds trained after this one stay reproducible
-    determinism.configure(bool(cfg.trainer.deterministic), str(cfg.hardware.backend))
-    split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
-    hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
-    data = prepare(cfg.data, int(cfg.model.height), int(cfg.model.width), split_seed, cfg.get("cache_dir"))
+    hw, data = start_up(cfg)  # as train() starts: the folds trained after this one stay reproducible
     if data.split.split_id != tags.get(rf.SPLIT_ID) or data.dataset_id != tags.get(rf.DATASET_ID):
         raise DataError(
             f"resume: fold {fold + 1}'s data changed since it was trained (split {tags.get(rf.SPLIT_ID)} then, "

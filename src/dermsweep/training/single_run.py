@@ -59,6 +59,16 @@ class Trained:
     teacher: dict  # a distilled run's teacher (Teaching.to_meta); {} without one
 
 
+def start_up(cfg: DictConfig) -> tuple[hardware.Hardware, Prepared]:
+    """Seeds, determinism (before the backend first runs anything), devices and the prepared data: what every run
+    needs before it builds a model; also what a resumed cross-validation's kept folds are rebuilt on."""
+    provenance.seed_everything(int(cfg.seed))
+    determinism.configure(bool(cfg.trainer.deterministic), str(cfg.hardware.backend))
+    hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
+    split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
+    return hw, prepare(cfg.data, int(cfg.model.height), int(cfg.model.width), split_seed, cfg.get("cache_dir"))
+
+
 class Standalone:
     """Marker default: take the sweep link and parent run from the environment (trial_link)."""
 
@@ -79,12 +89,7 @@ def train(
     started = time.perf_counter()
     client = connect(str(cfg.tracking.uri))
     uri = str(client.tracking_uri)
-    provenance.seed_everything(int(cfg.seed))
-    determinism.configure(bool(cfg.trainer.deterministic), str(cfg.hardware.backend))  # before the backend runs
-    hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
-    split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
-    height, width = int(cfg.model.height), int(cfg.model.width)
-    data = prepare(cfg.data, height, width, split_seed, cfg.get("cache_dir"))
+    hw, data = start_up(cfg)
     with hw.scope():
         model = build(cfg.model, len(data.class_names))
     experiment_id = ensure_experiment(client, str(cfg.experiment), cfg.tracking.get("artifact_root"))
