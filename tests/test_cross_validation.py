@@ -192,8 +192,9 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     for key in ("cv/objective_mean", "final_val/balanced_accuracy", "test/balanced_accuracy", "test/macro_auc"):
         assert resumed.data.metrics[key] == pytest.approx(m[key], abs=1e-6), key
 
-    # a kept fold is only trusted when its weights still give its logged predictions: changed weights, a damaged
-    # file or none at all, and it is trained again
+    # a kept fold is only trusted when its weights still give its logged predictions: changed, damaged or missing
+    # weights are taken from the fold run's own copy (a CV resumed on another machine), and without that copy too
+    # the fold is trained again
     from dermsweep.training import config as run_config
     from dermsweep.training.cv_resume import restore
 
@@ -203,10 +204,19 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     assert kept is not None
     kept.classifier.set_weights([w * 1.5 for w in kept.classifier.get_weights()])
     kept.classifier.save_weights(weights)
-    assert restore(fold0_cfg, first, objectives) is None
+    assert restore(fold0_cfg, first, objectives) is not None  # from the copy
     weights.write_bytes(b"not an HDF5 file")
-    assert restore(fold0_cfg, first, objectives) is None
+    assert restore(fold0_cfg, first, objectives) is not None
     weights.unlink()
+    from_copy = restore(fold0_cfg, first, objectives)
+    assert from_copy is not None and from_copy.final == kept.final
+    import shutil
+
+    copies = Path(first.info.artifact_uri.removeprefix("file://")) / rf.FOLD_WEIGHTS_DIR
+    assert [p.name for p in copies.iterdir()] == ["fold1of2.weights.h5"]
+    shutil.rmtree(copies)
+    assert restore(fold0_cfg, first, objectives) is None
+    kept.classifier.save_weights(weights)  # changed weights and no copy
     assert restore(fold0_cfg, first, objectives) is None
 
     # a finished CV, or one with other settings, is refused before anything runs

@@ -93,6 +93,7 @@ MODEL_CARD = "model_card.md"  # written by promotion: what the promoted model is
 TRAINING_CURVES = "training_curves.png"
 GAINS_REPORT = "evaluation/gains.json"
 VIEW_LOGITS = "evaluation/view_logits.npz"  # each test-time view's logits on validation and test (for ensembles)
+FOLD_WEIGHTS_DIR = "checkpoints"  # a fold run's shipped weights (fold<i>of<k>.weights.h5), for resuming its CV
 # Files under evaluation_artifact(part, ...); an evaluation run writes them under part EVAL.
 CLASSIFICATION_REPORT = "classification_report.json"
 CONFUSION_JSON = "confusion_matrix.json"

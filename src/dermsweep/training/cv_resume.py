@@ -14,6 +14,8 @@ again, and the log says why). A failed check leaves the stopped run as it was.
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +163,6 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
     tags, fold = fold_run.data.tags, int(fold_run.data.tags[rf.FOLD])
     metrics = fold_run.data.metrics
 
-    weights = Path(tags.get(rf.CHECKPOINT, ""))
-    if not weights.is_file():
-        raise _TrainAgain(f"has no weights at {weights}")
     missing = [m for m, _ in objectives if rf.final_metric(m) not in metrics]
     if missing or "test/balanced_accuracy" not in metrics:
         raise _TrainAgain(f"did not record {', '.join(missing) or 'its test scores'}")
@@ -180,17 +179,16 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
         )
     with hw.scope():
         classifier = build(cfg.model, len(data.class_names))
-    try:
-        classifier.load_weights(weights)
-    except Exception as exc:
-        raise _TrainAgain(f"has weights at {weights} that do not load ({first_line(exc)})") from exc
     batch = int(cfg.trainer.batch_size) * hw.replicas  # as ship() predicted them
-    first = data.x["val"][:batch]
-    now = per_view(view_logits(classifier, batch), first, [(0, False)])[(0, False)]
-    then = logged.views["val"].get((0, False))
-    tolerance = CHECK_TOLERANCE["float32" if classifier.dtype_policy.compute_dtype == "float32" else "mixed"]
-    if then is None or len(then) != len(data.x["val"]) or not _agree(now, then[: len(first)], tolerance):
-        raise _TrainAgain(f"has weights at {weights} that no longer give its logged predictions")
+    reasons: list[str] = []
+    for weights in _weights_files(fold_run, reasons):  # where it saved them, then its run's copy
+        try:
+            _load_checked(classifier, weights, data.x["val"], logged.views["val"].get((0, False)), batch)
+            break
+        except _TrainAgain as why:
+            reasons.append(str(why))
+    else:
+        raise _TrainAgain("; ".join(reasons))
     final = {
         "val": {k.removeprefix("final_val/"): v for k, v in metrics.items() if k.startswith("final_val/")},
         "test": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
@@ -217,6 +215,40 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
         data.x["test"],
         {},
     )
+
+
+def _weights_files(fold_run, reasons: list[str]) -> Iterator[Path]:
+    """The fold's weights file where it saved them, then (only if needed) the copy in its run's artifacts: the
+    machine that trained it may be gone while the tracking store is shared. Why either is unusable goes to reasons."""
+    import mlflow
+
+    local = Path(fold_run.data.tags.get(rf.CHECKPOINT, ""))
+    if local.is_file():
+        yield local
+    else:
+        reasons.append(f"has no weights at {local}")
+    try:
+        artifact = f"{rf.FOLD_WEIGHTS_DIR}/{local.name}"
+        folder = tempfile.mkdtemp(prefix="dermsweep-")
+        copy = Path(mlflow.MlflowClient().download_artifacts(fold_run.info.run_id, artifact, folder))
+    except Exception as exc:
+        reasons.append(f"has no copy of them in its run's artifacts ({first_line(exc)})")
+        return
+    log.info("resume: fold %d: its weights from its run's artifacts", int(fold_run.data.tags[rf.FOLD]) + 1)
+    yield copy
+
+
+def _load_checked(classifier, weights: Path, x_val: np.ndarray, then: np.ndarray | None, batch: int) -> None:
+    """Load the weights and check they give the fold's logged logits on its first validation batch."""
+    try:
+        classifier.load_weights(weights)
+    except Exception as exc:
+        raise _TrainAgain(f"has weights at {weights} that do not load ({first_line(exc)})") from exc
+    first = x_val[:batch]
+    now = per_view(view_logits(classifier, batch), first, [(0, False)])[(0, False)]
+    tolerance = CHECK_TOLERANCE["float32" if classifier.dtype_policy.compute_dtype == "float32" else "mixed"]
+    if then is None or len(then) != len(x_val) or not _agree(now, then[: len(first)], tolerance):
+        raise _TrainAgain(f"has weights at {weights} that no longer give its logged predictions")
 
 
 def _agree(logits_now: np.ndarray, logits_then: np.ndarray, tolerance: float) -> bool:

@@ -170,6 +170,10 @@ def train(
             # keeps its classifier as its cross-validation bags it, so a stopped CV resumes from it
             if log_model or _is_fold(cfg):
                 save_checkpoint(model, checkpoint)
+            if _is_fold(cfg):  # also beside its records: a CV resumed on another machine that shares the store
+                log_model_or_explain(
+                    lambda: mlflow.log_artifact(str(checkpoint), rf.FOLD_WEIGHTS_DIR), checkpoint, "the fold's weights"
+                )
             if log_model:
                 log_model_or_explain(lambda: _log_model(cfg, data, shipping, teaching), checkpoint)
             figures.wait()
