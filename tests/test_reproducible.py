@@ -184,3 +184,30 @@ def test_best_epoch_and_early_stopping_follow_the_smoothed_objective(tmp_path, m
     assert best.epoch == 6 and best.value == pytest.approx((0.60 + 0.62 + 0.64) / 3)
     assert epoch + 1 == 8  # two epochs without a better mean (patience 2), not stopped after epoch 4
     assert result.history["val_balanced_accuracy"][1] == 0.80  # the logged figures stay each epoch's own
+
+
+def test_fine_tuning_is_not_stopped_by_its_dip_below_the_frozen_phase(tmp_path, monkeypatch):
+    """Patience counts against the phase's own best: fine-tuning that starts below the frozen phase's best (the
+    backbone just unfrozen) runs on while it climbs, and stops once it no longer improves on itself."""
+    frozen_curve, finetune_curve = [0.30, 0.40, 0.42], [0.35, 0.33, 0.36, 0.41, 0.55, 0.60, 0.58, 0.57, 0.9]
+    curve = iter(frozen_curve + finetune_curve)
+    monkeypatch.setattr(fit, "predict", lambda model, ds: np.full((2, 3), 1 / 3))
+    monkeypatch.setattr(fit, "scores", lambda y, p: {"balanced_accuracy": next(curve)})
+    model = tiny_model()
+    best = fit._Best("maximize", tmp_path / "best.weights.h5")
+    result, smoothed = fit.FitResult(), RunningMean(1)
+    epoch = 0
+    for phase, epochs in (("frozen", len(frozen_curve)), ("finetune", len(finetune_curve))):
+        evaluator = fit._EpochEvaluator(
+            None, None, "val_balanced_accuracy", best, 2, phase, lambda *_: None, result, None, smoothed
+        )
+        evaluator.set_model(model)
+        model.stop_training = False
+        for _ in range(epochs):
+            evaluator.on_epoch_end(epoch, {"loss": 1.0})
+            epoch += 1
+            if model.stop_training:
+                break
+    # the run's best (0.42) was not beaten until fine-tuning's 5th epoch; it stopped two epochs after its 0.60
+    assert (best.epoch, best.value) == (9, 0.60)
+    assert epoch == 11 and len(result.history["val_balanced_accuracy"]) == 11  # 0.9 never reached
