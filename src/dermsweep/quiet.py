@@ -54,6 +54,18 @@ def import_tensorflow() -> None:
         import tensorflow  # noqa: F401
 
 
+def import_backend_quietly(backend: str) -> None:
+    """Import Keras on the selected backend (and TensorFlow with it) with their C++ start-up lines off the terminal:
+    on CPUs where TensorFlow turns oneDNN on by default (AVX512_VNNI, AVX512_BF16, AMX) it says so through absl
+    before any log level is read, so TF_CPP_MIN_LOG_LEVEL cannot hide it. A failed import still raises."""
+    if "keras" in sys.modules:
+        return
+    with redirected(2):
+        if backend == "tensorflow":
+            import tensorflow  # noqa: F401
+        import keras  # noqa: F401
+
+
 def quiet_training(verbose: bool = False) -> None:
     """Keep a training process's console to its own lines: no TensorFlow C++ start-up lines (set before TensorFlow
     is imported), no MLflow info lines ("Creating initial MLflow database tables") and no Python warnings (MLflow's

@@ -30,6 +30,10 @@ def hydra_main(cfg: DictConfig):
 
     try:
         select(str(cfg.hardware.backend))
+        if not cfg.get("verbose"):
+            from .quiet import import_backend_quietly
+
+            import_backend_quietly(str(cfg.hardware.backend))
         from .training.task import run
 
         return run(cfg)
