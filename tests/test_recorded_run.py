@@ -11,6 +11,7 @@ import sys
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from dermsweep.errors import TrackingError
@@ -165,3 +166,52 @@ def test_a_logged_model_with_views_loads_through_mlflow_pyfunc_in_a_clean_interp
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "(2, 7)" in done.stdout
+
+
+# What the PostgreSQL store of a shared `mlflow server` answered a sweep worker whose trial logged its split a moment
+# after another worker's trial logged the same one (abridged from a CI run).
+LOST_RACE = (
+    "RestException: BAD_REQUEST: (psycopg.errors.UniqueViolation) "
+    'duplicate key value violates unique constraint "dataset_pk"\n'
+    "DETAIL:  Key (experiment_id, name, digest)=(1, synthetic-validation, 331af99b461b) already exists."
+)
+
+
+def _log_split_with(monkeypatch, client, calls: list, *failures: str) -> list:
+    """Log one split in a fresh run while mlflow.log_input first fails with each of `failures` in turn; `calls`
+    collects its calls; returns the run's dataset inputs."""
+    from mlflow.exceptions import MlflowException
+
+    from dermsweep.tracking import artifacts
+
+    real = mlflow.log_input
+
+    def log_input(*args, **kwargs):
+        calls.append(args)
+        if len(calls) <= len(failures):
+            raise MlflowException(failures[len(calls) - 1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(artifacts.time, "sleep", lambda s: None)
+    monkeypatch.setattr(mlflow, "log_input", log_input)
+    table = pd.DataFrame({"image_id": ["a", "b"], "label": ["nv", "mel"], "group": ["g1", "g2"]})
+    with mlflow.start_run(experiment_id=_experiment(client)) as run:
+        try:
+            artifacts.log_splits({"validation": table}, "synthetic", "331af99b461b", "synthetic")
+        finally:
+            inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+    return inputs
+
+
+def test_a_split_logged_by_another_worker_at_the_same_moment_is_linked_not_fatal(client, monkeypatch):
+    calls: list = []
+    inputs = _log_split_with(monkeypatch, client, calls, LOST_RACE, LOST_RACE.replace("psycopg", "sqlite3"))
+    assert len(calls) == 3
+    assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [("synthetic-validation", "331af99b461b")]
+
+
+def test_other_errors_logging_a_split_are_not_retried(client, monkeypatch):
+    calls: list = []
+    with pytest.raises(Exception, match="permission denied"):
+        _log_split_with(monkeypatch, client, calls, "RestException: PERMISSION_DENIED: permission denied")
+    assert len(calls) == 1

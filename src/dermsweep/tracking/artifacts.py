@@ -4,6 +4,8 @@ and the data splits as MLflow datasets."""
 from __future__ import annotations
 
 import json
+import random
+import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -49,8 +52,27 @@ def log_dataset(table: pd.DataFrame, name: str, digest: str, source: str, contex
     with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(table, source=source, name=name, digest=digest)
-    mlflow.log_input(dataset, context=context)
-    return dataset
+    for attempt in range(_DATASET_ATTEMPTS):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return dataset
+        except MlflowException as error:
+            if attempt + 1 == _DATASET_ATTEMPTS or not _lost_insert_race(error):
+                raise
+            time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+# MLflow's store looks a dataset up by (experiment, name, digest) and inserts it when absent, two statements apart:
+# trials of one sweep on several workers log the same split at the same moment, and all but the first insert break
+# the unique key (PostgreSQL: UniqueViolation; SQLite: UNIQUE constraint failed). The row exists then, so logging
+# again links to it; the trial must not fail for lineage metadata.
+_DATASET_ATTEMPTS = 4
+
+
+def _lost_insert_race(error: MlflowException) -> bool:
+    text = str(error).lower()
+    return "unique constraint" in text or "uniqueviolation" in text or "duplicate key" in text
 
 
 class BackgroundArtifacts:
