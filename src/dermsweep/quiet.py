@@ -4,6 +4,7 @@ sys.stdout, so these swap the file descriptors themselves; a training process's 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -47,23 +48,21 @@ def import_tensorflow() -> None:
     from .keras_backend import select
 
     select("tensorflow", key="KERAS_BACKEND")
-    if "tensorflow" in sys.modules:
-        return
-    with redirected(2):
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+    import_backend_quietly("tensorflow")
 
 
 def import_backend_quietly(backend: str) -> None:
     """Import Keras on the selected backend (and TensorFlow with it) with their C++ start-up lines off the terminal:
     on CPUs where TensorFlow turns oneDNN on by default (AVX512_VNNI, AVX512_BF16, AMX) it says so through absl
     before any log level is read, so TF_CPP_MIN_LOG_LEVEL cannot hide it. A failed import still raises."""
-    if "keras" in sys.modules:
+    missing = [name for name in ("tensorflow", "keras") if name not in sys.modules]
+    if backend != "tensorflow" and "tensorflow" in missing:
+        missing.remove("tensorflow")
+    if not missing:
         return
     with redirected(2):
-        if backend == "tensorflow":
-            import tensorflow  # noqa: F401
-        import keras  # noqa: F401
+        for name in missing:
+            importlib.import_module(name)
 
 
 def quiet_training(verbose: bool = False) -> None:

@@ -80,9 +80,15 @@ def save_checkpoint(model: Any, checkpoint: Path) -> None:
         raise TrackingError(f"{_why(exc)} while saving the trained weights to {checkpoint}") from exc
 
 
-def log_model_or_explain(log_model: Callable[[], None], checkpoint: Path, what: str = "the model") -> None:
+def log_model_or_explain(
+    log_model: Callable[[], None],
+    checkpoint: Path,
+    what: str = "the model",
+    then: str = "train again or log the model from that file",
+) -> None:
     """`log_model()`, with an error that names the cause when the disk is full or the artifact store refuses the
-    write, instead of the upload's chained tracebacks; the weights are already at `checkpoint`."""
+    write, instead of the upload's chained tracebacks; the weights are already at `checkpoint`, and `then` says
+    what to do once the cause is fixed."""
     try:
         log_model()
     except Exception as exc:
@@ -92,8 +98,7 @@ def log_model_or_explain(log_model: Callable[[], None], checkpoint: Path, what: 
         full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
         advice = "free space where the run's artifacts are stored" if full else "check where the run's artifacts go"
         raise TrackingError(
-            f"{_why(cause)} while logging {what}; weights kept at {checkpoint} ({advice}, then train again or "
-            "log the model from that file)"
+            f"{_why(cause)} while logging {what}; weights kept at {checkpoint} ({advice}, then {then})"
         ) from exc
 
 

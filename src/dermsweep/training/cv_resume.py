@@ -181,14 +181,16 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
         classifier = build(cfg.model, len(data.class_names))
     batch = int(cfg.trainer.batch_size) * hw.replicas  # as ship() predicted them
     reasons: list[str] = []
-    for weights in _weights_files(fold_run, reasons):  # where it saved them, then its run's copy
-        try:
-            _load_checked(classifier, weights, data.x["val"], logged.views["val"].get((0, False)), batch)
-            break
-        except _TrainAgain as why:
-            reasons.append(str(why))
-    else:
-        raise _TrainAgain("; ".join(reasons))
+    with tempfile.TemporaryDirectory(prefix="dermsweep-") as scratch:  # a downloaded copy: loaded, then deleted
+        for weights in _weights_files(fold_run, reasons, Path(scratch)):  # where it saved them, then its run's copy
+            try:
+                _load_checked(classifier, weights, data.x["val"], logged.views["val"].get((0, False)), batch)
+                break
+            except _TrainAgain as why:
+                reasons.append(str(why))
+        else:
+            raise _TrainAgain("; ".join(reasons))
+    source = "its run's artifacts" if weights.is_relative_to(scratch) else str(weights)
     final = {
         "val": {k.removeprefix("final_val/"): v for k, v in metrics.items() if k.startswith("final_val/")},
         "test": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
@@ -200,7 +202,7 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
         groups={part: logged.groups.get(part) for part in ("val", "test")},
         image_ids=logged.image_ids,
     )
-    log.info("fold %d/%d: kept from run %s (%s)", fold + 1, int(cfg.data.split.folds), fold_run.info.run_id, weights)
+    log.info("fold %d/%d: kept from run %s (%s)", fold + 1, int(cfg.data.split.folds), fold_run.info.run_id, source)
     return Trained(
         fold_run.info.run_id,
         tags.get("mlflow.runName", ""),
@@ -217,9 +219,10 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
     )
 
 
-def _weights_files(fold_run, reasons: list[str]) -> Iterator[Path]:
-    """The fold's weights file where it saved them, then (only if needed) the copy in its run's artifacts: the
-    machine that trained it may be gone while the tracking store is shared. Why either is unusable goes to reasons."""
+def _weights_files(fold_run, reasons: list[str], scratch: Path) -> Iterator[Path]:
+    """The fold's weights file where it saved them, then (only if needed) the copy in its run's artifacts, downloaded
+    to `scratch`: the machine that trained it may be gone while the tracking store is shared. Why either is unusable
+    goes to reasons."""
     import mlflow
 
     local = Path(fold_run.data.tags.get(rf.CHECKPOINT, ""))
@@ -229,8 +232,7 @@ def _weights_files(fold_run, reasons: list[str]) -> Iterator[Path]:
         reasons.append(f"has no weights at {local}")
     try:
         artifact = f"{rf.FOLD_WEIGHTS_DIR}/{local.name}"
-        folder = tempfile.mkdtemp(prefix="dermsweep-")
-        copy = Path(mlflow.MlflowClient().download_artifacts(fold_run.info.run_id, artifact, folder))
+        copy = Path(mlflow.MlflowClient().download_artifacts(fold_run.info.run_id, artifact, str(scratch)))
     except Exception as exc:
         reasons.append(f"has no copy of them in its run's artifacts ({first_line(exc)})")
         return

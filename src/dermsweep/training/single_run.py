@@ -172,7 +172,10 @@ def train(
                 save_checkpoint(model, checkpoint)
             if _is_fold(cfg):  # also beside its records: a CV resumed on another machine that shares the store
                 log_model_or_explain(
-                    lambda: mlflow.log_artifact(str(checkpoint), rf.FOLD_WEIGHTS_DIR), checkpoint, "the fold's weights"
+                    lambda: mlflow.log_artifact(str(checkpoint), rf.FOLD_WEIGHTS_DIR),
+                    checkpoint,
+                    "the fold's weights",
+                    "resume the cross-validation: train.py resume=<its run id>",
                 )
             if log_model:
                 log_model_or_explain(lambda: _log_model(cfg, data, shipping, teaching), checkpoint)
