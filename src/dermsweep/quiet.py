@@ -55,9 +55,8 @@ def import_backend_quietly(backend: str) -> None:
     """Import Keras on the selected backend (and TensorFlow with it) with their C++ start-up lines off the terminal:
     on CPUs where TensorFlow turns oneDNN on by default (AVX512_VNNI, AVX512_BF16, AMX) it says so through absl
     before any log level is read, so TF_CPP_MIN_LOG_LEVEL cannot hide it. A failed import still raises."""
-    missing = [name for name in ("tensorflow", "keras") if name not in sys.modules]
-    if backend != "tensorflow" and "tensorflow" in missing:
-        missing.remove("tensorflow")
+    wanted = ("tensorflow", "keras") if backend == "tensorflow" else ("keras",)
+    missing = [name for name in wanted if name not in sys.modules]
     if not missing:
         return
     with redirected(2):

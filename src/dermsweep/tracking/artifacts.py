@@ -52,15 +52,16 @@ def log_dataset(table: pd.DataFrame, name: str, digest: str, source: str, contex
     with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(table, source=source, name=name, digest=digest)
-    for attempt in range(_DATASET_ATTEMPTS):
+    for attempt in range(1, _DATASET_ATTEMPTS):
         try:
             mlflow.log_input(dataset, context=context)
             return dataset
         except MlflowException as error:
-            if attempt + 1 == _DATASET_ATTEMPTS or not _lost_insert_race(error):
+            if not _lost_insert_race(error):
                 raise
-            time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(random.uniform(0.05, 0.3) * attempt)
+    mlflow.log_input(dataset, context=context)  # the last try: whatever it raises is the caller's
+    return dataset
 
 
 # MLflow's store looks a dataset up by (experiment, name, digest) and inserts it when absent, two statements apart:
