@@ -1,6 +1,6 @@
-"""The Keras layers a shipped dermsweep model is made of besides Keras' own: test-time views of the image and the
-calibrated, prior-adjusted softmax. Built from `keras.ops` only, so every backend runs them and TFLite and ONNX
-convert them to plain ops.
+"""The Keras layers a shipped dermsweep model is made of besides Keras' own: colour constancy, test-time views of the
+image and the calibrated, prior-adjusted softmax. Built from `keras.ops` only, so every backend runs them and
+TFLite and ONNX convert them to plain ops.
 
 Registered for serialization under the package name "dermsweep": a process that loads a shipped `.keras` file must
 have imported this module (dermsweep.tracking.model_ref does; the REST model carries it as a code path, and the
@@ -15,6 +15,36 @@ import keras
 from keras import ops
 
 PACKAGE = "dermsweep"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ShadesOfGray(keras.layers.Layer):
+    """Colour constancy for a batch of RGB images 0-255 (Shades of Gray, Finlayson & Trezzi 2004): each image's
+    illuminant is estimated per channel as the power mean of its pixels, (mean(I_c ** power)) ** (1 / power), and
+    divided out, scaled so that a neutral illuminant (equal channels) leaves the image as it was. power 1 is Gray
+    World; larger powers lean toward the brightest pixels (max-RGB as power grows); 6 is what ISIC challenge
+    winners used against the colour casts of different dermatoscopes and lights. Inside the model, so every way
+    of running it (predict, REST, TFLite, ONNX, the browser) applies it the same way."""
+
+    def __init__(self, power: float = 6.0, **kwargs: Any) -> None:
+        # float32 whatever the global policy: pixel ** 6 in float16 would lose the dark channels.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.power = float(power)
+
+    def call(self, images):
+        x = images / 255.0  # the estimate is scale-free; 0-1 keeps x ** power well inside float32
+        illuminant = ops.power(ops.mean(ops.power(x, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power)
+        illuminant = illuminant + 1e-6  # an all-black channel: gain finite, and 0 * gain stays 0
+        unit = illuminant / ops.sqrt(ops.sum(ops.square(illuminant), axis=-1, keepdims=True))
+        gains = 1.0 / (unit * 3.0**0.5)  # neutral light: unit = (1, 1, 1) / sqrt(3), gains 1
+        return ops.clip(images * gains, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "power": self.power}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -79,4 +109,4 @@ class CalibratedSoftmax(keras.layers.Layer):
 
 def custom_objects() -> dict[str, type]:
     """Registered names -> classes, for loaders that take custom_objects (MLflow's Keras flavour)."""
-    return {keras.saving.get_registered_name(cls): cls for cls in (DihedralView, CalibratedSoftmax)}
+    return {keras.saving.get_registered_name(cls): cls for cls in (ShadesOfGray, DihedralView, CalibratedSoftmax)}

@@ -130,6 +130,8 @@ def _model(cfg) -> None:
     _in(cfg, "model.dropout", 0, 0.9)
     _in(cfg, "model.frozen_fraction", 0, 1)
     boolean("model.train_batchnorm", m.train_batchnorm)
+    if m.get("shades_of_gray") is not None:
+        _in(cfg, "model.shades_of_gray", 1, 32)
     weights = m.weights
     if weights == "imagenet":
         BACKBONES.get(m.name).check_imagenet(m)

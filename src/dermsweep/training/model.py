@@ -1,4 +1,5 @@
-"""The classifier: a MobileNet backbone with a new head, taking raw RGB pixels and scaling them itself.
+"""The classifier: a MobileNet backbone with a new head, taking raw RGB pixels and scaling them itself (after
+colour constancy, where model.shades_of_gray asks for it).
 
 Input: float32 RGB 0-255, shape (None, any height, any width, 3): a run trains it at model.height x model.width.
 Output: softmax probabilities (float32 even under mixed precision), from a `logits` layer the shipped model reuses.
@@ -13,6 +14,7 @@ import keras
 
 from ..cache import ProcessCache
 from ..errors import ConfigError
+from ..keras_layers import ShadesOfGray
 from .backbones import BACKBONES
 
 BACKBONE_LAYER = "backbone"
@@ -40,9 +42,13 @@ def build(model_cfg, num_classes: int) -> keras.Model:
         backbone.trainable = False
 
     inputs = keras.Input(shape, name="image", dtype="float32")
+    x = inputs
+    power = model_cfg.get("shades_of_gray")  # .get: configs of runs logged before the option have no such key
+    if power is not None:
+        x = ShadesOfGray(float(power), name="colour_constancy")(x)
     # The backbone's own input scaling (MobileNets: [-1, 1], as keras.applications.mobilenet*.preprocess_input):
     # baked in, so the model is self-contained.
-    x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="preprocess")(inputs)
+    x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="preprocess")(x)
     # Pretrained: BatchNorm stays in inference mode, also while fine-tuning (set_finetune_depth keeps those layers
     # frozen): updating its statistics on a small dataset wrecks the pretrained features. Random init has no
     # statistics worth keeping: its BatchNorm must learn them, or activations collapse to a constant.
