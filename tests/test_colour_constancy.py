@@ -55,8 +55,8 @@ def _cfg(*overrides: str):
 
 
 def test_the_model_carries_it_when_asked_and_only_then(tmp_path):
-    plain = build(_cfg().model, 7)
-    assert "colour_constancy" not in [layer.name for layer in plain.layers]
+    plain = build(_cfg().model, 7)  # shades_of_gray: 0, the default
+    assert "colour_constancy" not in [layer.name for layer in plain.layers] and "sog" not in run_name(_cfg())
     cfg = _cfg("model.shades_of_gray=6")
     model = build(cfg.model, 7)
     assert model.get_layer("colour_constancy").power == 6.0
@@ -71,9 +71,11 @@ def test_the_model_carries_it_when_asked_and_only_then(tmp_path):
     np.testing.assert_allclose(np.asarray(keras.models.load_model(path)(scenes)), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("power", ["0.5", "40", "gray"])
+@pytest.mark.parametrize("power", ["0.5", "40", "-1", "gray", "true"])
 def test_a_power_out_of_range_is_refused_with_the_key_named(power):
-    with pytest.raises(ConfigError, match="model.shades_of_gray"):
+    with pytest.raises(
+        ConfigError, match=r"model\.shades_of_gray=.*0 = off, else the Shades of Gray power in \[1, 32\]"
+    ):
         _cfg(f"model.shades_of_gray={power}")
 
 

@@ -130,8 +130,11 @@ def _model(cfg) -> None:
     _in(cfg, "model.dropout", 0, 0.9)
     _in(cfg, "model.frozen_fraction", 0, 1)
     boolean("model.train_batchnorm", m.train_batchnorm)
-    if m.get("shades_of_gray") is not None:
-        _in(cfg, "model.shades_of_gray", 1, 32)
+    power = m.get("shades_of_gray")
+    if power not in (None, 0) and (
+        isinstance(power, bool) or not isinstance(power, int | float) or not 1 <= power <= 32
+    ):
+        fail("model.shades_of_gray", power, "0 = off, else the Shades of Gray power in [1, 32] (6: the ISIC winners')")
     weights = m.weights
     if weights == "imagenet":
         BACKBONES.get(m.name).check_imagenet(m)

@@ -43,8 +43,8 @@ def build(model_cfg, num_classes: int) -> keras.Model:
 
     inputs = keras.Input(shape, name="image", dtype="float32")
     x = inputs
-    power = model_cfg.get("shades_of_gray")  # .get: configs of runs logged before the option have no such key
-    if power is not None:
+    power = model_cfg.get("shades_of_gray") or 0  # .get: configs of runs logged before the option have no such key
+    if power:
         x = ShadesOfGray(float(power), name="colour_constancy")(x)
     # The backbone's own input scaling (MobileNets: [-1, 1], as keras.applications.mobilenet*.preprocess_input):
     # baked in, so the model is self-contained.

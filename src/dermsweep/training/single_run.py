@@ -237,7 +237,7 @@ def run_name(cfg, link=None) -> str:
         BACKBONES.get(m.name).label(m),
         f"{m.height}x{m.width}",
         f"ff{m.frozen_fraction:.2g}",
-        *([f"sog{float(m.shades_of_gray):g}"] if m.get("shades_of_gray") is not None else []),
+        *([f"sog{float(m.shades_of_gray):g}"] if m.get("shades_of_gray") else []),
         cfg.augment.name,
         cfg.schedule.name,
         f"cw-{cfg.class_weight.name}",
