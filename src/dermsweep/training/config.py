@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig
 from ..checks import boolean, fail, number, one_of, select
 from ..data.augment import BORDERS
 from ..data.sources import SOURCES
+from ..errors import ConfigError
 from ..evaluation.metrics import METRICS
 from ..keras_backend import BACKENDS
 from ..objectives import DIRECTIONS
@@ -131,10 +132,15 @@ def _model(cfg) -> None:
     _in(cfg, "model.frozen_fraction", 0, 1)
     boolean("model.train_batchnorm", m.train_batchnorm)
     power = m.get("shades_of_gray")
-    if power not in (None, 0) and (
-        isinstance(power, bool) or not isinstance(power, int | float) or not 1 <= power <= 32
-    ):
-        fail("model.shades_of_gray", power, "0 = off, else the Shades of Gray power in [1, 32] (6: the ISIC winners')")
+    if power not in (None, 0):  # 0 (or null) = off; else number()'s rule, with the off value in the message
+        try:
+            _in(cfg, "model.shades_of_gray", 1, 32)
+        except ConfigError:
+            fail(
+                "model.shades_of_gray",
+                power,
+                "0 = off, else the Shades of Gray power in [1, 32] (6: the ISIC winners')",
+            )
     weights = m.weights
     if weights == "imagenet":
         BACKBONES.get(m.name).check_imagenet(m)
