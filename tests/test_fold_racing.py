@@ -65,3 +65,24 @@ def test_bad_settings_are_refused():
         FoldRacingPruner(confidence=1.0)
     with pytest.raises(ValueError, match="n_startup_trials"):
         FoldRacingPruner(n_startup_trials=0)
+
+
+def test_a_sweep_naming_the_racing_pruner_gets_no_warning_for_keys_it_never_wrote(tmp_path, caplog):
+    """Hydra merges a sweep file's pruner over the sweeper's default (MedianPruner's n_warmup_steps ...): those
+    inherited keys are dropped quietly; a key the user did write and the class does not take is still said."""
+    from hydra_plugins.dermsweep_optuna_sweeper import _study
+    from hydra_plugins.dermsweep_optuna_sweeper.config import DEFAULT_PRUNER
+
+    racing = {**DEFAULT_PRUNER, "_target_": "dermsweep.sweep.fold_racing.FoldRacingPruner", "confidence": 0.9}
+    settings = _study.StudySettings("quiet", f"journal://{tmp_path}/o.log", ["maximize"], racing)
+    with caplog.at_level("WARNING"):
+        opened = _study.open_study(settings, {"_target_": "optuna.samplers.RandomSampler"}, {})
+    assert isinstance(opened.study.pruner, FoldRacingPruner)
+    assert opened.study.pruner.n_startup_trials == DEFAULT_PRUNER["n_startup_trials"]  # a key it takes is kept
+    assert "does not take" not in caplog.text
+
+    written = {**racing, "n_warmup_steps": 3}
+    settings = _study.StudySettings("said", f"journal://{tmp_path}/p.log", ["maximize"], written)
+    with caplog.at_level("WARNING"):
+        _study.open_study(settings, {"_target_": "optuna.samplers.RandomSampler"}, {})
+    assert "FoldRacingPruner does not take ['n_warmup_steps']: ignored" in caplog.text

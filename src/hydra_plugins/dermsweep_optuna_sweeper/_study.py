@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from ._links import optuna_private, optuna_storage, trial_link, void
 from ._options import SweepSettingsError, safe_url
+from .config import DEFAULT_PRUNER
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ def open_study(settings: StudySettings, sampler_spec: dict[str, Any], sampler_ex
         if sampler_spec.get("seed") is not None:
             extra["seed"] = int(sampler_spec["seed"]) + offset
         sampler, dropped_s = optuna_storage.instantiate_filtered(sampler_spec, **extra)
+    dropped_p = [k for k in dropped_p if pruner_spec.get(k) != DEFAULT_PRUNER.get(k)]  # inherited defaults
     for what, spec, dropped in (("sampler", sampler_spec, dropped_s), ("pruner", pruner_spec, dropped_p)):
         if dropped:
             log.warning("hydra.sweeper.%s: %s does not take %s: ignored", what, spec["_target_"], dropped)

@@ -17,6 +17,9 @@ from hydra.core.config_store import ConfigStore
 # (parallel trials avoid each other's points), as dermsweep's sweeps always had. Upstream's `tpe` option is
 # univariate, so it is a separate option here rather than dermsweep's default.
 DEFAULT_SAMPLER = "dermsweep_tpe"
+# The pruner when a sweep names none. A sweep file that names another class inherits these keys through Hydra's
+# merge; the sweeper drops them quietly where that class does not take them (they are ours, not the user's).
+DEFAULT_PRUNER: dict[str, Any] = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 1}
 
 # The options of hydra/sweeper/sampler. Plain dicts (not dataclasses): a config may also set any other keyword the
 # Optuna class takes (e.g. `constant_liar`, `popsize`), which upstream's typed options refused.
@@ -119,13 +122,7 @@ class DermsweepOptunaSweeperConf:
     # dermsweep_tpe = TPESampler(multivariate=True, constant_liar=True)), or any optuna.samplers.* by _target_.
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler"})
     # Any optuna.pruners.*; null = no pruning.
-    pruner: Any = field(
-        default_factory=lambda: {
-            "_target_": "optuna.pruners.MedianPruner",
-            "n_startup_trials": 5,
-            "n_warmup_steps": 1,
-        }
-    )
+    pruner: Any = field(default_factory=lambda: dict(DEFAULT_PRUNER))
     # "maximize" | "minimize", or a list of them (multi-objective: the task returns a dict/tuple of floats).
     # null = the task config's objective.direction when it has one (dermsweep's train.py), else "minimize"
     # (hydra-optuna-sweeper's default, so its configs that rely on it are not silently inverted).
