@@ -195,3 +195,41 @@ def test_a_cross_validation_pairs_with_a_single_run_on_the_single_runs_validatio
     other = Predictions("other split", labels[:80], probs[:80], np.array([f"x{i}" for i in range(80)]), None)
     with pytest.raises(NotPaired, match="share 0 of 80"):
         pair(other, single)
+
+
+def test_runs_paired_tells_which_runs_are_within_the_noise_of_the_best(client, store, capsys):
+    """`dermsweep runs --paired`: each run against #1 on the images both scored, by lesion; a run that logged no
+    predictions is named with the reason, and a test metric is refused (pairs are on validation only)."""
+    from dermsweep import cli
+    from helpers.shipping import log_run
+
+    experiment = f"paired-{uuid.uuid4().hex[:6]}"
+    y, lesions, look, rng = real_shaped()
+    base = probs_of(y, lesions, look, rng, 1.5)
+    jitter = np.log(base) + np.random.default_rng(3).normal(0, 0.15, base.shape)
+    twin = np.exp(jitter) / np.exp(jitter).sum(axis=1, keepdims=True)
+    better = probs_of(y, lesions, look, np.random.default_rng(7), 3.0)
+    best_id = log_gated_run(store.model, experiment, "better", y, better, lesions)
+    base_id = log_gated_run(store.model, experiment, "base", y, base, lesions)
+    twin_id = log_gated_run(store.model, experiment, "twin", y, twin, lesions)
+    bare_id = log_run(store.model, experiment, 0.01, "split-g", study="bare", name="bare")  # no predictions
+
+    capsys.readouterr()
+    assert cli.main(["runs", "--experiment", experiment, "--paired", "--json"]) == 0
+    rows = {r["run_id"]: r["paired_vs_best"] for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert rows[best_id] == {"reference": True}
+    for run_id in (base_id, twin_id):
+        d = rows[run_id]
+        assert d["hi"] < 0 and d["lo"] <= d["difference"] <= d["hi"] and d["p_better"] < 0.05
+        assert d["n_images"] == len(y) and d["n_groups"] < len(y)  # by lesion
+    assert abs(rows[base_id]["difference"] - rows[twin_id]["difference"]) < 0.05
+    assert "view_logits" in rows[bare_id]["error"]
+
+    assert cli.main(["runs", "--experiment", experiment, "--paired", "--width", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "vs #1 [95%]" in out and "(#1)" in out and "by lesion" in out and "not told apart from #1" in out
+    assert f"not paired ({bare_id[:12]}): run {bare_id} has no" in out
+    assert max(len(line) for line in out.splitlines() if line.startswith(("#", "-"))) <= 100
+
+    assert cli.main(["runs", "--experiment", experiment, "--paired", "--metric", "test/balanced_accuracy"]) == 2
+    assert "rank by a validation metric" in capsys.readouterr().err

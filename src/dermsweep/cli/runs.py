@@ -32,6 +32,12 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--all", action="store_true", help="include pruned and failed runs")
     p.add_argument("--json", action="store_true", help="print the table as JSON (full run ids, every metric)")
     p.add_argument(
+        "--paired",
+        action="store_true",
+        help="compare each run with the best (#1) image by image: the paired bootstrap difference on the validation "
+        "or out-of-fold images both scored, by lesion, with its 95%% interval (across 0: not told apart from #1)",
+    )
+    p.add_argument(
         "--width",
         type=int,
         metavar="COLUMNS",
@@ -66,9 +72,23 @@ def run(args) -> int:
             literal(f"error: no run here has metric {args.metric!r}; choose one of: {', '.join(valid) or 'none'}")
         )
         return EXIT_ERROR
+    shown = table.rows[: args.limit]
+    paired: dict[str, Any] = {}
+    if args.paired and shown:
+        if not rf.canonical(table.metric).startswith(rf.FINAL_VAL + "/"):
+            console(stderr=True).print(
+                literal(
+                    f"error: --paired pairs validation predictions; rank by a validation metric, not {table.metric}"
+                )
+            )
+            return EXIT_ERROR
+        paired = paired_with_best(args, table, shown)
     if args.json:
         data = table.to_json()
         data["runs"] = data["runs"][: args.limit]
+        for row in data["runs"]:
+            if row["run_id"] in paired:
+                row["paired_vs_best"] = paired[row["run_id"]]
         print_json(data)
         return EXIT_OK
     con = console(width=args.width)
@@ -76,10 +96,11 @@ def run(args) -> int:
     if not table.rows:
         con.print(literal(f"no {'finished ' if not args.all else ''}runs in {scope}"))
         return EXIT_OK
-    shown = table.rows[: args.limit]
     arrow = "↑" if table.direction == "maximize" else "↓"
     width = args.width or con.width
     columns, ids = _columns(table, shown, show_status=args.all)
+    if paired:
+        columns.insert(3, Column("vs #1 [95%]", [paired_cell(paired[r.run_id]) for r in shown], OBJECTIVE, right=True))
     kept, dropped = fit(columns, width, ids)
     con.print(literal(f"{scope}: best runs by {table.metric} {arrow}"))
     con.print(literal_lines(render(kept)), soft_wrap=True)
@@ -91,7 +112,48 @@ def run(args) -> int:
         con.print(literal(f"not shown at {width} columns: {', '.join(dropped)} (wider terminal, --width or --json)"))
     if not any(c.priority == PARAM for c in columns):
         con.print("(no hyperparameter differs between these runs)")
+    if paired:
+        con.print(literal(f"vs #1: {rf.base_name(table.metric)} minus #1's on the images both scored, by lesion"))
+        con.print("(validation or out of fold, paired bootstrap); an interval across 0: not told apart from #1")
+        errors = {run_id: result["error"] for run_id, result in paired.items() if "error" in result}
+        for error in dict.fromkeys(errors.values()):
+            runs = ", ".join(run_id[:12] for run_id, e in errors.items() if e == error)
+            con.print(literal(f"not paired ({runs}): {error}"))
     return EXIT_OK
+
+
+def paired_with_best(args, table, shown) -> dict[str, dict[str, Any]]:
+    """Each shown run's paired difference from the first, as JSON-ready dicts ({"error": why} where not paired)."""
+    from ..shipping.validation_pairs import NotPaired, against
+
+    best = shown[0].run_id
+    try:
+        results = against(client(args), best, [r.run_id for r in shown[1:]], table.metric, table.direction)
+    except NotPaired as exc:
+        return {r.run_id: {"error": f"#1 ({best[:12]}) cannot be paired: {exc}"} for r in shown}
+    out: dict[str, dict[str, Any]] = {best: {"reference": True}}
+    for run_id, d in results.items():
+        out[run_id] = (
+            {"error": str(d)}
+            if isinstance(d, NotPaired)
+            else {
+                "difference": d.difference,
+                "lo": d.lo,
+                "hi": d.hi,
+                "p_better": d.p_better,
+                "n_images": d.n_images,
+                "n_groups": d.n_groups,
+            }
+        )
+    return out
+
+
+def paired_cell(result: dict[str, Any]) -> str:
+    if result.get("reference"):
+        return "(#1)"
+    if "error" in result:
+        return "-"
+    return f"{result['difference']:+.3f} [{result['lo']:+.3f}, {result['hi']:+.3f}]"
 
 
 def _columns(table, shown, show_status: bool) -> tuple[list[Column], Column]:

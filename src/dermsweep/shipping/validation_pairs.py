@@ -98,10 +98,31 @@ def pair(candidate: Predictions, champion: Predictions) -> tuple[np.ndarray, np.
 
 def compare(client, candidate_run: str, champion_run: str, metric: str, direction: str) -> bootstrap.PairedDifference:
     """The paired bootstrap of metric(candidate) - metric(champion) on their shared validation images, by lesion."""
-    y, cand, champ, groups = pair(
-        validation_predictions(client, candidate_run), validation_predictions(client, champion_run)
+    return _difference(
+        validation_predictions(client, candidate_run), validation_predictions(client, champion_run), metric, direction
     )
+
+
+def against(
+    client, reference_run: str, run_ids: list[str], metric: str, direction: str
+) -> dict[str, bootstrap.PairedDifference | NotPaired]:
+    """Each run's paired difference from `reference_run` (downloaded once), or why it could not be paired.
+    NotPaired (raised) when the reference itself logged no predictions to pair with."""
+    reference = validation_predictions(client, reference_run)
+    out: dict[str, bootstrap.PairedDifference | NotPaired] = {}
+    for run_id in run_ids:
+        try:
+            out[run_id] = _difference(validation_predictions(client, run_id), reference, metric, direction)
+        except NotPaired as exc:
+            out[run_id] = exc
+    return out
+
+
+def _difference(
+    candidate: Predictions, reference: Predictions, metric: str, direction: str
+) -> bootstrap.PairedDifference:
+    y, cand, ref, groups = pair(candidate, reference)
     try:
-        return bootstrap.paired(y, cand, champ, rf.base_name(metric), groups, direction)
+        return bootstrap.paired(y, cand, ref, rf.base_name(metric), groups, direction)
     except ValueError as exc:
         raise NotPaired(str(exc)) from exc
