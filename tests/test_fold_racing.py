@@ -52,6 +52,16 @@ def test_more_folds_narrow_the_margin():
     assert _after(_study(FINISHED), [0.68, 0.68, 0.68, 0.68])
 
 
+def test_a_trial_level_with_the_best_on_the_same_fold_is_not_pruned_for_the_folds_difficulty():
+    """The real search's case: the best's first fold was its hardest (0.554 against a mean of 0.567); a trial at 0.535
+    on that fold is 1.9 points behind it there, inside one fold's noise with three folds' spread (2 dof) to go on.
+    The unpaired rule with a normal quantile pruned it; a trial far behind on the same fold is still pruned."""
+    best = [[0.554, 0.576, 0.572]]
+    assert not _after(_study(best), [0.535])
+    assert _after(_study(best), [0.49])
+    assert not _after(_study(best), [0.535, 0.575])  # level on fold 2: the pair's mean is 1 point behind
+
+
 def test_minimising_and_the_start_up_rule():
     losses = [[0.9, 0.95, 0.88], [1.0, 1.05, 0.98]]
     assert _after(_study(losses, direction="minimize"), [1.4])
