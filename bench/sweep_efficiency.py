@@ -43,7 +43,7 @@ SPACE = [
 OBJECTIVE = "val_balanced_accuracy"  # the config's default objective, what every sweep here maximises
 PRUNERS = {
     "median": ["hydra.sweeper.pruner._target_=optuna.pruners.MedianPruner"],
-    # The default pruner's MedianPruner-only keys are dropped by the sweeper (with a warning).
+    # The default pruner's MedianPruner-only keys are dropped by the sweeper (quietly).
     "sha": [
         "hydra.sweeper.pruner._target_=optuna.pruners.SuccessiveHalvingPruner",
         "+hydra.sweeper.pruner.min_resource=1",

@@ -224,3 +224,71 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
         run(compose([*again, f"resume={stopped.info.run_id}"]))
     with pytest.raises(ConfigError, match="resume=.*not a cross-validation"):
         run(compose([*again, f"resume={first.info.run_id}"]))
+
+
+@pytest.mark.slow
+def test_a_racing_sweep_of_cross_validation_trials_reports_after_each_fold(tmp_path):
+    """`train.py -m` with data.split.folds and the fold-racing pruner: each trial is a CV whose running mean after
+    each fold reaches the study (step = fold), marked as fold steps so the sweep's lines say "after fold f of k";
+    in MLflow each trial run holds its fold runs."""
+    import subprocess
+    import sys
+
+    import mlflow
+    import optuna
+
+    from dermsweep.sweep import trial_link
+    from dermsweep.tracking import run_format as rf
+    from helpers.config import REPO
+
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "+sweep=smoke",
+        "model.height=32",
+        "model.width=32",
+        "trainer.finetune.epochs=0",
+        "tracking.log_model=false",
+        "inference.views=none",
+        "data.split.folds=2",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.plots=false",
+        "hydra.sweeper.pruner._target_=dermsweep.sweep.fold_racing.FoldRacingPruner",
+        "+hydra.sweeper.pruner.confidence=0.5",  # prune whenever behind the best on the same fold
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        f"cache_dir={tmp_path}/cache",
+    ]
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**_env(), **env})
+    assert done.returncode == 0, done.stderr[-4000:]
+    log = done.stdout + done.stderr
+
+    (study_name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path}/optuna.db")
+    trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert len(trials) == 3
+    for t in trials:
+        assert t.user_attrs[trial_link.FOLDS_ATTR] == 2
+        steps = sorted(t.intermediate_values)
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert steps == [0]  # stopped after its first fold: the last fold is never pruned
+            assert f"trial {t.number} PRUNED  after fold 1 of 2 (mean so far " in log
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE and steps == [0, 1]
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    trial_runs = [r for r in runs if r.data.tags.get(rf.ROLE) == "trial"]
+    assert len(trial_runs) == 3
+    for trial_run in trial_runs:
+        folds = [r for r in runs if r.data.tags.get(rf.PARENT_RUN_ID) == trial_run.info.run_id]
+        assert {r.data.tags[rf.ROLE] for r in folds} == {"fold"} and 1 <= len(folds) <= 2
+
+
+def _env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DERMSWEEP_", "MLFLOW_"))}

@@ -105,6 +105,7 @@ def test_a_finished_trial_line_has_value_best_count_and_time():
     import optuna
     from optuna.trial import TrialState
 
+    from dermsweep.sweep import trial_link
     from hydra_plugins.dermsweep_optuna_sweeper._outcome import trial_line
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -118,6 +119,18 @@ def test_a_finished_trial_line_has_value_best_count_and_time():
     study.tell(second, 0.5)
     line = trial_line(study, second, TrialState.COMPLETE, 2, 3, 64.2)
     assert line == "trial 1 COMPLETE  val_score=0.5  best 0.75 (trial 0)  2/3  1m04s"
+
+    # Pruned: an epoch trial says its step; a cross-validation trial (steps are folds) says which fold, 1-based.
+    epochs = study.ask()
+    epochs.report(0.4, 3)
+    study.tell(epochs, state=TrialState.PRUNED)
+    assert "trial 2 PRUNED  at step 3 (0.4)  best 0.75" in trial_line(study, epochs, TrialState.PRUNED, 3, 5, 9)
+    folds = study.ask()
+    folds.report(0.535, 0)
+    folds.set_user_attr(trial_link.FOLDS_ATTR, 3)
+    study.tell(folds, state=TrialState.PRUNED)
+    line = trial_line(study, folds, TrialState.PRUNED, 4, 5, 245)
+    assert line == "trial 3 PRUNED  after fold 1 of 3 (mean so far 0.535)  best 0.75 (trial 0)  4/5  4m05s"
 
 
 # ----------------------------------------------------------------------------------------------- dead workers

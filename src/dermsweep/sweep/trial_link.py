@@ -44,6 +44,7 @@ ENV_PARENT_RUN = "DERMSWEEP_PARENT_RUN_ID"
 ENV_VARS = (ENV_STUDY, ENV_STORAGE, ENV_TRIAL_ID, ENV_TRIAL_NUMBER, ENV_PARENT_RUN)
 # Study user attr holding the pruner spec ({_target_: ..., kwargs}), so jobs in other processes prune alike.
 PRUNER_ATTR = "dermsweep.pruner"
+FOLDS_ATTR = rf.CV_FOLDS  # a trial's user attr: its steps are cross-validation folds, this many
 # Name of the file (in the multirun's sweep dir) holding the MLflow parent run id, for grid multiruns and sweeps.
 PARENT_RUN_FILE = ".dermsweep_parent_run_id"
 

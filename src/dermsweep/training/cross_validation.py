@@ -110,6 +110,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     running,
                 )
                 if link is not None:  # racing: the pruner may stop this trial after any fold but the last
+                    if fold == 0:
+                        link.set_user_attr(trial_link.FOLDS_ATTR, folds)  # the sweep's lines say "after fold 1 of k"
                     link.report(fold, running, prunable=fold < folds - 1)
         except BaseException:
             if link is None:  # a sweep's trial is not resumed: the sweep goes on without it

@@ -16,6 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from ._links import trial_link
 from ._options import format_duration
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,12 @@ def trial_line(
     if mine is not None and state == TrialState.COMPLETE and mine.values:
         parts.append("  ".join(f"{n}={_number(v)}" for n, v in zip(names, mine.values, strict=False)))
     elif mine is not None and state == TrialState.PRUNED and mine.last_step is not None:
-        parts.append(f"at step {mine.last_step} ({_number(mine.intermediate_values[mine.last_step])})")
+        value = _number(mine.intermediate_values[mine.last_step])
+        folds = mine.user_attrs.get(trial_link.FOLDS_ATTR)
+        if folds:  # a cross-validation trial reports its running mean after each fold (step = fold)
+            parts.append(f"after fold {mine.last_step + 1} of {folds} (mean so far {value})")
+        else:
+            parts.append(f"at step {mine.last_step} ({value})")
     complete = [t for t in frozen if t.state == TrialState.COMPLETE]
     if complete and len(study.directions) == 1:
         best = study.best_trial
