@@ -100,7 +100,8 @@ def run(args) -> int:
     width = args.width or con.width
     columns, ids = _columns(table, shown, show_status=args.all)
     if paired:
-        columns.insert(3, Column("vs #1 [95%]", [paired_cell(paired[r.run_id]) for r in shown], OBJECTIVE, right=True))
+        cells = [paired_cell(paired.get(r.run_id, {})) for r in shown]
+        columns.insert(3, Column("vs #1 [95%]", cells, OBJECTIVE, right=True))
     kept, dropped = fit(columns, width, ids)
     con.print(literal(f"{scope}: best runs by {table.metric} {arrow}"))
     con.print(literal_lines(render(kept)), soft_wrap=True)
@@ -124,11 +125,15 @@ def run(args) -> int:
 
 def paired_with_best(args, table, shown) -> dict[str, dict[str, Any]]:
     """Each shown run's paired difference from the first, as JSON-ready dicts ({"error": why} where not paired)."""
+    from ..quiet import import_tensorflow
+
+    import_tensorflow()  # the logged predictions are read with the shipping code (Keras): its start-up lines kept off
     from ..shipping.validation_pairs import NotPaired, against
 
     best = shown[0].run_id
+    finished = [r.run_id for r in shown[1:] if r.status == "finished"]  # pruned and failed runs predicted nothing
     try:
-        results = against(client(args), best, [r.run_id for r in shown[1:]], table.metric, table.direction)
+        results = against(client(args), best, finished, table.metric, table.direction)
     except NotPaired as exc:
         return {r.run_id: {"error": f"#1 ({best[:12]}) cannot be paired: {exc}"} for r in shown}
     out: dict[str, dict[str, Any]] = {best: {"reference": True}}
@@ -151,7 +156,7 @@ def paired_with_best(args, table, shown) -> dict[str, dict[str, Any]]:
 def paired_cell(result: dict[str, Any]) -> str:
     if result.get("reference"):
         return "(#1)"
-    if "error" in result:
+    if not result or "error" in result:
         return "-"
     return f"{result['difference']:+.3f} [{result['lo']:+.3f}, {result['hi']:+.3f}]"
 
