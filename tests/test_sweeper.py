@@ -6,9 +6,11 @@ subprocesses, with MLflow, the Optuna storage and Hydra's output folders inside 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from dermsweep.tracking import run_format as rf
 from helpers.config import CONF
@@ -50,23 +52,32 @@ def test_sweep_files_compose():
 
 def test_every_sweep_files_search_space_parses_and_each_end_validates():
     """What the sweeper's pre-flight does at a sweep's start, for every file in sweeps/: each param line parses in
-    the override grammar (Hydra's choice() takes no null, for one), and each choice or range end composes and
-    passes dermsweep's config validation."""
+    the override grammar (Hydra's choice() takes no null, for one), each choice or range end composes and passes
+    dermsweep's config validation, and so does each warm start (inside the space)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from optuna.distributions import CategoricalDistribution
 
     from dermsweep.training import config
     from hydra_plugins.dermsweep_optuna_sweeper._search_space import create_distribution_from_override
+    from hydra_plugins.dermsweep_optuna_sweeper._warm_start import check_entries
 
     parser = OverridesParser.create()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in sorted(p.stem for p in (CONF.parent / "sweeps").glob("*.yaml")):
-            params = compose("config", overrides=[f"+sweep={name}"], return_hydra_config=True).hydra.sweeper.params
-            values = {}
-            for key, line in params.items():
-                dist = create_distribution_from_override(parser.parse_override(f"{key}={line}"))
+            sweeper = compose("config", overrides=[f"+sweep={name}"], return_hydra_config=True).hydra.sweeper
+            values, space = {}, {}
+            for key, line in sweeper.params.items():
+                space[key] = dist = create_distribution_from_override(parser.parse_override(f"{key}={line}"))
                 values[key] = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
+            # Warm starts: inside the space (as the sweeper checks them at start), and each one a valid config.
+            warm = OmegaConf.to_container(sweeper.warm_start) if sweeper.get("warm_start") else None
+            for label, entry in check_entries(warm, space, {}, logging.getLogger(__name__)):
+                overrides = [f"{key}={value}" for key, value in entry.items()]
+                try:
+                    config.validate(compose("config", overrides=[f"+sweep={name}", *overrides]))
+                except Exception as exc:
+                    raise AssertionError(f"sweeps/{name}.yaml {label} {' '.join(overrides)}: {exc}") from exc
             # Variant i takes each param's i-th value (its last once used up): every value checked, few composes.
             for i in range(max(len(v) for v in values.values())):
                 overrides = [f"{key}={v[min(i, len(v) - 1)]}" for key, v in values.items()]
