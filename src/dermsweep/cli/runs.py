@@ -114,8 +114,10 @@ def run(args) -> int:
     if not any(c.priority == PARAM for c in columns):
         con.print("(no hyperparameter differs between these runs)")
     if paired:
-        con.print(literal(f"vs #1: {rf.base_name(table.metric)} minus #1's on the images both scored, by lesion"))
-        con.print("(validation or out of fold, paired bootstrap); an interval across 0: not told apart from #1")
+        con.print(
+            literal(f"vs #1: {rf.base_name(table.metric)} minus #1's on the images both scored (paired, by lesion)")
+        )
+        con.print("an interval across 0: not told apart from #1. It resamples images, not training: compare seeds too")
         errors = {run_id: result["error"] for run_id, result in paired.items() if "error" in result}
         for error in dict.fromkeys(errors.values()):
             runs = ", ".join(run_id[:12] for run_id, e in errors.items() if e == error)
