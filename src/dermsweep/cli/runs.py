@@ -140,18 +140,7 @@ def paired_with_best(args, table, shown) -> dict[str, dict[str, Any]]:
         return {r.run_id: {"error": f"#1 ({best[:12]}) cannot be paired: {exc}"} for r in shown}
     out: dict[str, dict[str, Any]] = {best: {"reference": True}}
     for run_id, d in results.items():
-        out[run_id] = (
-            {"error": str(d)}
-            if isinstance(d, NotPaired)
-            else {
-                "difference": d.difference,
-                "lo": d.lo,
-                "hi": d.hi,
-                "p_better": d.p_better,
-                "n_images": d.n_images,
-                "n_groups": d.n_groups,
-            }
-        )
+        out[run_id] = {"error": str(d)} if isinstance(d, NotPaired) else d.to_json()
     return out
 
 

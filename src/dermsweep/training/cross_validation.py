@@ -86,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     ) as recorded:
         if link is not None:
             link.set_run_id(recorded.run_id)
+            link.set_user_attr(trial_link.FOLDS_ATTR, folds)  # its steps are folds: "after fold 1 of k" in the lines
         if resumption is None:  # a resumed run logged them when it started (and they are checked to be the same)
             mlflow.log_params({**flatten(cfg), **git})
         fold_runs: list[Trained] = []
@@ -110,8 +111,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     running,
                 )
                 if link is not None:  # racing: the pruner may stop this trial after any fold but the last
-                    if fold == 0:
-                        link.set_user_attr(trial_link.FOLDS_ATTR, folds)  # the sweep's lines say "after fold 1 of k"
                     link.report(fold, running, prunable=fold < folds - 1)
         except BaseException:
             if link is None:  # a sweep's trial is not resumed: the sweep goes on without it
