@@ -1,5 +1,5 @@
 """evaluation.bootstrap: intervals that agree with the metrics they bound, repeat from a seed, widen when lesions
-repeat, and a paired difference that tells a real gain from noise."""
+repeat, and a paired difference that tells a real gain from noise (images and, when given, training seeds)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,30 @@ def test_paired_difference_tells_a_real_gain_from_noise():
     # For a loss, lower is better.
     loss = bs.paired(y, better, champion, "loss", lesions, resamples=500)
     assert loss.direction == "minimize" and loss.difference < 0 and loss.p_better >= 0.99
+
+
+def test_training_noise_widens_a_paired_difference_that_resampling_images_calls_certain():
+    """Two trainings of one config differ on the same images by more than the image bootstrap allows (seeds 1 and 3
+    of the real search: +2.3 [+0.6, +4.1], P 0.995); each run's seed noise, added to both sides, says so."""
+    y, lesions, look, rng = real_shaped()
+    champion = probs_of(y, lesions, look, rng, 1.5)
+    candidate = champion.copy()
+    fixed = np.flatnonzero(candidate.argmax(axis=1) != y)[:30]  # 30 wrong images made right: +3.7 points
+    candidate[fixed] = np.eye(K)[y[fixed]] * 0.9 + 0.1 / K
+    images = bs.paired(y, candidate, champion, "balanced_accuracy", lesions, resamples=500)
+    assert images.training_sd == 0 and images.training_dof is None and bs.clearly_better(images, 0.9)
+    seeds = bs.paired(y, candidate, champion, "balanced_accuracy", lesions, resamples=500, training_sd=0.02)
+    assert seeds.difference == images.difference and seeds.training_sd == 0.02
+    assert seeds.lo < images.lo and seeds.hi > images.hi and seeds.lo < 0 < seeds.hi
+    assert seeds.p_better < 0.9 and not bs.clearly_better(seeds, 0.9)
+    # Repeatable; an sd estimated from few runs (Student's t) is wider than a known one (normal).
+    assert bs.paired(y, candidate, champion, "balanced_accuracy", lesions, resamples=500, training_sd=0.02) == seeds
+    few = bs.paired(
+        y, candidate, champion, "balanced_accuracy", lesions, resamples=500, training_sd=0.02, training_dof=2
+    )
+    assert few.hi - few.lo > seeds.hi - seeds.lo and few.training_dof == 2
+    with pytest.raises(ValueError, match="training noise -0.01: a standard deviation"):
+        bs.paired(y, candidate, champion, "balanced_accuracy", training_sd=-0.01)
 
 
 def test_bad_input_is_refused_with_a_clear_error():

@@ -109,6 +109,43 @@ def test_gate_refuses_a_candidate_within_noise_and_promotes_a_clearly_better_one
     assert "--confidence 1.5: a probability in [0, 1]" in err and "Traceback" not in err
 
 
+def test_gate_adds_the_seed_noise_measured_on_the_experiments_repeated_seeds(client, store, capsys):
+    """A gain the image bootstrap calls certain is refused when the experiment shows that a rerun with another seed
+    moves the score as far; --seed-noise 0 compares images only, as before."""
+    from dermsweep import cli
+    from helpers.shipping import log_run
+
+    experiment, name = f"seeds-{uuid.uuid4().hex[:6]}", f"test-{uuid.uuid4().hex[:8]}"
+    y, lesions, look, rng = real_shaped()
+    champion = probs_of(y, lesions, look, rng, 1.5)
+    candidate = champion.copy()
+    fixed = np.flatnonzero(candidate.argmax(axis=1) != y)[:30]  # 30 wrong images made right: +3.7 points
+    candidate[fixed] = np.eye(7)[y[fixed]] * 0.9 + 0.1 / 7
+    log_gated_run(store.model, experiment, "champ", y, champion, lesions)
+    log_gated_run(store.model, experiment, "cand", y, candidate, lesions)
+    for seed, value in ((1, 0.30), (2, 0.34), (3, 0.38)):  # one config, three seeds: 4 points per run
+        log_run(store.model, experiment, value, "split-g", study="seeds", params={"seed": seed, "model.alpha": 0.5})
+    assert promotion.promote(client, experiment, name, sweep="champ").decision == "promoted"
+
+    with pytest.raises(promotion.PromotionRefused, match="with 4.0 points of seed noise per run") as refused:
+        promotion.promote(client, experiment, name, sweep="cand")
+    d = refused.value.promotion.comparison
+    assert d["training_sd"] == pytest.approx(0.04) and d["training_dof"] == 2 and d["lo"] < 0 < d["difference"]
+    assert d["seed_noise"]["source"] == "measured: 1 config trained with 2+ seeds here, 3 runs"
+    images_only = promotion.promote(client, experiment, name, sweep="cand", dry_run=True, seed_noise=0)
+    assert images_only.decision == "dry-run" and images_only.comparison["lo"] > 0
+    assert "seed noise" not in images_only.reason
+
+    capsys.readouterr()
+    argv = ["promote", "--experiment", experiment, "--name", name, "--sweep", "cand", "--dry-run"]
+    assert cli.main(argv) == 3
+    assert (
+        "noise:     images resampled by lesion, and seed noise 4.0 points per run (measured" in capsys.readouterr().out
+    )
+    assert cli.main([*argv, "--seed-noise", "-1"]) == 2
+    assert "--seed-noise -1.0: points of the metric per run, 0 or more" in capsys.readouterr().err
+
+
 def test_gate_without_paired_predictions_says_it_compared_point_values(client, store):
     name = f"test-{uuid.uuid4().hex[:8]}"
     promotion.promote(client, "dermsweep", name, sweep="study-c")  # fixture runs logged no view_logits.npz
@@ -228,8 +265,16 @@ def test_runs_paired_tells_which_runs_are_within_the_noise_of_the_best(client, s
     assert cli.main(["runs", "--experiment", experiment, "--paired", "--width", "100"]) == 0
     out = capsys.readouterr().out
     assert "vs #1 [95%]" in out and "(#1)" in out and "by lesion" in out and "not told apart from #1" in out
+    assert "with seed noise 1.0 points per run (the HAM10000 default" in out  # every run here has seed 42
     assert f"not paired ({bare_id[:12]}): run {bare_id} has no" in out
     assert max(len(line) for line in out.splitlines() if line.startswith(("#", "-"))) <= 100
 
     assert cli.main(["runs", "--experiment", experiment, "--paired", "--metric", "test/balanced_accuracy"]) == 2
     assert "rank by a validation metric" in capsys.readouterr().err
+    # --seed-noise 0: images only (narrower); it means nothing without --paired.
+    assert cli.main(["runs", "--experiment", experiment, "--paired", "--json", "--seed-noise", "0"]) == 0
+    narrow = {r["run_id"]: r.get("paired_vs_best") for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert narrow[base_id]["hi"] - narrow[base_id]["lo"] < rows[base_id]["hi"] - rows[base_id]["lo"]
+    assert narrow[base_id]["training_sd"] == 0 and rows[base_id]["training_sd"] == 0.01
+    assert cli.main(["runs", "--experiment", experiment, "--seed-noise", "1"]) == 2
+    assert "add --paired" in capsys.readouterr().err

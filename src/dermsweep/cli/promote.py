@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..quiet import import_tensorflow, redirected
-from ..shipping.defaults import CONFIDENCE, MAX_PARAMS
+from ..shipping.defaults import CONFIDENCE, MAX_PARAMS, SEED_NOISE
 from ..tracking import run_format as rf
 from .console import EXIT_OK, EXIT_REFUSED, client, console, print_json
 
@@ -31,8 +31,22 @@ def add_parser(sub: Any, common: Any) -> None:
         help="promote only when a paired bootstrap on the shared validation images finds the candidate better with "
         f"at least this probability (default {CONFIDENCE})",
     )
+    add_seed_noise(p)
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(fn=run)
+
+
+def add_seed_noise(p: Any) -> None:
+    """--seed-noise, for every command that compares runs (promote, runs --paired)."""
+    defaults = ", ".join(f"{100 * sd:g} for {metric}" for metric, sd in SEED_NOISE.items())
+    p.add_argument(
+        "--seed-noise",
+        type=float,
+        metavar="POINTS",
+        help="how far one run's score moves with its training seed alone, added to each side of a paired comparison "
+        "(points of the metric; 0: resample images only). Default: measured on the experiment's configs trained "
+        f"with 2+ seeds (train.py -m seed=1,2,3), else {defaults}",
+    )
 
 
 def explain(p, con) -> None:
@@ -52,6 +66,8 @@ def explain(p, con) -> None:
             f"paired:    candidate - champion {d['describe']} on {d['n_images']} shared validation images "
             f"({d['n_groups']} lesions); promotes at P >= {p.confidence:g}"
         )
+        if d.get("seed_noise"):
+            con.print(f"noise:     images resampled by lesion, and {d['seed_noise']['describe']}")
 
 
 def run(args) -> int:
@@ -71,6 +87,7 @@ def run(args) -> int:
                 args.dry_run,
                 max_params=args.max_params,
                 confidence=args.confidence,
+                seed_noise=args.seed_noise,
             )
     except PromotionRefused as exc:
         if args.json:

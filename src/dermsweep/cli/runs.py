@@ -7,6 +7,7 @@ from typing import Any
 from ..liveness import STALE_AFTER_S
 from ..tracking import run_format as rf
 from .console import EXIT_ERROR, EXIT_OK, client, console, literal, literal_lines, print_json, printable
+from .promote import add_seed_noise
 from .runs_table import (
     CONTEXT,
     DETAIL,
@@ -35,8 +36,10 @@ def add_parser(sub: Any, common: Any) -> None:
         "--paired",
         action="store_true",
         help="compare each run with the best (#1) image by image: the paired bootstrap difference on the validation "
-        "or out-of-fold images both scored, by lesion, with its 95%% interval (across 0: not told apart from #1)",
+        "or out-of-fold images both scored, by lesion, and each run's seed noise, with its 95%% interval (across 0: "
+        "not told apart from #1)",
     )
+    add_seed_noise(p)
     p.add_argument(
         "--width",
         type=int,
@@ -74,6 +77,10 @@ def run(args) -> int:
         return EXIT_ERROR
     shown = table.rows[: args.limit]
     paired: dict[str, Any] = {}
+    noise = None
+    if args.seed_noise is not None and not args.paired:
+        console(stderr=True).print("error: --seed-noise widens --paired's intervals; add --paired")
+        return EXIT_ERROR
     if args.paired and shown:
         if not rf.canonical(table.metric).startswith(rf.FINAL_VAL + "/"):
             console(stderr=True).print(
@@ -82,13 +89,22 @@ def run(args) -> int:
                 )
             )
             return EXIT_ERROR
-        paired = paired_with_best(args, table, shown)
+        from ..shipping.seed_noise import seed_noise
+
+        try:
+            noise = seed_noise(table.rows, table.metric, args.seed_noise)
+        except ValueError as exc:
+            console(stderr=True).print(literal(f"error: {exc}"))
+            return EXIT_ERROR
+        paired = paired_with_best(args, table, shown, noise)
     if args.json:
         data = table.to_json()
         data["runs"] = data["runs"][: args.limit]
         for row in data["runs"]:
             if row["run_id"] in paired:
                 row["paired_vs_best"] = paired[row["run_id"]]
+        if noise is not None:
+            data["seed_noise"] = noise.to_json()
         print_json(data)
         return EXIT_OK
     con = console(width=args.width)
@@ -117,7 +133,9 @@ def run(args) -> int:
         con.print(
             literal(f"vs #1: {rf.base_name(table.metric)} minus #1's on the images both scored (paired, by lesion)")
         )
-        con.print("an interval across 0: not told apart from #1. It resamples images, not training: compare seeds too")
+        if noise is not None:
+            con.print(literal(f"with {noise.describe()}"))
+        con.print("an interval across 0: not told apart from #1, given how far a rerun with another seed moves")
         errors = {run_id: result["error"] for run_id, result in paired.items() if "error" in result}
         for error in dict.fromkeys(errors.values()):
             runs = ", ".join(run_id[:12] for run_id, e in errors.items() if e == error)
@@ -125,7 +143,7 @@ def run(args) -> int:
     return EXIT_OK
 
 
-def paired_with_best(args, table, shown) -> dict[str, dict[str, Any]]:
+def paired_with_best(args, table, shown, noise) -> dict[str, dict[str, Any]]:
     """Each shown run's paired difference from the first, as JSON-ready dicts ({"error": why} where not paired)."""
     from ..quiet import import_tensorflow
 
@@ -135,7 +153,7 @@ def paired_with_best(args, table, shown) -> dict[str, dict[str, Any]]:
     best = shown[0].run_id
     finished = [r.run_id for r in shown[1:] if r.status == "finished"]  # pruned and failed runs predicted nothing
     try:
-        results = against(client(args), best, finished, table.metric, table.direction)
+        results = against(client(args), best, finished, table.metric, table.direction, noise)
     except NotPaired as exc:
         return {r.run_id: {"error": f"#1 ({best[:12]}) cannot be paired: {exc}"} for r in shown}
     out: dict[str, dict[str, Any]] = {best: {"reference": True}}

@@ -6,7 +6,8 @@ when lesion ids are known (HAM10000 has several images of one lesion; they are n
 image. Every resample is a row of counts (how often each image was drawn), so each metric is a few matrix products
 over all resamples at once (2,000 resamples of 1,500 images: well under a second per metric), and a seed makes
 it repeat. The paired bootstrap scores two models' predictions on the same images with the same resamples, so what
-they share (the hard images, the rare classes' luck) cancels out of their difference.
+they share (the hard images, the rare classes' luck) cancels out of their difference. What resampling images cannot
+see is training noise (another seed, another model on the same images): `paired` adds it when given its size.
 
 By the shared convention, the interval of a logged metric `X` is logged as `X_lo95` and `X_hi95` (`bounds_metrics`).
 """
@@ -36,6 +37,8 @@ HEADLINE = ("balanced_accuracy", "macro_f1", "macro_auc")
 LO, HI = "_lo95", "_hi95"
 # Resample counts are built this many (resample, image) cells at a time: bounded memory for any split size.
 CHUNK_CELLS = 4_000_000
+# Training-noise draws per image resample (the sum of two small noises needs more draws than either alone).
+TRAINING_DRAWS = 10
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,9 @@ class Operating:
 @dataclass(frozen=True)
 class PairedDifference:
     """candidate minus reference on the same images: the difference on all of them, its bootstrap mean and
-    95% interval, and the share of resamples in which the candidate is better (strictly)."""
+    95% interval, and the share of resamples in which the candidate is better (strictly). With training_sd > 0 the
+    interval and share also hold each run's training noise (training_sd per run; Student's t with training_dof
+    degrees of freedom when that sd was estimated, else normal)."""
 
     metric: str
     direction: str
@@ -71,6 +76,8 @@ class PairedDifference:
     p_better: float
     n_images: int
     n_groups: int
+    training_sd: float = 0.0
+    training_dof: int | None = None
 
     def describe(self) -> str:
         """'+0.8 points [-1.9, +3.4], P=0.71' (points: hundredths of the metric)."""
@@ -125,8 +132,19 @@ def paired(
     direction: str | None = None,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    training_sd: float = 0.0,
+    training_dof: int | None = None,
 ) -> PairedDifference:
-    """The paired bootstrap of metric(candidate) - metric(reference): both scored on the same resamples."""
+    """The paired bootstrap of metric(candidate) - metric(reference): both scored on the same resamples.
+
+    training_sd: how far one run's score moves with its training seed alone (metric units). Each side carries that
+    noise independently, so every resampled difference gets a draw of sqrt(2) * training_sd (Student's t with
+    training_dof degrees of freedom when the sd was estimated from few runs, normal when None): the interval and P
+    then say whether the candidate would still win if both were trained again."""
+    if not (math.isfinite(training_sd) and training_sd >= 0):
+        raise ValueError(f"training noise {training_sd}: a standard deviation, 0 or more")
+    if training_dof is not None and training_dof < 1:
+        raise ValueError(f"training noise with {training_dof} degrees of freedom: at least 1")
     y, candidate = _check(y, candidate)
     _, reference = _check(y, reference)
     if candidate.shape != reference.shape:
@@ -144,6 +162,8 @@ def paired(
         ]
     )
     diffs = diffs[np.isfinite(diffs)]
+    if training_sd > 0 and len(diffs):
+        diffs = _with_training_noise(diffs, training_sd, training_dof, seed)
     lo, hi = _percentiles(diffs)
     return PairedDifference(
         metric,
@@ -155,7 +175,18 @@ def paired(
         float(np.mean(sign * diffs > 0)) if len(diffs) else 0.0,
         len(y),
         _n_groups(len(y), groups),
+        float(training_sd),
+        training_dof if training_sd > 0 else None,
     )
+
+
+def _with_training_noise(diffs: np.ndarray, sd: float, dof: int | None, seed: int) -> np.ndarray:
+    """Each resampled difference plus TRAINING_DRAWS draws of the two runs' training noise (a fixed stream: the same
+    inputs give the same interval)."""
+    rng = np.random.default_rng([seed, 1])
+    shape = (len(diffs), TRAINING_DRAWS)
+    draws = rng.standard_normal(shape) if dof is None else rng.standard_t(dof, shape)
+    return (diffs[:, None] + math.sqrt(2.0) * sd * draws).ravel()
 
 
 def clearly_better(d: PairedDifference, confidence: float) -> bool:

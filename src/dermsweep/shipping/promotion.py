@@ -2,10 +2,12 @@
 beyond the noise, and if so register it and move `@champion` (the old one becomes `@previous`).
 
 The gate compares candidate and champion on the same validation images: a paired bootstrap (by lesion) of the
-difference in the objective between their shipped predictions (validation_pairs). It promotes when the candidate is
-better in at least `confidence` (0.9) of the resamples; otherwise it keeps the champion and says why ("not clearly
-better: +0.8 points [-1.9, +3.4], P=0.71"). Runs that logged no shipped validation predictions (before the gate)
-are compared by their point values, and the reason says so.
+difference in the objective between their shipped predictions (validation_pairs), widened by each run's training
+seed noise (seed_noise: measured on the experiment's repeated seeds, else a default), since a candidate that wins by
+its seed's luck would lose when trained again. It promotes when the candidate is better in at least `confidence`
+(0.9) of the resamples; otherwise it keeps the champion and says why ("not clearly better: +0.8 points [-1.9, +3.4],
+P=0.71"). Runs that logged no shipped validation predictions (before the gate) are compared by their point values,
+and the reason says so.
 
 One promotion at a time: plan, register and alias move run under the store's promotion lock (registry_lock), and
 the alias moves only if `@champion` still names the version the plan saw (compare-and-set, for remote stores).
@@ -30,8 +32,10 @@ from ..tracking.model_ref import resolve
 from ..tracking.store import first_line
 from .defaults import CONFIDENCE, MAX_PARAMS
 from .model_card import model_card
-from .ranking import RegistryError, RunRow, best_candidate
+from .ranking import RegistryError, RunRow, RunsTable, best_candidate, collect_runs
 from .registry_lock import promotion_lock
+from .seed_noise import given_noise
+from .seed_noise import seed_noise as find_seed_noise
 from .serving_model import ensure_serving_model
 from .training_data import from_run
 from .validation_pairs import NotPaired, compare
@@ -76,6 +80,7 @@ class Promotion:
     notes: list[str] = field(default_factory=list)
     confidence: float = CONFIDENCE
     comparison: dict | None = None  # the paired bootstrap of the difference on shared validation images
+    seed_noise: float | None = None  # points per run the user gave (0: images only); None: measured or the default
 
     def to_json(self) -> dict:
         def side(s):
@@ -94,6 +99,7 @@ class Promotion:
             "notes": self.notes,
             "confidence": self.confidence,
             "comparison": self.comparison,
+            "seed_noise": self.seed_noise,
         }
 
 
@@ -133,6 +139,7 @@ def plan(
     force: bool = False,
     max_params: int | None = MAX_PARAMS,
     confidence: float = CONFIDENCE,
+    seed_noise: float | None = None,
 ) -> tuple[Promotion, RunRow]:
     """Decide without changing anything. decision is 'promote' or 'refused' (with the reason)."""
     best, table = best_candidate(client, experiment, sweep, metric, max_params)
@@ -140,6 +147,7 @@ def plan(
     cand = Side(best.run_id, best.metric(table.metric), best.split_id, name=best.name, sweep=sweep_ref)
     champ = current_champion(client, name, table.metric)
     p = Promotion(name, table.metric, table.direction, cand, champ, forced=force, confidence=confidence)
+    p.seed_noise = seed_noise
     above = [r for r in table.rows[: table.rows.index(best)] if not r.has_model]
     outside = [r for r in table.rows[: table.rows.index(best)] if r.has_model and r not in above]
     too_big = [r for r in outside if r.params_count() is not None]
@@ -178,7 +186,7 @@ def plan(
             "(re-train both on one split, or use --force if you accept that)"
         )
     else:
-        problems += _gate(client, p)
+        problems += _gate(client, p, table)
     if problems and not force:
         p.decision, p.reason = "refused", "; ".join(problems)
     elif problems:
@@ -187,8 +195,8 @@ def plan(
         p.decision = "promote"
         p.reason = (
             f"clearly better: {table.metric} {cand.value:.4f} vs champion v{champ.version}'s {champ.value:.4f}, "
-            f"{p.comparison['describe']} on {p.comparison['n_images']} shared validation images "
-            f"(P >= {confidence:g} needed)"
+            f"{p.comparison['describe']} on {p.comparison['n_images']} shared validation images"
+            f"{_noise_words(p.comparison['training_sd'])} (P >= {confidence:g} needed)"
         )
     else:
         p.decision = "promote"
@@ -199,13 +207,16 @@ def plan(
     return p, best
 
 
-def _gate(client, p: Promotion) -> list[str]:
+def _gate(client, p: Promotion, table: RunsTable) -> list[str]:
     """The noise-aware comparison of a comparable candidate and champion: [] to promote, else the reason why not.
     Sets p.comparison; without paired predictions, the point values decide and a note says so."""
     cand, champ = p.candidate, p.champion
     assert champ is not None and cand.run_id and champ.run_id and cand.value is not None and champ.value is not None
+    # Seed noise is measured on the whole experiment: a sweep rarely repeats a seed, the experiment may.
+    rows = collect_runs(client, table.experiment, None, p.metric, finished_only=True).rows if table.sweep else []
+    noise = find_seed_noise(rows or table.rows, p.metric, p.seed_noise)
     try:
-        found = compare(client, cand.run_id, champ.run_id, p.metric, p.direction)
+        found = compare(client, cand.run_id, champ.run_id, p.metric, p.direction, noise)
     except NotPaired as exc:
         p.notes.append(f"no paired comparison ({exc})")
         if better(cand.value, champ.value, p.direction):
@@ -214,13 +225,23 @@ def _gate(client, p: Promotion) -> list[str]:
             f"candidate {p.metric} = {cand.value:.4f} is not better than champion v{champ.version}'s "
             f"{champ.value:.4f} ({p.direction}, same split {cand.split_id})"
         ]
-    p.comparison = {**found.to_json(), "describe": found.describe(), "confidence": p.confidence}
+    p.comparison = {
+        **found.to_json(),
+        "describe": found.describe(),
+        "confidence": p.confidence,
+        "seed_noise": noise.to_json(),
+    }
     if bootstrap.clearly_better(found, p.confidence):
         return []
     return [
         f"not clearly better: {found.describe()} over champion v{champ.version} on {found.n_images} shared "
-        f"validation images ({found.n_groups} lesions); promotion needs P >= {p.confidence:g}"
+        f"validation images ({found.n_groups} lesions){_noise_words(found.training_sd)}; "
+        f"promotion needs P >= {p.confidence:g}"
     ]
+
+
+def _noise_words(training_sd: float) -> str:
+    return f" with {100 * training_sd:.1f} points of seed noise per run" if training_sd else ""
 
 
 def promote(
@@ -234,20 +255,25 @@ def promote(
     await_seconds: int = 300,
     max_params: int | None = None,
     confidence: float = CONFIDENCE,
+    seed_noise: float | None = None,
 ) -> Promotion:
     """Plan, then (unless dry_run) register the serving model and move the aliases, all under the store's
     promotion lock. Raises PromotionRefused."""
     if not 0.0 <= confidence <= 1.0:
         raise ConfigError(f"--confidence {confidence}: a probability in [0, 1] (default {CONFIDENCE})")
+    try:
+        given_noise(seed_noise)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     limit = MAX_PARAMS if max_params is None else max_params
     if dry_run:
-        p, _ = plan(client, experiment, name, sweep, metric, force, limit, confidence)
+        p, _ = plan(client, experiment, name, sweep, metric, force, limit, confidence, seed_noise)
         p.notes.append("dry run: nothing changed")
         if p.decision == "promote":
             p.decision = "dry-run"
         return p
     with promotion_lock(getattr(client, "_registry_uri", None) or mlflow_registry_uri()):
-        p, best = plan(client, experiment, name, sweep, metric, force, limit, confidence)
+        p, best = plan(client, experiment, name, sweep, metric, force, limit, confidence, seed_noise)
         if p.decision == "refused":
             raise PromotionRefused(f"promotion refused: {p.reason}", p)
         serving_uri = ensure_serving_model(client, best.run_id)

@@ -17,6 +17,7 @@ from ..evaluation import bootstrap
 from ..tracking import run_format as rf
 from ..tracking.store import first_line
 from ..training.ship_record import read_view_logits
+from .seed_noise import SeedNoise
 
 
 class NotPaired(Exception):
@@ -96,15 +97,22 @@ def pair(candidate: Predictions, champion: Predictions) -> tuple[np.ndarray, np.
     return champion.labels, candidate.probabilities[order], champion.probabilities, groups
 
 
-def compare(client, candidate_run: str, champion_run: str, metric: str, direction: str) -> bootstrap.PairedDifference:
-    """The paired bootstrap of metric(candidate) - metric(champion) on their shared validation images, by lesion."""
+def compare(
+    client, candidate_run: str, champion_run: str, metric: str, direction: str, noise: SeedNoise | None = None
+) -> bootstrap.PairedDifference:
+    """The paired bootstrap of metric(candidate) - metric(champion) on their shared validation images, by lesion,
+    with each run's seed noise when given."""
     return _difference(
-        validation_predictions(client, candidate_run), validation_predictions(client, champion_run), metric, direction
+        validation_predictions(client, candidate_run),
+        validation_predictions(client, champion_run),
+        metric,
+        direction,
+        noise,
     )
 
 
 def against(
-    client, reference_run: str, run_ids: list[str], metric: str, direction: str
+    client, reference_run: str, run_ids: list[str], metric: str, direction: str, noise: SeedNoise | None = None
 ) -> dict[str, bootstrap.PairedDifference | NotPaired]:
     """Each run's paired difference from `reference_run` (downloaded once), or why it could not be paired.
     NotPaired (raised) when the reference itself logged no predictions to pair with."""
@@ -112,17 +120,18 @@ def against(
     out: dict[str, bootstrap.PairedDifference | NotPaired] = {}
     for run_id in run_ids:
         try:
-            out[run_id] = _difference(validation_predictions(client, run_id), reference, metric, direction)
+            out[run_id] = _difference(validation_predictions(client, run_id), reference, metric, direction, noise)
         except NotPaired as exc:
             out[run_id] = exc
     return out
 
 
 def _difference(
-    candidate: Predictions, reference: Predictions, metric: str, direction: str
+    candidate: Predictions, reference: Predictions, metric: str, direction: str, noise: SeedNoise | None
 ) -> bootstrap.PairedDifference:
     y, cand, ref, groups = pair(candidate, reference)
+    sd, dof = (noise.sd, noise.dof) if noise is not None else (0.0, None)
     try:
-        return bootstrap.paired(y, cand, ref, rf.base_name(metric), groups, direction)
+        return bootstrap.paired(y, cand, ref, rf.base_name(metric), groups, direction, training_sd=sd, training_dof=dof)
     except ValueError as exc:
         raise NotPaired(str(exc)) from exc
