@@ -89,10 +89,10 @@ def run(args) -> int:
                 )
             )
             return EXIT_ERROR
-        from ..shipping.seed_noise import seed_noise
+        from ..shipping.seed_noise import for_table
 
         try:
-            noise = seed_noise(table.rows, table.metric, args.seed_noise)
+            noise = for_table(client(args), table, args.seed_noise)
         except ValueError as exc:
             console(stderr=True).print(literal(f"error: {exc}"))
             return EXIT_ERROR

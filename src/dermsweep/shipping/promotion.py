@@ -32,10 +32,9 @@ from ..tracking.model_ref import resolve
 from ..tracking.store import first_line
 from .defaults import CONFIDENCE, MAX_PARAMS
 from .model_card import model_card
-from .ranking import RegistryError, RunRow, RunsTable, best_candidate, collect_runs
+from .ranking import RegistryError, RunRow, RunsTable, best_candidate
 from .registry_lock import promotion_lock
-from .seed_noise import given_noise
-from .seed_noise import seed_noise as find_seed_noise
+from .seed_noise import for_table, given_noise
 from .serving_model import ensure_serving_model
 from .training_data import from_run
 from .validation_pairs import NotPaired, compare
@@ -212,9 +211,7 @@ def _gate(client, p: Promotion, table: RunsTable) -> list[str]:
     Sets p.comparison; without paired predictions, the point values decide and a note says so."""
     cand, champ = p.candidate, p.champion
     assert champ is not None and cand.run_id and champ.run_id and cand.value is not None and champ.value is not None
-    # Seed noise is measured on the whole experiment: a sweep rarely repeats a seed, the experiment may.
-    rows = collect_runs(client, table.experiment, None, p.metric, finished_only=True).rows if table.sweep else []
-    noise = find_seed_noise(rows or table.rows, p.metric, p.seed_noise)
+    noise = for_table(client, table, p.seed_noise)
     try:
         found = compare(client, cand.run_id, champ.run_id, p.metric, p.direction, noise)
     except NotPaired as exc:

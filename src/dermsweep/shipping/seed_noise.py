@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..tracking import run_format as rf
 from .defaults import SEED_NOISE
-from .ranking import NOT_HYPERPARAMETERS, RunRow
+from .ranking import NOT_HYPERPARAMETERS, RunRow, RunsTable, collect_runs
 
 # Params that say how a run was started, not what it trained: two seeds of one config may differ in them.
 NOT_THE_RECIPE = (*NOT_HYPERPARAMETERS, "resume", "trainer.verbose", "data.root")
@@ -65,6 +65,15 @@ def measured(rows: Iterable[RunRow], metric: str) -> SeedNoise | None:
     runs = sum(len(values) for values in repeated)
     configs = f"{len(repeated)} config{'s' if len(repeated) > 1 else ''}"
     return SeedNoise(math.sqrt(squares / dof), dof, f"measured: {configs} trained with 2+ seeds here, {runs} runs")
+
+
+def for_table(client, table: RunsTable, given: float | None = None) -> SeedNoise:
+    """The seed noise to compare `table`'s runs with, measured on their whole experiment: a sweep rarely repeats a
+    seed, the experiment around it may."""
+    rows = table.rows
+    if table.sweep and given_noise(given) is None:
+        rows = collect_runs(client, table.experiment, None, table.metric, finished_only=True).rows
+    return seed_noise(rows, table.metric, given)
 
 
 def given_noise(points: float | None) -> float | None:
