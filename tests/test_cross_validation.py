@@ -65,7 +65,9 @@ def test_fold_settings_are_checked_before_anything_runs(overrides, says):
         config.validate(cfg)
 
 
-def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp_path, monkeypatch):
+def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp_path, monkeypatch, caplog):
+    import logging
+
     import mlflow
 
     from dermsweep.tracking import run_format as rf
@@ -77,7 +79,11 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     settings = ["model.height=32", "model.width=32", "inference.views=none", "data.split.folds=2"]
     cfg = compose([*tiny_run(tmp_path, "cv-test"), *settings, "tracking.log_model=always"])
-    value = run(cfg)
+    with caplog.at_level(logging.INFO, logger="dermsweep"):
+        value = run(cfg)
+    assert (
+        "cross-fitted: balanced accuracy" in caplog.text and "(each fold's gains chosen on the others)" in caplog.text
+    )
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("cv-test")
     runs = client.search_runs([exp.experiment_id])
@@ -95,6 +101,10 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     n_pool = sum(int(r.data.params["data.n_val"]) for r in folds)
     assert m["cv/n_out_of_fold"] == n_pool
     assert {"final_val/balanced_accuracy_lo95", "test/balanced_accuracy_hi95"} <= set(m)
+    # cross-fitted: each fold's rows through gains chosen on the other fold, with its interval
+    crossfit = m["cv/crossfit_balanced_accuracy"]
+    assert m["cv/crossfit_balanced_accuracy_lo95"] <= crossfit <= m["cv/crossfit_balanced_accuracy_hi95"]
+    assert {"cv/crossfit_macro_f1", "cv/crossfit_macro_auc", "cv/crossfit_mel_sensitivity"} <= set(m)
 
     # out of fold: every train + validation image once, each with its fold model's logits
     logged = read_view_logits(client.download_artifacts(parent.info.run_id, rf.VIEW_LOGITS, str(tmp_path)))

@@ -8,6 +8,8 @@ logits averaged) with those gains, and scores it once on the test split, which e
 
     parent  cv/fold_objective (step = fold), cv/objective_mean, cv/objective_se: the fold runs' own objectives
             final_val/*: out of fold, with the parent's gains;  test/*: the bag, scored once
+            cv/crossfit_*: out of fold with each fold's gains chosen on the other folds (cross_fit.py): no choice
+            made on the images it scores, the figure to hold test against
     fold i  a complete run whose validation split is fold i (its checkpoint and early stopping follow that fold,
             a mild optimism its out-of-fold figure shares with any early-stopped model's validation figure)
 
@@ -28,6 +30,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.catalog import digest
+from ..evaluation import bootstrap
 from ..sweep import trial_link
 from ..tracking import run_format as rf
 from ..tracking.artifacts import BackgroundArtifacts, flatten
@@ -36,6 +39,7 @@ from ..tracking.recorded_run import recorded_run
 from ..tracking.store import connect, ensure_experiment, ui_hint
 from ..views import VIEWS
 from . import config, cv_resume, provenance
+from .cross_fit import CrossFitted, cross_fit
 from .gains import View, check, choose_gains, per_view, views_needed, wrap
 from .ship import Shipping, member_views, priors, view_logits
 from .ship_record import log_gains, log_scores, log_view_logits
@@ -139,6 +143,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)
             mlflow.log_metrics(_cv_metrics(fold_runs, fold_values, y))
+            crossed = _cross_fit(cfg, shipping, y, fold_runs, objective)
+            mlflow.log_metrics(_cross_fit_metrics(crossed, y["val"], shipping, fold_runs[0].class_names))
             mlflow.log_text(_folds_table(fold_runs).to_csv(index=False), rf.FOLDS_TABLE)
             values = objective_values(objectives, final, shipping.model)
             if should_log_model(cfg, link, [values[m] for m, _ in objectives]):
@@ -156,6 +162,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         "\ncross-validation %s (%d folds) finished in %.0fs\n"
         "  folds:        %s %.4f +- %.4f (mean +- standard error)\n"
         "  out of fold:  balanced accuracy %.3f, macro F1 %.3f, AUC %.3f\n"
+        "  cross-fitted: balanced accuracy %.3f, macro F1 %.3f, AUC %.3f (each fold's gains chosen on the others)\n"
         "  test (bag):   balanced accuracy %.3f, macro F1 %.3f, AUC %.3f\n"
         "  open it:      %s",
         name,
@@ -167,6 +174,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         final["val"]["balanced_accuracy"],
         final["val"]["macro_f1"],
         final["val"]["macro_auc"],
+        crossed.values["balanced_accuracy"],
+        crossed.values["macro_f1"],
+        crossed.values["macro_auc"],
         final["test"]["balanced_accuracy"],
         final["test"]["macro_f1"],
         final["test"]["macro_auc"],
@@ -254,6 +264,31 @@ def _cv_metrics(fold_runs: list[Trained], fold_values: np.ndarray, y) -> dict[st
     out[rf.metric(rf.CV, "fold_test_balanced_accuracy_mean")] = float(fold_test.mean())
     out[rf.metric(rf.CV, "fold_test_balanced_accuracy_se")] = _se(fold_test)
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _cross_fit(cfg: DictConfig, shipping: Shipping, y, fold_runs: list[Trained], objective: str) -> CrossFitted:
+    """The out-of-fold rows (in fold order, as _bag stacked them) through gains chosen without their fold."""
+    fold_of_row = np.concatenate([np.full(len(t.y["val"]), fold) for fold, t in enumerate(fold_runs)])
+    groups = shipping.groups.get("val")
+    names = fold_runs[0].class_names
+    return cross_fit(cfg.inference, y["val"], shipping.views["val"], fold_of_row, groups, names, objective)
+
+
+def _cross_fit_metrics(crossed: CrossFitted, y: np.ndarray, shipping: Shipping, class_names) -> dict[str, float]:
+    """cv/crossfit_<metric> with its 95% interval (by lesion), and the operating point's rates by each fold's own
+    threshold."""
+    out: dict[str, float] = {}
+    found = bootstrap.intervals(y, crossed.probabilities, shipping.groups.get("val"))
+    for name, interval in found.items():
+        key = rf.metric(rf.CV, f"crossfit_{name}")
+        out[key] = interval.value
+        out.update(bootstrap.bounds_metrics(key, interval))
+    point = shipping.gains.operating_point
+    if crossed.flagged is not None and point is not None:
+        sensitivity, specificity = crossed.rates(y, class_names.index(point.class_name))
+        out[rf.metric(rf.CV, f"crossfit_{point.class_name}_sensitivity")] = sensitivity
+        out[rf.metric(rf.CV, f"crossfit_{point.class_name}_specificity")] = specificity
+    return {k: float(v) for k, v in out.items() if math.isfinite(v)}
 
 
 def _description(name: str, folds: int, fold_values: np.ndarray, final) -> str:
