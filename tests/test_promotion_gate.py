@@ -123,15 +123,16 @@ def test_gate_adds_the_seed_noise_measured_on_the_experiments_repeated_seeds(cli
     candidate[fixed] = np.eye(7)[y[fixed]] * 0.9 + 0.1 / 7
     log_gated_run(store.model, experiment, "champ", y, champion, lesions)
     log_gated_run(store.model, experiment, "cand", y, candidate, lesions)
-    for seed, value in ((1, 0.30), (2, 0.34), (3, 0.38)):  # one config, three seeds: 4 points per run
+    for seed, value in ((1, 0.30), (2, 0.34), (3, 0.38)):  # one config, three seeds: 4 points (2 pooled) per run
         log_run(store.model, experiment, value, "split-g", study="seeds", params={"seed": seed, "model.alpha": 0.5})
     assert promotion.promote(client, experiment, name, sweep="champ").decision == "promoted"
 
-    with pytest.raises(promotion.PromotionRefused, match="with 4.0 points of seed noise per run") as refused:
+    with pytest.raises(promotion.PromotionRefused, match="with 2.0 points of seed noise per run") as refused:
         promotion.promote(client, experiment, name, sweep="cand")
     d = refused.value.promotion.comparison
-    assert d["training_sd"] == pytest.approx(0.04) and d["training_dof"] == 2 and d["lo"] < 0 < d["difference"]
-    assert d["seed_noise"]["source"] == "measured: 1 config trained with 2+ seeds here, 3 runs"
+    # sd 0.04 on 2 dof here, pooled with the default's 0.01 on 8: sqrt((2 * 0.0016 + 8 * 0.0001) / 10) = 0.02
+    assert d["training_sd"] == pytest.approx(0.02) and d["training_dof"] == 10 and d["lo"] < 0 < d["difference"]
+    assert d["seed_noise"]["source"].startswith("measured: 1 config trained with 2+ seeds here, 3 runs, pooled")
     images_only = promotion.promote(client, experiment, name, sweep="cand", dry_run=True, seed_noise=0)
     assert images_only.decision == "dry-run" and images_only.comparison["lo"] > 0
     assert "seed noise" not in images_only.reason
@@ -140,7 +141,7 @@ def test_gate_adds_the_seed_noise_measured_on_the_experiments_repeated_seeds(cli
     argv = ["promote", "--experiment", experiment, "--name", name, "--sweep", "cand", "--dry-run"]
     assert cli.main(argv) == 3
     assert (
-        "noise:     images resampled by lesion, and seed noise 4.0 points per run (measured" in capsys.readouterr().out
+        "noise:     images resampled by lesion, and seed noise 2.0 points per run (measured" in capsys.readouterr().out
     )
     assert cli.main([*argv, "--seed-noise", "-1"]) == 2
     assert "--seed-noise -1.0: points of the metric per run, 0 or more" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from dermsweep.shipping.defaults import SEED_NOISE
+from dermsweep.shipping.defaults import SEED_NOISE, SEED_NOISE_DOF
 from dermsweep.shipping.ranking import RunRow
 from dermsweep.shipping.seed_noise import given_noise, measured, seed_noise
 
@@ -49,8 +49,10 @@ def test_without_repeats_the_default_stands_in_and_the_users_figure_wins():
     )
     assert seed_noise(alone, "final_val/loss").sd == 0  # no default: images only, and it says how to measure
     assert "train a config with 2+ seeds" in seed_noise(alone, "final_val/loss").describe()
-    repeated = [row(1, 0.70), row(2, 0.74)]
-    assert seed_noise(repeated, METRIC).dof == 1
+    repeated = [row(1, 0.70), row(2, 0.74)]  # sd 0.028 on 1 dof, pooled with the default's 0.010 on 8
+    pooled = seed_noise(repeated, METRIC)
+    assert pooled.dof == 1 + SEED_NOISE_DOF and "pooled with the HAM10000 default's 8 dof" in pooled.source
+    assert pooled.sd == pytest.approx(math.sqrt((0.0008 + 8 * 0.010**2) / 9))
     assert seed_noise(repeated, METRIC, given=1.5).sd == pytest.approx(0.015)
     off = seed_noise(repeated, METRIC, given=0)
     assert off.sd == 0 and off.describe() == "no seed noise (--seed-noise 0: images only)"

@@ -4,8 +4,9 @@ cannot see, and that the gate and `dermsweep runs --paired` add to it.
 Two runs of one config on one split, seeds 1 and 3, differed by +2.3 points [+0.6, +4.1] in the paired image
 bootstrap (P 0.995): the images were the same, the training was not. So the comparison needs the size of that noise.
 It is measured where the experiment holds it: finished runs that share a split and every hyperparameter but `seed`
-(e.g. `train.py -m seed=1,2,3`), pooled over such groups. Without repeats, a default measured on HAM10000 stands in
-(the owner of those figures is shipping.defaults), and the user can give their own or 0 (images only).
+(e.g. `train.py -m seed=1,2,3`), pooled over such groups and with the default measured on HAM10000 (weighted by
+degrees of freedom: few repeats lean on it, many outweigh it). Without repeats the default stands in (the owner of
+those figures is shipping.defaults), and the user can give their own or 0 (images only).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..tracking import run_format as rf
-from .defaults import SEED_NOISE
+from .defaults import SEED_NOISE, SEED_NOISE_DOF
 from .ranking import NOT_HYPERPARAMETERS, RunRow, RunsTable, collect_runs
 
 # Params that say how a run was started, not what it trained: two seeds of one config may differ in them.
@@ -90,9 +91,15 @@ def seed_noise(rows: Iterable[RunRow], metric: str, given: float | None = None) 
     if points is not None:
         return SeedNoise(points / 100, None, "--seed-noise" if points else "--seed-noise 0: images only")
     found = measured(rows, metric)
+    base = rf.base_name(metric)
+    if found is not None and base in SEED_NOISE and found.dof is not None:
+        # Three seeds give 2 dof, and Student's t on 2 dof is wider than any real seed noise: the default is an
+        # estimate too, so both are pooled by their dof (many repeats here outweigh it).
+        dof = found.dof + SEED_NOISE_DOF
+        sd = math.sqrt((found.dof * found.sd**2 + SEED_NOISE_DOF * SEED_NOISE[base] ** 2) / dof)
+        return SeedNoise(sd, dof, f"{found.source}, pooled with the HAM10000 default's {SEED_NOISE_DOF} dof")
     if found is not None:
         return found
-    base = rf.base_name(metric)
     if base in SEED_NOISE:
         return SeedNoise(
             SEED_NOISE[base], None, "the HAM10000 default: no config here was trained with 2+ seeds to measure it"
