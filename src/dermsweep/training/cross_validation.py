@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             raise
         figures = BackgroundArtifacts(recorded.run_id)
         try:
-            shipping, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)
+            shipping, crossed, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)
             mlflow.set_tag(rf.SPLIT_ID, split_id)
             mlflow.set_tag(rf.DATASET_ID, dataset_id)
             if fold_runs[0].teacher:
@@ -143,7 +143,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)
             mlflow.log_metrics(_cv_metrics(fold_runs, fold_values, y))
-            crossed = _cross_fit(cfg, shipping, y, fold_runs, objective)
             mlflow.log_metrics(_cross_fit_metrics(crossed, y["val"], shipping, fold_runs[0].class_names))
             mlflow.log_text(_folds_table(fold_runs).to_csv(index=False), rf.FOLDS_TABLE)
             values = objective_values(objectives, final, shipping.model)
@@ -193,8 +192,9 @@ def _fold_config(cfg: DictConfig, fold: int, name: str) -> DictConfig:
 
 
 def _bag(cfg: DictConfig, fold_runs: list[Trained], objective: str):
-    """The out-of-fold views (each image by its own fold's model), the gains chosen on them, and the bagged model
-    with the test views averaged over the fold models."""
+    """The out-of-fold views (each image by its own fold's model), the gains chosen on them, the same choice
+    cross-fitted (each fold's rows through gains chosen on the others), and the bagged model with the test views
+    averaged over the fold models."""
     needed: tuple[View, ...] = views_needed(cfg.inference)
     oof_views = {v: np.concatenate([t.shipping.views["val"][v] for t in fold_runs]) for v in needed}
     y = {"val": np.concatenate([t.y["val"] for t in fold_runs]), "test": fold_runs[0].y["test"]}
@@ -210,6 +210,8 @@ def _bag(cfg: DictConfig, fold_runs: list[Trained], objective: str):
     gains = choose_gains(
         cfg.inference, y["val"], oof_views, priors(y["val"], len(class_names)), class_names, objective, groups["val"]
     )
+    fold_of_row = np.concatenate([np.full(len(t.y["val"]), fold) for fold, t in enumerate(fold_runs)])
+    crossed = cross_fit(cfg.inference, y["val"], oof_views, fold_of_row, groups["val"], class_names, objective)
     batch = int(cfg.trainer.batch_size)
     test_images = fold_runs[0].test_images
     test_views = member_views(
@@ -222,7 +224,7 @@ def _bag(cfg: DictConfig, fold_runs: list[Trained], objective: str):
     check(model, test_images[:8], shipping.probabilities["test"][:8])
     # The split's identity: the test part and every fold's validation part (the folds' own split ids, in order).
     split_id = digest([t.split_id for t in fold_runs])
-    return shipping, y, split_id, fold_runs[0].dataset_id
+    return shipping, crossed, y, split_id, fold_runs[0].dataset_id
 
 
 def _test_views(trained: Trained, images: np.ndarray, names, batch: int) -> dict[View, np.ndarray]:
@@ -264,14 +266,6 @@ def _cv_metrics(fold_runs: list[Trained], fold_values: np.ndarray, y) -> dict[st
     out[rf.metric(rf.CV, "fold_test_balanced_accuracy_mean")] = float(fold_test.mean())
     out[rf.metric(rf.CV, "fold_test_balanced_accuracy_se")] = _se(fold_test)
     return {k: v for k, v in out.items() if math.isfinite(v)}
-
-
-def _cross_fit(cfg: DictConfig, shipping: Shipping, y, fold_runs: list[Trained], objective: str) -> CrossFitted:
-    """The out-of-fold rows (in fold order, as _bag stacked them) through gains chosen without their fold."""
-    fold_of_row = np.concatenate([np.full(len(t.y["val"]), fold) for fold, t in enumerate(fold_runs)])
-    groups = shipping.groups.get("val")
-    names = fold_runs[0].class_names
-    return cross_fit(cfg.inference, y["val"], shipping.views["val"], fold_of_row, groups, names, objective)
 
 
 def _cross_fit_metrics(crossed: CrossFitted, y: np.ndarray, shipping: Shipping, class_names) -> dict[str, float]:
