@@ -42,8 +42,35 @@ def test_each_folds_rows_go_through_gains_chosen_on_the_other_folds():
         )  # fmt: skip
         expected = probabilities(gains, {v: x[mine] for v, x in views.items()})
         np.testing.assert_allclose(crossed.probabilities[mine], expected)
-        assert np.array_equal(crossed.flagged[mine], expected[:, mel] >= gains.operating_point.threshold)
+        assert np.all(crossed.thresholds[mine] == gains.operating_point.threshold)
+        assert np.array_equal(crossed.flagged(mel)[mine], expected[:, mel] >= gains.operating_point.threshold)
+        assert crossed.chosen[fold] == {"fold": fold, **gains.to_meta()}
     assert crossed.values == scores(y, crossed.probabilities)
     sensitivity, specificity = crossed.rates(y, mel)
-    assert sensitivity == pytest.approx(crossed.flagged[y == mel].mean()) and 0.6 < sensitivity < 0.95
-    assert specificity == pytest.approx(1 - crossed.flagged[y != mel].mean())
+    assert sensitivity == pytest.approx(crossed.flagged(mel)[y == mel].mean()) and 0.6 < sensitivity < 0.95
+    assert specificity == pytest.approx(1 - crossed.flagged(mel)[y != mel].mean())
+
+
+def test_a_cross_fitted_split_is_scored_by_each_rows_own_threshold():
+    """The CV logs its out-of-fold figures from the cross-fitted rows: the operating point's rates and their
+    interval read each row's fold threshold, not the shipped one."""
+    from dermsweep.evaluation import bootstrap
+    from dermsweep.evaluation.operating_point import OperatingPoint
+    from dermsweep.training.gains import Gains
+    from dermsweep.training.ship import Shipping
+
+    y, lesions, look, rng = real_shaped(n=1200)
+    views = {(0, False): np.log(probs_of(y, lesions, look, rng, 1.2))}
+    shipped = OperatingPoint("mel", 0.9, 0.8, 0.5, 0.9)
+    shipping = Shipping(None, Gains("none", 1.0, 0.0, operating_point=shipped), {"val": views})
+    mel = NAMES.index("mel")
+    assert shipping.threshold("val") == 0.9
+    probs = shipping.probabilities["val"]
+    thresholds = np.where(lesions % 2 == 0, 0.05, 0.5)  # two folds' own thresholds
+    shipping.score_held_out("val", probs, thresholds)
+    flagged = probs[:, mel] >= thresholds
+    assert np.array_equal(shipping.threshold("val"), thresholds)
+    found = bootstrap.intervals(y, probs, lesions, operating=bootstrap.Operating(mel, "mel", shipping.threshold("val")))
+    assert found["mel_sensitivity"].value == pytest.approx(flagged[y == mel].mean())
+    assert found["mel_specificity"].value == pytest.approx(1 - flagged[y != mel].mean())
+    assert found["mel_sensitivity"].lo <= found["mel_sensitivity"].value <= found["mel_sensitivity"].hi

@@ -53,11 +53,12 @@ class Interval:
 
 @dataclass(frozen=True)
 class Operating:
-    """Sensitivity and specificity of one class: predicted wherever P(class) >= threshold (None: at argmax)."""
+    """Sensitivity and specificity of one class: predicted wherever P(class) >= threshold (None: at argmax; an
+    array: each row's own threshold, e.g. a cross-validation's rows by their fold's)."""
 
     class_index: int
     class_name: str
-    threshold: float | None = None
+    threshold: float | np.ndarray | None = None
 
 
 @dataclass(frozen=True)

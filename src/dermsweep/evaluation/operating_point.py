@@ -87,15 +87,15 @@ def choose(
 
 
 def sensitivity_specificity(
-    y_true: np.ndarray, probs: np.ndarray, class_index: int, threshold: float
+    y_true: np.ndarray, probs: np.ndarray, class_index: int, threshold: float | np.ndarray
 ) -> tuple[float, float]:
-    """(sensitivity, specificity) of deciding the class wherever P(class) >= threshold, the class against the
-    rest. Either is nan when the labels hold no positives or no negatives respectively."""
+    """(sensitivity, specificity) of deciding the class wherever P(class) >= threshold (one, or a row's own), the
+    class against the rest. Either is nan when the labels hold no positives or no negatives respectively."""
     y, p = _check(y_true, probs, class_index)
     return _rates(y == class_index, p[:, class_index], threshold)
 
 
-def _rates(positive: np.ndarray, p_class: np.ndarray, threshold: float) -> tuple[float, float]:
+def _rates(positive: np.ndarray, p_class: np.ndarray, threshold: float | np.ndarray) -> tuple[float, float]:
     flagged = p_class >= threshold
     sensitivity = float(flagged[positive].mean()) if positive.any() else float("nan")
     specificity = float((~flagged[~positive]).mean()) if (~positive).any() else float("nan")

@@ -92,6 +92,8 @@ MODEL_INFO = "model_info.json"
 MODEL_CARD = "model_card.md"  # written by promotion: what the promoted model is, its scores, its limits
 TRAINING_CURVES = "training_curves.png"
 GAINS_REPORT = "evaluation/gains.json"
+# a cross-validation's parent: each fold's gains chosen on the other folds (what scored its out-of-fold rows)
+CROSS_FITTED_GAINS = "evaluation/cross_fitted_gains.json"
 VIEW_LOGITS = "evaluation/view_logits.npz"  # each test-time view's logits on validation and test (for ensembles)
 FOLD_WEIGHTS_DIR = "checkpoints"  # a fold run's shipped weights (fold<i>of<k>.weights.h5), for resuming its CV
 # Files under evaluation_artifact(part, ...); an evaluation run writes them under part EVAL.

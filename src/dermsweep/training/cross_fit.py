@@ -4,7 +4,8 @@
 The bag ships gains chosen on all the out-of-fold images, and scoring them on those same images flatters it a
 little (the prior adjustment's tau and the view set are fitted to them). Cross-fitting scores the whole procedure,
 choice included, on images it did not see: the honest out-of-fold estimate to hold the test figure against (on the
-shipped recipe's four CVs: optimism 1.7 points in-sample, 1.4 cross-fitted).
+shipped recipe's four CVs: optimism 1.7 points in-sample, 1.4 cross-fitted), and so the CV's `final_val/*` (what
+sweeps, `runs` and the promotion gate rank on).
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ from .ship import priors
 class CrossFitted:
     probabilities: np.ndarray  # each row through the gains chosen without its fold
     values: dict[str, float]  # metrics.scores of those probabilities
-    flagged: np.ndarray | None  # the operating point's class flagged, by each fold's own threshold (None: no point)
-    chosen: list[str]  # each fold's gains, as a person reads them ("dihedral T1.05 tau0.45")
+    thresholds: np.ndarray | None  # each row's operating-point threshold: its fold's own (None: no point)
+    chosen: list[dict]  # each fold's gains, as its model's metadata would say them (Gains.to_meta)
+
+    def flagged(self, class_index: int) -> np.ndarray:
+        """The operating point's class decided for each row, by its fold's own threshold."""
+        assert self.thresholds is not None
+        return self.probabilities[:, class_index] >= self.thresholds
 
     def rates(self, y: np.ndarray, class_index: int) -> tuple[float, float]:
         """Sensitivity and specificity of the flags for `class_index`."""
-        assert self.flagged is not None
-        positive = y == class_index
-        return float(self.flagged[positive].mean()), float((~self.flagged[~positive]).mean())
+        flagged, positive = self.flagged(class_index), y == class_index
+        return float(flagged[positive].mean()), float((~flagged[~positive]).mean())
 
 
 def cross_fit(
@@ -43,7 +48,7 @@ def cross_fit(
 ) -> CrossFitted:
     """Gains chosen on all folds but one, applied to that one, for every fold (`inference`: the config's section)."""
     out = np.zeros((len(y), len(class_names)))
-    flagged = np.zeros(len(y), dtype=bool)
+    thresholds = np.full(len(y), np.nan)
     point, chosen = None, []
     for fold in np.unique(fold_of_row):
         rest, mine = fold_of_row != fold, fold_of_row == fold
@@ -59,6 +64,6 @@ def cross_fit(
         out[mine] = probabilities(gains, {v: logits[mine] for v, logits in views.items()})
         point = gains.operating_point
         if point is not None:
-            flagged[mine] = out[mine, class_names.index(point.class_name)] >= point.threshold
-        chosen.append(f"{gains.views} T{gains.temperature:.2f} tau{gains.prior_tau:g}")
-    return CrossFitted(out, scores(y, out), flagged if point is not None else None, chosen)
+            thresholds[mine] = point.threshold
+        chosen.append({"fold": int(fold), **gains.to_meta()})
+    return CrossFitted(out, scores(y, out), thresholds if point is not None else None, chosen)

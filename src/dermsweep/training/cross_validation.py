@@ -7,9 +7,11 @@ or a trial is judged with a real standard error). The parent ships the k fold mo
 logits averaged) with those gains, and scores it once on the test split, which every fold leaves out.
 
     parent  cv/fold_objective (step = fold), cv/objective_mean, cv/objective_se: the fold runs' own objectives
-            final_val/*: out of fold, with the parent's gains;  test/*: the bag, scored once
-            cv/crossfit_*: out of fold with each fold's gains chosen on the other folds (cross_fit.py): no choice
-            made on the images it scores, the figure to hold test against
+            final_val/*: out of fold, each fold's rows through gains chosen on the other folds (cross_fit.py):
+            no choice made on the images it scores, so sweeps, `runs` and the gate rank on the figure to hold
+            test against (its view logits' shipped probabilities are these rows, for the gate's pairs)
+            cv/in_sample_*: out of fold through the shipped gains, chosen on these same images (its excess over
+            final_val is what choosing on them flatters);  test/*: the bag, scored once
     fold i  a complete run whose validation split is fold i (its checkpoint and early stopping follow that fold,
             a mild optimism its out-of-fold figure shares with any early-stopped model's validation figure)
 
@@ -30,16 +32,16 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.catalog import digest
-from ..evaluation import bootstrap
+from ..evaluation.metrics import scores
 from ..sweep import trial_link
 from ..tracking import run_format as rf
-from ..tracking.artifacts import BackgroundArtifacts, flatten
+from ..tracking.artifacts import BackgroundArtifacts, flatten, log_json
 from ..tracking.model_log import log_keras_model
 from ..tracking.recorded_run import recorded_run
 from ..tracking.store import connect, ensure_experiment, ui_hint
 from ..views import VIEWS
 from . import config, cv_resume, provenance
-from .cross_fit import CrossFitted, cross_fit
+from .cross_fit import cross_fit
 from .gains import View, check, choose_gains, per_view, views_needed, wrap
 from .ship import Shipping, member_views, priors, view_logits
 from .ship_record import log_gains, log_scores, log_view_logits
@@ -129,7 +131,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             raise
         figures = BackgroundArtifacts(recorded.run_id)
         try:
-            shipping, crossed, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)
+            shipping, crossed, in_sample, y, split_id, dataset_id = _bag(cfg, fold_runs, objective)
             mlflow.set_tag(rf.SPLIT_ID, split_id)
             mlflow.set_tag(rf.DATASET_ID, dataset_id)
             if fold_runs[0].teacher:
@@ -143,7 +145,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)
             mlflow.log_metrics(_cv_metrics(fold_runs, fold_values, y))
-            mlflow.log_metrics(_cross_fit_metrics(crossed, y["val"], shipping, fold_runs[0].class_names))
+            mlflow.log_metrics(
+                {rf.metric(rf.CV, f"in_sample_{m}"): v for m, v in in_sample.items() if math.isfinite(v)}
+            )
+            log_json(crossed.chosen, rf.CROSS_FITTED_GAINS)
             mlflow.log_text(_folds_table(fold_runs).to_csv(index=False), rf.FOLDS_TABLE)
             values = objective_values(objectives, final, shipping.model)
             if should_log_model(cfg, link, [values[m] for m, _ in objectives]):
@@ -160,8 +165,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     log.info(
         "\ncross-validation %s (%d folds) finished in %.0fs\n"
         "  folds:        %s %.4f +- %.4f (mean +- standard error)\n"
-        "  out of fold:  balanced accuracy %.3f, macro F1 %.3f, AUC %.3f\n"
-        "  cross-fitted: balanced accuracy %.3f, macro F1 %.3f, AUC %.3f (each fold's gains chosen on the others)\n"
+        "  out of fold:  balanced accuracy %.3f, macro F1 %.3f, AUC %.3f (gains chosen on the other folds)\n"
+        "  in-sample:    balanced accuracy %.3f, macro F1 %.3f, AUC %.3f (gains chosen on these images)\n"
         "  test (bag):   balanced accuracy %.3f, macro F1 %.3f, AUC %.3f\n"
         "  open it:      %s",
         name,
@@ -173,9 +178,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         final["val"]["balanced_accuracy"],
         final["val"]["macro_f1"],
         final["val"]["macro_auc"],
-        crossed.values["balanced_accuracy"],
-        crossed.values["macro_f1"],
-        crossed.values["macro_auc"],
+        in_sample["balanced_accuracy"],
+        in_sample["macro_f1"],
+        in_sample["macro_auc"],
         final["test"]["balanced_accuracy"],
         final["test"]["macro_f1"],
         final["test"]["macro_auc"],
@@ -192,9 +197,9 @@ def _fold_config(cfg: DictConfig, fold: int, name: str) -> DictConfig:
 
 
 def _bag(cfg: DictConfig, fold_runs: list[Trained], objective: str):
-    """The out-of-fold views (each image by its own fold's model), the gains chosen on them, the same choice
-    cross-fitted (each fold's rows through gains chosen on the others), and the bagged model with the test views
-    averaged over the fold models."""
+    """The bagged model (test views averaged over the fold models) with gains chosen on the out-of-fold views (each
+    image by its own fold's model), its out-of-fold rows scored cross-fitted (each fold's through gains chosen on
+    the others); the same rows' scores through the shipped gains (in-sample) beside it."""
     needed: tuple[View, ...] = views_needed(cfg.inference)
     oof_views = {v: np.concatenate([t.shipping.views["val"][v] for t in fold_runs]) for v in needed}
     y = {"val": np.concatenate([t.y["val"] for t in fold_runs]), "test": fold_runs[0].y["test"]}
@@ -222,9 +227,11 @@ def _bag(cfg: DictConfig, fold_runs: list[Trained], objective: str):
     model = wrap([t.classifier for t in fold_runs], int(cfg.model.height), int(cfg.model.width), gains, name="cv_bag")
     shipping = Shipping(model, gains, {"val": oof_views, "test": test_views}, groups=groups, image_ids=ids)
     check(model, test_images[:8], shipping.probabilities["test"][:8])
+    in_sample = scores(y["val"], shipping.probabilities["val"])
+    shipping.score_held_out("val", crossed.probabilities, crossed.thresholds)
     # The split's identity: the test part and every fold's validation part (the folds' own split ids, in order).
     split_id = digest([t.split_id for t in fold_runs])
-    return shipping, crossed, y, split_id, fold_runs[0].dataset_id
+    return shipping, crossed, in_sample, y, split_id, fold_runs[0].dataset_id
 
 
 def _test_views(trained: Trained, images: np.ndarray, names, batch: int) -> dict[View, np.ndarray]:
@@ -266,23 +273,6 @@ def _cv_metrics(fold_runs: list[Trained], fold_values: np.ndarray, y) -> dict[st
     out[rf.metric(rf.CV, "fold_test_balanced_accuracy_mean")] = float(fold_test.mean())
     out[rf.metric(rf.CV, "fold_test_balanced_accuracy_se")] = _se(fold_test)
     return {k: v for k, v in out.items() if math.isfinite(v)}
-
-
-def _cross_fit_metrics(crossed: CrossFitted, y: np.ndarray, shipping: Shipping, class_names) -> dict[str, float]:
-    """cv/crossfit_<metric> with its 95% interval (by lesion), and the operating point's rates by each fold's own
-    threshold."""
-    out: dict[str, float] = {}
-    found = bootstrap.intervals(y, crossed.probabilities, shipping.groups.get("val"))
-    for name, interval in found.items():
-        key = rf.metric(rf.CV, f"crossfit_{name}")
-        out[key] = interval.value
-        out.update(bootstrap.bounds_metrics(key, interval))
-    point = shipping.gains.operating_point
-    if crossed.flagged is not None and point is not None:
-        sensitivity, specificity = crossed.rates(y, class_names.index(point.class_name))
-        out[rf.metric(rf.CV, f"crossfit_{point.class_name}_sensitivity")] = sensitivity
-        out[rf.metric(rf.CV, f"crossfit_{point.class_name}_specificity")] = specificity
-    return {k: float(v) for k, v in out.items() if math.isfinite(v)}
 
 
 def _description(name: str, folds: int, fold_values: np.ndarray, final) -> str:

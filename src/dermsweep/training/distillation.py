@@ -13,8 +13,9 @@ teacher. Which teacher logits (`distill.teacher_output`):
     raw      what its shipped graph feeds its final softmax, before its calibration and prior adjustment (the
              student then chooses its own on validation; on HAM10000 its plain classifier scored 7.5 points lower on
              validation than a shipped-taught student's, docs/quality.md);
-    out_of_fold  a cross-validation's bag as teacher: for each training image, the shipped probabilities of the
-             fold model that never trained on it, as the CV logged them (its gains applied). A bag has trained on
+    out_of_fold  a cross-validation's bag as teacher: for each training image, the probabilities of the fold
+             model that never trained on it, as the CV logged them (through gains chosen on the other folds; CVs
+             logged before cross-fitting: the bag's own gains). A bag has trained on
              every train + validation image, so its own predictions there are memorised labels; these are its
              honest ones, and cost no forward pass. The student must train on images the CV held out in some fold
              (the same data and split seed: the test part is the one both hold out).

@@ -34,10 +34,28 @@ class Shipping:
     image_ids: dict[str, np.ndarray] = field(default_factory=dict)  # split -> image id per row (pairs runs' images)
     # split -> metric -> its 95% bootstrap interval (filled by log_scores)
     intervals: dict[str, dict[str, bootstrap.Interval]] = field(default_factory=dict)
+    # split -> each row's operating-point threshold, where its rows were scored by other gains than the shipped
+    # ones (a cross-validation's out-of-fold rows, each through gains chosen without its fold: score_held_out)
+    row_thresholds: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.probabilities = {part: probabilities(self.gains, v) for part, v in self.views.items()}
         self.steps = {part: step_probabilities(self.gains, v) for part, v in self.views.items()}
+
+    def score_held_out(self, part: str, probs: np.ndarray, thresholds: np.ndarray | None) -> None:
+        """Score `part` by these probabilities (and operating-point thresholds, a row each) instead of the shipped
+        gains': the figures, intervals and pairs logged for it then hold no choice made on its images. Each gain
+        step's figures (`steps`) stay the shipped gains', which is what they describe."""
+        self.probabilities[part] = probs
+        if thresholds is not None:
+            self.row_thresholds[part] = thresholds
+
+    def threshold(self, part: str) -> float | np.ndarray | None:
+        """The operating point's threshold on `part`: one for every row, or a row's own (None: no point)."""
+        point = self.gains.operating_point
+        if point is None:
+            return None
+        return self.row_thresholds.get(part, point.threshold)
 
 
 def view_logits(classifier: keras.Model, batch: int):

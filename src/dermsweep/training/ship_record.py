@@ -68,7 +68,7 @@ def log_intervals(
     point = shipping.gains.operating_point
     operating = None
     if point is not None and point.class_name in class_names:
-        operating = bootstrap.Operating(class_names.index(point.class_name), point.class_name, point.threshold)
+        operating = bootstrap.Operating(class_names.index(point.class_name), point.class_name, shipping.threshold(part))
     found = bootstrap.intervals(y, shipping.probabilities[part], shipping.groups.get(part), operating=operating)
     shipping.intervals[part] = found
     out: dict[str, float] = {}
@@ -116,8 +116,9 @@ def log_gains(
         out[rf.metric(rf.GAINS, f"ece_{part}_after")] = expected_calibration_error(labels, steps["adjusted"])
         # the temperature's own effect (the prior adjustment moves decisions and confidence with them)
         out[rf.metric(rf.GAINS, f"ece_{part}_temperature")] = expected_calibration_error(labels, steps["calibrated"])
-        if point is not None and k is not None and (labels == k).any():
-            sens, spec = sensitivity_specificity(labels, shipping.probabilities[part], k, point.threshold)
+        threshold = shipping.threshold(part)
+        if threshold is not None and k is not None and (labels == k).any():
+            sens, spec = sensitivity_specificity(labels, shipping.probabilities[part], k, threshold)
             out[rf.metric(rf.OPERATING_POINT, f"{part}_sensitivity")] = sens
             out[rf.metric(rf.OPERATING_POINT, f"{part}_specificity")] = spec
     if point is not None:
