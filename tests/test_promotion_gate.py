@@ -136,6 +136,9 @@ def test_gate_adds_the_seed_noise_measured_on_the_experiments_repeated_seeds(cli
     images_only = promotion.promote(client, experiment, name, sweep="cand", dry_run=True, seed_noise=0)
     assert images_only.decision == "dry-run" and images_only.comparison["lo"] > 0
     assert "seed noise" not in images_only.reason
+    # the JSON tells the user's figure from the one used
+    assert refused.value.promotion.to_json()["seed_noise_given"] is None
+    assert images_only.to_json()["seed_noise_given"] == 0 and images_only.to_json()["comparison"]["training_sd"] == 0
 
     capsys.readouterr()
     argv = ["promote", "--experiment", experiment, "--name", name, "--sweep", "cand", "--dry-run"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..quiet import import_tensorflow, redirected
-from ..shipping.defaults import CONFIDENCE, MAX_PARAMS, SEED_NOISE
+from ..shipping.defaults import CONFIDENCE, MAX_PARAMS
 from ..tracking import run_format as rf
+from .comparison_options import add_seed_noise
 from .console import EXIT_OK, EXIT_REFUSED, client, console, print_json
 
 
@@ -34,19 +35,6 @@ def add_parser(sub: Any, common: Any) -> None:
     add_seed_noise(p)
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(fn=run)
-
-
-def add_seed_noise(p: Any) -> None:
-    """--seed-noise, for every command that compares runs (promote, runs --paired)."""
-    defaults = ", ".join(f"{100 * sd:g} for {metric}" for metric, sd in SEED_NOISE.items())
-    p.add_argument(
-        "--seed-noise",
-        type=float,
-        metavar="POINTS",
-        help="how far one run's score moves with its training seed alone, added to each side of a paired comparison "
-        "(points of the metric; 0: resample images only). Default: measured on the experiment's configs trained "
-        f"with 2+ seeds (train.py -m seed=1,2,3), else {defaults}",
-    )
 
 
 def explain(p, con) -> None:

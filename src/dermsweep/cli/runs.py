@@ -6,8 +6,8 @@ from typing import Any
 
 from ..liveness import STALE_AFTER_S
 from ..tracking import run_format as rf
+from .comparison_options import add_seed_noise
 from .console import EXIT_ERROR, EXIT_OK, client, console, literal, literal_lines, print_json, printable
-from .promote import add_seed_noise
 from .runs_table import (
     CONTEXT,
     DETAIL,

@@ -98,7 +98,8 @@ class Promotion:
             "notes": self.notes,
             "confidence": self.confidence,
             "comparison": self.comparison,
-            "seed_noise": self.seed_noise,
+            # what the user asked for (--seed-noise); the noise used, and where it came from: comparison.seed_noise
+            "seed_noise_given": self.seed_noise,
         }
 
 
