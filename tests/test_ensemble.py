@@ -10,12 +10,13 @@ from dermsweep.evaluation.metrics import scores
 from dermsweep.shipping import ensemble as ens
 from dermsweep.shipping.ranking import NoEligibleRun, RunRow
 from dermsweep.tracking import run_format as rf
+from dermsweep.training.ship_record import LoggedViews
 from helpers.config import SMALLEST, compose
 
 
 def _candidate(name: str, value: float) -> ens.Candidate:
     row = RunRow(name, name, "finished", "trial", {}, {}, {}, 0)
-    return ens.Candidate(row, {}, {}, value, {})
+    return ens.Candidate(row, {}, {}, value, {}, LoggedViews({}, {}))
 
 
 def test_greedy_selection_stops_when_the_next_member_does_not_improve_beyond_the_noise():
@@ -121,3 +122,44 @@ def test_ensemble_run_is_logged_like_a_run_and_faces_the_gate(two_runs, tmp_path
         promote(client, "ens", "ens-model", max_params=1)
     done = promote(client, "ens", "ens-model")
     assert done.decision == "promoted"
+
+
+def test_cross_validations_on_the_same_folds_ensemble_on_their_out_of_fold_predictions(tmp_path):
+    """Two CVs of one config on the same folds (seeds 1, 2): the ensemble is chosen and scored on every out-of-fold
+    image (each by the fold models that never trained on it) and ships all four fold models."""
+    from dermsweep.errors import DataError
+    from dermsweep.evaluation.metrics import scores
+    from dermsweep.shipping.labelled_data import rebuild_run_data
+    from dermsweep.tracking.model_ref import load
+    from dermsweep.tracking.store import connect
+    from dermsweep.training.model import logits_inside
+    from dermsweep.training.ship_record import read_view_logits
+    from dermsweep.training.task import run
+    from helpers.config import tiny_run
+
+    settings = ["model.height=32", "model.width=32", "data.split.folds=2", "data.split.seed=3"]
+    for seed in (1, 2):
+        run(compose([*tiny_run(tmp_path, "cv-ens"), *settings, f"seed={seed}", "tracking.log_model=always"]))
+    client = connect(f"sqlite:///{tmp_path}/mlflow.db", create=False)
+    cvs = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name("cv-ens").experiment_id])}
+    cvs = {k: r for k, r in cvs.items() if r.data.tags[rf.ROLE] == "cv"}
+    built = ens.build(client, "cv-ens", size=2, method="top", candidates=5)
+    assert sorted(built.member_ids()) == sorted(cvs)
+    ensemble = client.get_run(built.run_id)
+    assert ensemble.data.tags[rf.SPLIT_ID] == next(iter(cvs.values())).data.tags[rf.SPLIT_ID]
+    logged = read_view_logits(client.download_artifacts(built.run_id, rf.VIEW_LOGITS, str(tmp_path)))
+    members = [read_view_logits(client.download_artifacts(i, rf.VIEW_LOGITS, str(tmp_path / i))) for i in cvs]
+    # validation = every out-of-fold image once, the members' out-of-fold rows averaged image by image
+    assert list(logged.image_ids["val"]) == list(members[0].image_ids["val"]) == list(members[1].image_ids["val"])
+    view = next(iter(logged.views["val"]))
+    mean = (members[0].views["val"][view] + members[1].views["val"][view]) / 2
+    np.testing.assert_allclose(logged.views["val"][view], mean, rtol=1e-5, atol=1e-5)
+    assert ensemble.data.metrics["final_val/balanced_accuracy"] == pytest.approx(
+        scores(logged.labels["val"], logged.probabilities["val"])["balanced_accuracy"]
+    )
+    # the model: both bags' fold models inside, checked against the test logits (a CV has no held-out val images)
+    model, ref = load(f"runs:/{built.run_id}/{rf.MODEL}", client)
+    assert len(logits_inside(model)) == 4 and built.params == model.count_params()
+    # export and evaluate need held-out images: an ensemble of bags has none, and says so
+    with pytest.raises(DataError, match="ensemble of cross-validations' bags.*--data-dir"):
+        rebuild_run_data(built.run_id, *ref.input_size)

@@ -10,6 +10,10 @@ Each candidate's per-view logits come from the run itself (`evaluation/view_logi
 prediction. The ensemble then gets its own evaluation-time gains (views,
 temperature, prior adjustment, operating point, all on validation), is logged as a run of its own (role
 `ensemble`) with the same metrics on the same split, and goes through the same promotion gate as any run.
+
+Cross-validations on the same folds (CV runs, or a CV sweep's trials: one split id) combine the same way on their
+out-of-fold predictions: each image is then scored by every member's fold model that never trained on it, so the
+choice is made on ~6x the images of a validation split, and the ensemble ships every member's fold models.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from dataclasses import dataclass, field
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 from omegaconf import OmegaConf
 
+from ..data import Prepared
 from ..errors import DermsweepError
 from ..evaluation import bootstrap
 from ..evaluation.metrics import scores
@@ -38,7 +44,7 @@ from ..tracking.store import ensure_experiment, first_line
 from ..training.gains import View, check, choose_gains, per_view, probabilities, wrap
 from ..training.model import logits_inside
 from ..training.ship import Shipping, lesion_groups, member_views, priors, view_logits
-from ..training.ship_record import log_gains, log_scores, log_view_logits, read_view_logits
+from ..training.ship_record import LoggedViews, log_gains, log_scores, log_view_logits, read_view_logits
 from ..views import VIEWS
 from .labelled_data import rebuild_run_data
 from .ranking import RunRow, collect_runs
@@ -59,6 +65,7 @@ class Candidate:
     test: dict[View, np.ndarray]
     value: float  # the run's own validation objective
     labels: dict[str, np.ndarray]  # "val" / "test" labels, in the order of the logits
+    logged: LoggedViews  # all the run logged of its predictions (image and lesion ids included)
 
 
 @dataclass
@@ -103,9 +110,8 @@ def build(
     y = pool[0].labels
     meta = load(f"runs:/{first.run_id}/{rf.MODEL}", client)[1].meta
     class_names, height, width = list(meta["class_names"]), int(meta["input_height"]), int(meta["input_width"])
-    prepared, _ = rebuild_run_data(first.run_id, height, width)
-    train_priors = priors(prepared.y["train"], len(class_names))
-    groups = lesion_groups(prepared)
+    data = _data_of(pool[0], height, width, len(class_names))
+    train_priors, groups = data.train_priors, data.groups
 
     def probabilities_of(members: list[Candidate]) -> np.ndarray:
         """The ensemble's shipped validation probabilities, with gains chosen for it."""
@@ -118,21 +124,50 @@ def build(
     val = member_views([m.val for m in ensemble.members], views)
     gains = choose_gains(inference, y["val"], val, train_priors, class_names, f"val_{objective}", groups["val"])
     test_views = VIEWS[gains.views]
-    test = member_views([_test_logits(m, test_views, prepared) for m in ensemble.members], test_views)
+    test = member_views([_test_logits(m, test_views, data.prepared) for m in ensemble.members], test_views)
     classifiers = _classifiers(ensemble.members)
     model = wrap(classifiers, height, width, gains, name="ensemble")
-    ids = {part: getattr(prepared.split, part)["image_id"].to_numpy() for part in ("val", "test")}
-    shipping = Shipping(model, gains, {"val": val, "test": test}, groups=groups, image_ids=ids)
-    check(model, prepared.x["val"][:4], shipping.probabilities["val"][:4])
+    shipping = Shipping(model, gains, {"val": val, "test": test}, groups=groups, image_ids=data.image_ids)
+    check(model, data.prepared.x[data.check_part][:4], shipping.probabilities[data.check_part][:4])
     ensemble.values = {part: scores(y[part], shipping.probabilities[part])[objective] for part in ("val", "test")}
     ensemble.best_single = max(c.value for c in pool)
     ensemble.params = int(model.count_params())
-    x1 = prepared.x["val"][:1].astype(np.float32)
+    x1 = data.prepared.x[data.check_part][:1].astype(np.float32)
     ensemble.latency_ms = median_latency_ms(lambda x: model.predict_on_batch(x), x1, runs=20, warmup=3)
     ensemble.run_id = _log(
-        client, register_experiment or experiment, ensemble, shipping, y, class_names, meta, table.metric, prepared, say
+        client, register_experiment or experiment, ensemble, shipping, y, class_names, meta, table.metric, data, say
     )
     return ensemble
+
+
+@dataclass
+class _Data:
+    """What the ensemble is scored and logged with, beside its members' logged logits."""
+
+    prepared: Prepared  # the first member's data (a cross-validation's: its first fold's, for the test part)
+    image_ids: dict[str, np.ndarray]  # "val" / "test", in the order of the logits
+    groups: dict[str, np.ndarray | None]
+    train_priors: np.ndarray  # what the prior adjustment moves from
+    check_part: str  # where the wrapped model is checked against the logits: a CV has no val images at hand
+    splits: dict[str, pd.DataFrame]  # what log_splits records
+
+
+def _data_of(first: Candidate, height: int, width: int, num_classes: int) -> _Data:
+    if not rf.is_cross_validation(first.row.tags):
+        prepared, _ = rebuild_run_data(first.row.run_id, height, width)
+        ids = {part: getattr(prepared.split, part)["image_id"].to_numpy() for part in ("val", "test")}
+        splits = {"train": prepared.split.train, "validation": prepared.split.val, "test": prepared.split.test}
+        priors_ = priors(prepared.y["train"], num_classes)
+        return _Data(prepared, ids, lesion_groups(prepared), priors_, "val", splits)
+    # out of fold: every train + validation image is the ensemble's validation (ids and lesions as the CV logged
+    # them), and the prior is theirs, as for the CV's own bag; the first fold's data holds the shared test part
+    prepared, _ = rebuild_run_data(first.row.run_id, height, width, fold=0)
+    logged = first.logged
+    ids = {"val": logged.image_ids["val"], "test": prepared.split.test["image_id"].to_numpy()}
+    groups = {"val": logged.groups.get("val"), "test": prepared.split.test["group"].to_numpy()}
+    out_of_fold = pd.concat([prepared.split.train, prepared.split.val], ignore_index=True)
+    splits = {"validation": out_of_fold, "test": prepared.split.test}
+    return _Data(prepared, ids, groups, priors(first.labels["val"], num_classes), "test", splits)
 
 
 def default_inference():
@@ -141,7 +176,8 @@ def default_inference():
 
 
 def _candidates(rows: list[RunRow], metric: str, limit: int, say) -> list[Candidate]:
-    eligible = [r for r in rows if r.has_model and r.role in ("trial", "single") and r.metric(metric) is not None]
+    roles = ("trial", "single", "cv")  # not an ensemble (its members are candidates themselves), nor a fold
+    eligible = [r for r in rows if r.has_model and r.role in roles and r.metric(metric) is not None]
     if len(eligible) < 2:
         raise EnsembleError(f"an ensemble needs at least 2 finished runs with a model; found {len(eligible)}")
     best = eligible[0]
@@ -164,7 +200,7 @@ def _candidates(rows: list[RunRow], metric: str, limit: int, say) -> list[Candid
             continue
         value = row.metric(metric)
         assert value is not None
-        pool.append(Candidate(row, logged.views["val"], logged.views["test"], value, labels))
+        pool.append(Candidate(row, logged.views["val"], logged.views["test"], value, labels, logged))
     if len(pool) < 2:
         raise EnsembleError(
             f"fewer than 2 runs share the best run's split {best.split_id} and input size "
@@ -229,34 +265,36 @@ def _shared_views(members: list[Candidate], part: str) -> tuple[View, ...]:
 def _test_logits(member: Candidate, views: tuple[View, ...], prepared) -> dict[View, np.ndarray]:
     """The member's test logits for `views`: from its run when it logged them, else predicted now."""
     missing = [v for v in views if v not in member.test]
-    if missing:
-        classifier = _classifier(member.row.run_id)
-        member.test.update(per_view(view_logits(classifier, 64), prepared.x["test"], missing))
+    if missing:  # a bag's test logits: the mean over its fold models, as the CV logged its own
+        found = [per_view(view_logits(c, 64), prepared.x["test"], missing) for c in _classifiers_of(member.row)]
+        member.test.update(member_views(found, missing))
     return {v: member.test[v] for v in views}
 
 
-def _classifier(run_id: str) -> keras.Model:
-    """The trained classifier (as its logits model) inside a run's shipped model."""
-    model, _ = load(f"runs:/{run_id}/{rf.MODEL}")
+def _classifiers_of(row: RunRow) -> list[keras.Model]:
+    """The trained classifiers (as logits models) inside a run's shipped model: one, or a CV's fold models."""
+    model, _ = load(f"runs:/{row.run_id}/{rf.MODEL}")
     found = logits_inside(model)
-    if len(found) != 1:
+    if len(found) != 1 and not (rf.is_cross_validation(row.tags) and found):
         raise EnsembleError(
-            f"run {run_id}'s model holds {len(found)} classifiers (an ensemble, or a model logged "
-            "before shipped models): choose members among single runs"
+            f"run {row.run_id}'s model holds {len(found)} classifiers (an ensemble, or a model logged "
+            "before shipped models): choose members among single runs and cross-validations"
         )
-    return found[0]
+    return found
 
 
 def _classifiers(members: list[Candidate]) -> list[keras.Model]:
-    """One classifier per member entry (repeats share the loaded model: a weight, not a copy)."""
-    loaded: dict[str, keras.Model] = {}
+    """Each member entry's classifiers (a CV's fold models, averaged like its own bag; repeats share the loaded
+    models: a weight, not a copy)."""
+    loaded: dict[str, list[keras.Model]] = {}
     out = []
     for m in members:
         if m.row.run_id not in loaded:
-            classifier = _classifier(m.row.run_id)
-            classifier.name = f"member_{len(loaded)}"
-            loaded[m.row.run_id] = classifier
-        out.append(loaded[m.row.run_id])
+            classifiers = _classifiers_of(m.row)
+            for i, classifier in enumerate(classifiers):
+                classifier.name = f"member_{len(loaded)}" + (f"_fold_{i}" if len(classifiers) > 1 else "")
+            loaded[m.row.run_id] = classifiers
+        out.extend(loaded[m.row.run_id])
     return out
 
 
@@ -269,7 +307,7 @@ def _log(
     class_names: list[str],
     meta: dict,
     metric: str,
-    prepared,
+    data: _Data,
     say,
 ) -> str:
     first = ensemble.members[0].row
@@ -297,12 +335,8 @@ def _log(
                 "model.width": meta["input_width"],
             }
         )
-        log_splits(
-            {"train": prepared.split.train, "validation": prepared.split.val, "test": prepared.split.test},
-            prepared.catalog.source,
-            prepared.split.split_id,
-            str(prepared.catalog.source),
-        )
+        prepared = data.prepared
+        log_splits(data.splits, prepared.catalog.source, first.split_id or "", str(prepared.catalog.source))
         final = log_scores(y, class_names, shipping, figures)
         log_gains(y, class_names, shipping, figures)
         log_view_logits(shipping, y)
@@ -324,7 +358,7 @@ def _log(
             dataset_id=first.tags.get(rf.DATASET_ID, ""),
             **shipping.gains.to_meta(),
         )
-        log_keras_model(shipping.model, prepared.x["val"][:1].astype(np.float32), info)
+        log_keras_model(shipping.model, prepared.x[data.check_part][:1].astype(np.float32), info)
         figures.wait()
         val = final["val"]
         run.finish(

@@ -143,23 +143,28 @@ def read_images(root: str | Path, height: int, width: int) -> np.ndarray:
     return np.stack(pixels)
 
 
-def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, list[str]]:
+def rebuild_run_data(run_id: str, height: int, width: int, fold: int | None = None) -> tuple[Prepared, list[str]]:
     """The data a run was trained and scored on, rebuilt from its logged config (same split, same pixels).
-    Raises DataError when the run's data is not available here."""
+    A cross-validation's run is rebuilt only as one `fold`'s data (its test part is the CV's). Raises DataError
+    when the run's data is not available here."""
     import mlflow
 
     client = mlflow.MlflowClient()
     # An ensemble trained nothing itself: its members share one split and input size, so the first one's config
     # rebuilds its data.
     tags = client.get_run(run_id).data.tags
-    if tags.get(rf.ROLE) == "cv":
-        raise DataError(
-            f"run {run_id} is a cross-validation's bag: every train and validation image was trained on by some of "
-            "its fold models, so the run has no held-out images to check it on; pass --data-dir with labelled images "
-            "none of them saw (its test split is for reporting only)"
-        )
     members = tags.get(rf.MEMBERS)
     source_run = members.split(",")[0] if members else run_id
+    source = client.get_run(source_run)
+    if rf.is_cross_validation(source.data.tags):
+        if fold is None:
+            what = "an ensemble of cross-validations' bags" if members else "a cross-validation's bag"
+            raise DataError(
+                f"run {run_id} is {what}: every train and validation image was trained on by some of its fold "
+                "models, so the run has no held-out images to check it on; pass --data-dir with labelled images "
+                "none of them saw (its test split is for reporting only)"
+            )
+        source_run = _fold_run(client, source.info.experiment_id, source_run, fold)
     try:
         cfg = OmegaConf.load(mlflow.artifacts.download_artifacts(run_id=source_run, artifact_path=rf.CONFIG))
     except Exception as exc:
@@ -171,9 +176,21 @@ def rebuild_run_data(run_id: str, height: int, width: int) -> tuple[Prepared, li
     prepared = prepare(cfg.data, height, width, seed, OmegaConf.select(cfg, "cache_dir"))
     notes = []
     logged = tags.get(rf.SPLIT_ID)
-    if logged and logged != prepared.split.split_id:
+    if logged and logged != prepared.split.split_id and fold is None:  # (a CV's id is its folds')
         notes.append(
             f"warning: rebuilt split {prepared.split.split_id} differs from the run's {logged}; "
             "figures are on the rebuilt split"
         )
     return prepared, notes
+
+
+def _fold_run(client, experiment_id: str, cv_run_id: str, fold: int) -> str:
+    """The run of a cross-validation's fold `fold` (its config is the fold's data; the CV's parent logs none)."""
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`{rf.PARENT_RUN_ID}` = '{cv_run_id}' and tags.`{rf.FOLD}` = '{fold}'",
+        max_results=1,
+    )
+    if not found:
+        raise DataError(f"cross-validation {cv_run_id} has no run for fold {fold} to rebuild its data from")
+    return str(found[0].info.run_id)

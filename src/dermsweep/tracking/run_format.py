@@ -221,6 +221,12 @@ def test_twin(name: str) -> str:
 NOT_CANDIDATE_ROLES = ("sweep", "multirun", "evaluation", "fold")  # a fold is a part of its cross-validation
 
 
+def is_cross_validation(tags: Mapping[str, str]) -> bool:
+    """Is a run with these tags a cross-validation's parent (its own, or a sweep's trial): a bag of fold models whose
+    validation figures are out of fold?"""
+    return CV_FOLDS in tags and FOLD not in tags
+
+
 def is_candidate(tags: Mapping[str, str]) -> bool:
     """Is a run with these tags a candidate (see NOT_CANDIDATE_ROLES)?"""
     return tags.get(ROLE) not in NOT_CANDIDATE_ROLES

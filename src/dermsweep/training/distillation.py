@@ -160,7 +160,7 @@ def _out_of_fold(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray,
         raise not_a_cv("names no run")
     client = client or connect(create=False)
     run = client.get_run(teacher.run_id)
-    if rf.CV_FOLDS not in run.data.tags or rf.FOLD in run.data.tags:  # a fold alone has one fold's predictions
+    if not rf.is_cross_validation(run.data.tags):  # a fold alone has one fold's predictions
         raise not_a_cv("is not one")
     if run.data.tags.get(rf.DATASET_ID) != data.dataset_id:
         raise ConfigError(
