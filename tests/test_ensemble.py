@@ -4,6 +4,7 @@ logits, logged as a run of its own that goes through the promotion gate like any
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dermsweep.evaluation.metrics import scores
@@ -132,6 +133,7 @@ def test_cross_validations_on_the_same_folds_ensemble_on_their_out_of_fold_predi
     from dermsweep.shipping.labelled_data import rebuild_run_data
     from dermsweep.tracking.model_ref import load
     from dermsweep.tracking.store import connect
+    from dermsweep.training.cross_fit import cross_fit
     from dermsweep.training.model import logits_inside
     from dermsweep.training.ship_record import read_view_logits
     from dermsweep.training.task import run
@@ -145,6 +147,7 @@ def test_cross_validations_on_the_same_folds_ensemble_on_their_out_of_fold_predi
     cvs = {k: r for k, r in cvs.items() if r.data.tags[rf.ROLE] == "cv"}
     built = ens.build(client, "cv-ens", size=2, method="top", candidates=5)
     assert sorted(built.member_ids()) == sorted(cvs)
+    model, ref = load(f"runs:/{built.run_id}/{rf.MODEL}", client)
     ensemble = client.get_run(built.run_id)
     assert ensemble.data.tags[rf.SPLIT_ID] == next(iter(cvs.values())).data.tags[rf.SPLIT_ID]
     logged = read_view_logits(client.download_artifacts(built.run_id, rf.VIEW_LOGITS, str(tmp_path)))
@@ -157,8 +160,16 @@ def test_cross_validations_on_the_same_folds_ensemble_on_their_out_of_fold_predi
     assert ensemble.data.metrics["final_val/balanced_accuracy"] == pytest.approx(
         scores(logged.labels["val"], logged.probabilities["val"])["balanced_accuracy"]
     )
+    # ... cross-fitted, as a CV's: each fold's rows through gains chosen on the other fold
+    folds = pd.read_csv(client.download_artifacts(next(iter(cvs)), rf.FOLDS_TABLE, str(tmp_path)))
+    fold_of = dict(zip(folds["image_id"].astype(str), folds["fold"], strict=True))
+    fold_of_row = np.array([fold_of[str(i)] for i in logged.image_ids["val"]])
+    crossed = cross_fit(
+        ens.default_inference(), logged.labels["val"], logged.views["val"], fold_of_row, logged.groups["val"],
+        list(ref.meta["class_names"]), "val_balanced_accuracy",
+    )  # fmt: skip
+    np.testing.assert_allclose(logged.probabilities["val"], crossed.probabilities, rtol=1e-4, atol=1e-6)
     # the model: both bags' fold models inside, checked against the test logits (a CV has no held-out val images)
-    model, ref = load(f"runs:/{built.run_id}/{rf.MODEL}", client)
     assert len(logits_inside(model)) == 4 and built.params == model.count_params()
     # export and evaluate need held-out images: an ensemble of bags has none, and says so
     with pytest.raises(DataError, match="ensemble of cross-validations' bags.*--data-dir"):

@@ -13,7 +13,8 @@ temperature, prior adjustment, operating point, all on validation), is logged as
 
 Cross-validations on the same folds (CV runs, or a CV sweep's trials: one split id) combine the same way on their
 out-of-fold predictions: each image is then scored by every member's fold model that never trained on it, so the
-choice is made on ~6x the images of a validation split, and the ensemble ships every member's fold models.
+choice is made on ~6x the images of a validation split, and the ensemble ships every member's fold models. Its
+validation figures are cross-fitted as a CV's are (each fold's rows through gains chosen on the other folds).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..tracking.model_log import log_keras_model
 from ..tracking.model_ref import load
 from ..tracking.recorded_run import recorded_run
 from ..tracking.store import ensure_experiment, first_line
+from ..training.cross_fit import cross_fit
 from ..training.gains import View, check, choose_gains, per_view, probabilities, wrap
 from ..training.model import logits_inside
 from ..training.ship import Shipping, lesion_groups, member_views, priors, view_logits
@@ -129,6 +131,9 @@ def build(
     model = wrap(classifiers, height, width, gains, name="ensemble")
     shipping = Shipping(model, gains, {"val": val, "test": test}, groups=groups, image_ids=data.image_ids)
     check(model, data.prepared.x[data.check_part][:4], shipping.probabilities[data.check_part][:4])
+    if data.fold_of_row is not None:  # out of fold: scored as a CV is, each fold by gains chosen on the others
+        crossed = cross_fit(inference, y["val"], val, data.fold_of_row, groups["val"], class_names, f"val_{objective}")
+        shipping.score_held_out("val", crossed.probabilities, crossed.thresholds)
     ensemble.values = {part: scores(y[part], shipping.probabilities[part])[objective] for part in ("val", "test")}
     ensemble.best_single = max(c.value for c in pool)
     ensemble.params = int(model.count_params())
@@ -150,6 +155,7 @@ class _Data:
     train_priors: np.ndarray  # what the prior adjustment moves from
     check_part: str  # where the wrapped model is checked against the logits: a CV has no val images at hand
     splits: dict[str, pd.DataFrame]  # what log_splits records
+    fold_of_row: np.ndarray | None = None  # out of fold: each validation row's fold (its figures are cross-fitted)
 
 
 def _data_of(first: Candidate, height: int, width: int, num_classes: int) -> _Data:
@@ -167,7 +173,17 @@ def _data_of(first: Candidate, height: int, width: int, num_classes: int) -> _Da
     groups = {"val": logged.groups.get("val"), "test": prepared.split.test["group"].to_numpy()}
     out_of_fold = pd.concat([prepared.split.train, prepared.split.val], ignore_index=True)
     splits = {"validation": out_of_fold, "test": prepared.split.test}
-    return _Data(prepared, ids, groups, priors(first.labels["val"], num_classes), "test", splits)
+    folds = _folds_table(first.row.run_id)
+    fold_of = dict(zip(folds["image_id"].astype(str), folds["fold"], strict=True))
+    fold_of_row = np.array([fold_of[str(i)] for i in ids["val"]])
+    return _Data(prepared, ids, groups, priors(first.labels["val"], num_classes), "test", splits, fold_of_row)
+
+
+def _folds_table(run_id: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=rf.FOLDS_TABLE))
+    except Exception as exc:
+        raise EnsembleError(f"cross-validation {run_id} has no readable {rf.FOLDS_TABLE} ({first_line(exc)})") from exc
 
 
 def default_inference():
