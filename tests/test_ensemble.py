@@ -20,6 +20,15 @@ def _candidate(name: str, value: float) -> ens.Candidate:
     return ens.Candidate(row, {}, {}, value, {}, LoggedViews({}, {}))
 
 
+def test_members_can_be_chosen_among_named_runs_only():
+    rows = [RunRow(i, i, "finished", "cv", {}, {}, {}, 0) for i in ("aa11", "ab22", "bb33")]
+    assert [r.run_id for r in ens._named(rows, ["bb", "aa1"])] == ["aa11", "bb33"]  # in rank order
+    with pytest.raises(ens.EnsembleError, match="--runs a: 2 runs"):
+        ens._named(rows, ["a"])
+    with pytest.raises(ens.EnsembleError, match="--runs cc: no finished candidate run"):
+        ens._named(rows, ["cc"])
+
+
 def test_greedy_selection_stops_when_the_next_member_does_not_improve_beyond_the_noise():
     from helpers.predictions import probs_of, real_shaped
 

@@ -21,6 +21,12 @@ def add_parser(sub: Any, common: Any) -> None:
         help="greedy forward selection with replacement (Caruana et al. 2004), or the plain top-k",
     )
     p.add_argument("--candidates", type=int, default=10, help="how many of the best runs to choose from")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="RUN_ID",
+        help="choose among these runs only (ids or unique prefixes, e.g. three seeds' cross-validations)",
+    )
     p.add_argument("--metric", help="validation metric to choose by (default: the runs' objective)")
     p.add_argument("--promote", action="store_true", help="then promote the experiment's best run through the gate")
     p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="the gate's parameter limit for --promote")
@@ -45,6 +51,7 @@ def run(args) -> int:
             args.candidates,
             args.metric,
             say=lambda m: err.print(f"[dim]{m}[/]"),
+            runs=args.runs,
         )
     report: dict[str, Any] = {
         "run_id": ensemble.run_id,

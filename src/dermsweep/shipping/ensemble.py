@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -96,13 +96,17 @@ def build(
     register_experiment: str | None = None,
     say: Callable[[str], None] = log.info,
     confidence: float = CONFIDENCE,
+    runs: Sequence[str] | None = None,
 ) -> Ensemble:
-    """Choose members on validation, wrap them with their gains, score, and log the ensemble as a run."""
+    """Choose members on validation (among `runs` only where given: run ids or unique prefixes), wrap them with their
+    gains, score, and log the ensemble as a run."""
     if method not in METHODS:
         raise EnsembleError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     if size < 2:
         raise EnsembleError(f"--size {size}: an ensemble needs at least 2 members")
     table = collect_runs(client, experiment, sweep, metric, finished_only=True)
+    if runs:
+        table.rows = _named(table.rows, runs)
     objective = rf.base_name(table.metric)
     if not objective or table.direction != "maximize":
         raise EnsembleError(f"ensembles are chosen by a metric to maximise; {table.metric} is {table.direction}d")
@@ -189,6 +193,18 @@ def _folds_table(run_id: str) -> pd.DataFrame:
 def default_inference():
     """The `inference` section of conf/config.yaml: an ensemble's gains follow the same rules as a run's."""
     return OmegaConf.load(conf_dir() / "config.yaml").inference
+
+
+def _named(rows: list[RunRow], names: Sequence[str]) -> list[RunRow]:
+    """The rows of the runs named by id or unique id prefix, in their rank order."""
+    chosen: set[str] = set()
+    for name in names:
+        found = [r.run_id for r in rows if r.run_id.startswith(name)]
+        if len(found) != 1:
+            why = "no finished candidate run" if not found else f"{len(found)} runs"
+            raise EnsembleError(f"--runs {name}: {why} of this experiment has that id")
+        chosen.add(found[0])
+    return [r for r in rows if r.run_id in chosen]
 
 
 def _candidates(rows: list[RunRow], metric: str, limit: int, say) -> list[Candidate]:
