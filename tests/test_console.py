@@ -79,3 +79,17 @@ def test_evaluate_says_how_far_it_is_on_a_large_set():
     said.clear()
     predict_batches(Uniform(), np.zeros((40, 2, 2, 3)), 16, said.append)
     assert said == []  # a small set: no progress lines
+
+
+@pytest.mark.parametrize("command", [["promote"], ["ensemble"]])
+def test_commands_that_load_keras_print_no_library_start_up_lines(tmp_path, command):
+    """TensorFlow says "oneDNN custom operations are on" through absl on import, before any log level is read: a
+    command must import it through quiet.import_tensorflow before any module that imports Keras."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "ABSL", "MLFLOW_", "PYTHONWARN"))}
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    # no run needed: each command reaches its imports before it finds the store empty
+    cli = [sys.executable, "-m", "dermsweep", *command, "--tracking-uri", store, "--experiment", "nothing-here"]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "error:" in out, out[-2000:]
+    assert [n for n in NOISE if n in out] == [], out

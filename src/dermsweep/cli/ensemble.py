@@ -35,11 +35,11 @@ def add_parser(sub: Any, common: Any) -> None:
 
 
 def run(args) -> int:
+    import_tensorflow()  # first: the ensemble module imports Keras, whose start-up lines this keeps off the terminal
     from ..shipping.ensemble import build
     from ..shipping.promotion import PromotionRefused, promote
 
     err, con = console(stderr=True), console()
-    import_tensorflow()
     tracking = client(args)
     with redirected(1, 2):
         ensemble = build(

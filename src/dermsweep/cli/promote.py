@@ -59,10 +59,10 @@ def explain(p, con) -> None:
 
 
 def run(args) -> int:
+    import_tensorflow()  # first: the promotion module imports Keras, whose start-up lines this keeps off the terminal
     from ..shipping.promotion import PromotionRefused, promote
 
     con = console()
-    import_tensorflow()
     try:
         with redirected(1, 2):  # stdout stays clean for --json: library chatter goes to stderr
             p = promote(
