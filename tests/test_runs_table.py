@@ -172,3 +172,14 @@ def test_fit_shortens_ids_then_drops_least_important():
         "trainer.frozen.lr": "frozen.lr",
         "trainer.finetune.lr": "finetune.lr",
     }
+
+
+def test_a_run_without_a_param_is_not_a_different_value():
+    """An ensemble records no training params and an older run lacks a key added since: neither makes every
+    shared setting a column (the real CV experiment showed image_glob and class_weight, and hid seed and folds)."""
+    from dermsweep.shipping.ranking import RunRow, _differing_params
+
+    cv = [{"seed": "1", "data.image_glob": "*.jpg"}, {"seed": "2", "data.image_glob": "*.jpg"}]
+    rows = [RunRow(str(i), str(i), "finished", "cv", {}, p, {}, 0) for i, p in enumerate([*cv, {"ensemble.size": "2"}])]
+    assert _differing_params(rows) == ["seed"]
+    assert runs_table.shown_params(["data.image_glob", "seed"], [*cv, {}]) == ["seed"]

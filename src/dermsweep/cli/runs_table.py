@@ -113,7 +113,7 @@ def param_labels(keys: Sequence[str]) -> dict[str, str]:
 def shown_params(keys: Sequence[str], rows: Sequence[dict[str, str]]) -> list[str]:
     """Of `keys` (params that differ somewhere), those that differ among `rows` and are not implied by a group's
     chosen option: with augment.name differing, augment.zoom is left out where each option has one zoom."""
-    differ = [k for k in keys if len({r.get(k) for r in rows}) > 1]
+    differ = [k for k in keys if len({r[k] for r in rows if k in r}) > 1]  # (a run without the key: not a value)
     out = []
     for key in differ:
         group, _, leaf = key.rpartition(".")

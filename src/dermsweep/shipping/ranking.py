@@ -228,4 +228,6 @@ NOT_HYPERPARAMETERS = (
 def _differing_params(rows: list[RunRow]) -> list[str]:
     keys = sorted({k for r in rows for k in r.params})
     chosen = [k for k in keys if k == "hardware.backend" or not k.startswith(NOT_HYPERPARAMETERS)]
-    return [k for k in chosen if len({r.params.get(k) for r in rows}) > 1]
+    # among the runs that record the key: an ensemble (no training params) or an older run (a key added since) is
+    # not a different value
+    return [k for k in chosen if len({r.params[k] for r in rows if k in r.params}) > 1]
