@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 import keras
 import mlflow
 import numpy as np
-import pandas as pd
 from omegaconf import OmegaConf
 
-from ..data import Prepared
 from ..errors import DermsweepError
 from ..evaluation import bootstrap
 from ..evaluation.metrics import scores
@@ -45,10 +43,10 @@ from ..tracking.store import ensure_experiment, first_line
 from ..training.cross_fit import cross_fit
 from ..training.gains import View, check, choose_gains, per_view, probabilities, wrap
 from ..training.model import logits_inside
-from ..training.ship import Shipping, lesion_groups, member_views, priors, view_logits
+from ..training.ship import Shipping, member_views, view_logits
 from ..training.ship_record import LoggedViews, log_gains, log_scores, log_view_logits, read_view_logits
 from ..views import VIEWS
-from .labelled_data import rebuild_run_data
+from .ensemble_data import EnsembleData, data_of
 from .ranking import RunRow, collect_runs
 
 log = logging.getLogger(__name__)
@@ -116,7 +114,7 @@ def build(
     y = pool[0].labels
     meta = load(f"runs:/{first.run_id}/{rf.MODEL}", client)[1].meta
     class_names, height, width = list(meta["class_names"]), int(meta["input_height"]), int(meta["input_width"])
-    data = _data_of(pool[0], height, width, len(class_names))
+    data = data_of(pool[0], height, width, len(class_names))
     train_priors, groups = data.train_priors, data.groups
 
     def probabilities_of(members: list[Candidate]) -> np.ndarray:
@@ -147,47 +145,6 @@ def build(
         client, register_experiment or experiment, ensemble, shipping, y, class_names, meta, table.metric, data, say
     )
     return ensemble
-
-
-@dataclass
-class _Data:
-    """What the ensemble is scored and logged with, beside its members' logged logits."""
-
-    prepared: Prepared  # the first member's data (a cross-validation's: its first fold's, for the test part)
-    image_ids: dict[str, np.ndarray]  # "val" / "test", in the order of the logits
-    groups: dict[str, np.ndarray | None]
-    train_priors: np.ndarray  # what the prior adjustment moves from
-    check_part: str  # where the wrapped model is checked against the logits: a CV has no val images at hand
-    splits: dict[str, pd.DataFrame]  # what log_splits records
-    fold_of_row: np.ndarray | None = None  # out of fold: each validation row's fold (its figures are cross-fitted)
-
-
-def _data_of(first: Candidate, height: int, width: int, num_classes: int) -> _Data:
-    if not rf.is_cross_validation(first.row.tags):
-        prepared, _ = rebuild_run_data(first.row.run_id, height, width)
-        ids = {part: getattr(prepared.split, part)["image_id"].to_numpy() for part in ("val", "test")}
-        splits = {"train": prepared.split.train, "validation": prepared.split.val, "test": prepared.split.test}
-        priors_ = priors(prepared.y["train"], num_classes)
-        return _Data(prepared, ids, lesion_groups(prepared), priors_, "val", splits)
-    # out of fold: every train + validation image is the ensemble's validation (ids and lesions as the CV logged
-    # them), and the prior is theirs, as for the CV's own bag; the first fold's data holds the shared test part
-    prepared, _ = rebuild_run_data(first.row.run_id, height, width, fold=0)
-    logged = first.logged
-    ids = {"val": logged.image_ids["val"], "test": prepared.split.test["image_id"].to_numpy()}
-    groups = {"val": logged.groups.get("val"), "test": prepared.split.test["group"].to_numpy()}
-    out_of_fold = pd.concat([prepared.split.train, prepared.split.val], ignore_index=True)
-    splits = {"validation": out_of_fold, "test": prepared.split.test}
-    folds = _folds_table(first.row.run_id)
-    fold_of = dict(zip(folds["image_id"].astype(str), folds["fold"], strict=True))
-    fold_of_row = np.array([fold_of[str(i)] for i in ids["val"]])
-    return _Data(prepared, ids, groups, priors(first.labels["val"], num_classes), "test", splits, fold_of_row)
-
-
-def _folds_table(run_id: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=rf.FOLDS_TABLE))
-    except Exception as exc:
-        raise EnsembleError(f"cross-validation {run_id} has no readable {rf.FOLDS_TABLE} ({first_line(exc)})") from exc
 
 
 def default_inference():
@@ -339,7 +296,7 @@ def _log(
     class_names: list[str],
     meta: dict,
     metric: str,
-    data: _Data,
+    data: EnsembleData,
     say,
 ) -> str:
     first = ensemble.members[0].row
