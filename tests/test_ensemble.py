@@ -180,6 +180,28 @@ def test_cross_validations_on_the_same_folds_ensemble_on_their_out_of_fold_predi
     np.testing.assert_allclose(logged.probabilities["val"], crossed.probabilities, rtol=1e-4, atol=1e-6)
     # the model: both bags' fold models inside, checked against the test logits (a CV has no held-out val images)
     assert len(logits_inside(model)) == 4 and built.params == model.count_params()
+    # a teacher for distillation out of fold, as a CV is: each training image's target is its out-of-fold row
+    from dermsweep.data import prepare
+    from dermsweep.training import distillation
+
+    student_cfg = compose(
+        [
+            *tiny_run(tmp_path, "cv-ens"),
+            *settings[:2],
+            "data.split.seed=3",
+            f"distill.teacher=runs:/{built.run_id}/model",
+        ]
+    )
+    student_cfg.distill.teacher_output, student_cfg.distill.temperature, student_cfg.distill.weight = (
+        "out_of_fold",
+        1.0,
+        1.0,
+    )
+    student_data = prepare(student_cfg.data, 32, 32, 3, student_cfg.cache_dir)
+    taught = distillation.teach(student_cfg, student_data, None, client, 16)
+    row = {image_id: i for i, image_id in enumerate(logged.image_ids["val"])}
+    expected = logged.probabilities["val"][[row[i] for i in student_data.split.train["image_id"]]]
+    assert np.allclose(taught.targets, expected, atol=1e-5)
     # export and evaluate need held-out images: an ensemble of bags has none, and says so
     with pytest.raises(DataError, match="ensemble of cross-validations' bags.*--data-dir"):
         rebuild_run_data(built.run_id, *ref.input_size)

@@ -13,9 +13,9 @@ teacher. Which teacher logits (`distill.teacher_output`):
     raw      what its shipped graph feeds its final softmax, before its calibration and prior adjustment (the
              student then chooses its own on validation; on HAM10000 its plain classifier scored 7.5 points lower on
              validation than a shipped-taught student's, docs/quality.md);
-    out_of_fold  a cross-validation's bag as teacher: for each training image, the probabilities of the fold
-             model that never trained on it, as the CV logged them (through gains chosen on the other folds; CVs
-             logged before cross-fitting: the bag's own gains). A bag has trained on
+    out_of_fold  a cross-validation's bag (or an ensemble of CVs) as teacher: for each training image, the
+             probabilities of the fold models that never trained on it, as the run logged them (through gains
+             chosen on the other folds; CVs logged before cross-fitting: the bag's own gains). A bag has trained on
              every train + validation image, so its own predictions there are memorised labels; these are its
              honest ones, and cost no forward pass. The student must train on images the CV held out in some fold
              (the same data and split seed: the test part is the one both hold out).
@@ -160,8 +160,12 @@ def _out_of_fold(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray,
         raise not_a_cv("names no run")
     client = client or connect(create=False)
     run = client.get_run(teacher.run_id)
-    if not rf.is_cross_validation(run.data.tags):  # a fold alone has one fold's predictions
-        raise not_a_cv("is not one")
+    members = run.data.tags.get(rf.MEMBERS)
+    # an ensemble of cross-validations (dermsweep ensemble) logged its out-of-fold rows too; a fold alone has one
+    # fold's predictions
+    first = client.get_run(members.split(",")[0]).data.tags if members else run.data.tags
+    if not rf.is_cross_validation(first):
+        raise not_a_cv("is not one (nor an ensemble of them)")
     if run.data.tags.get(rf.DATASET_ID) != data.dataset_id:
         raise ConfigError(
             f"the teacher {teacher.describe()} was cross-validated on dataset {run.data.tags.get(rf.DATASET_ID)}, "
