@@ -43,12 +43,10 @@ def test_each_folds_rows_go_through_gains_chosen_on_the_other_folds():
         expected = probabilities(gains, {v: x[mine] for v, x in views.items()})
         np.testing.assert_allclose(crossed.probabilities[mine], expected)
         assert np.all(crossed.thresholds[mine] == gains.operating_point.threshold)
-        assert np.array_equal(crossed.flagged(mel)[mine], expected[:, mel] >= gains.operating_point.threshold)
         assert crossed.chosen[fold] == {"fold": fold, **gains.to_meta()}
     assert crossed.values == scores(y, crossed.probabilities)
-    sensitivity, specificity = crossed.rates(y, mel)
-    assert sensitivity == pytest.approx(crossed.flagged(mel)[y == mel].mean()) and 0.6 < sensitivity < 0.95
-    assert specificity == pytest.approx(1 - crossed.flagged(mel)[y != mel].mean())
+    flagged = crossed.probabilities[:, mel] >= crossed.thresholds  # each row by its fold's own threshold
+    assert 0.6 < flagged[y == mel].mean() < 0.95  # near the 0.8 asked for, on rows no threshold saw
 
 
 def test_a_cross_fitted_split_is_scored_by_each_rows_own_threshold():

@@ -69,6 +69,26 @@ def test_fold_settings_are_checked_before_anything_runs(overrides, says):
         config.validate(cfg)
 
 
+@pytest.mark.parametrize(
+    "values, weak",
+    [
+        ([0.661, 0.743, 0.571, 0.717, 0.708], [2]),  # the recipe's 5-fold CV, seed 2: fold 3 failed to train
+        ([0.684, 0.777, 0.776, 0.702, 0.724], []),  # seed 1: a wide but ordinary spread
+        ([0.681, 0.523, 0.710], [1]),
+        ([0.596, 0.608, 0.572], []),  # two close folds do not make the third weak: its own noise counts
+        ([0.575, 0.577, 0.579], []),
+    ],
+)
+def test_a_fold_far_below_the_others_given_the_noise_is_weak(values, weak):
+    from dermsweep.training.weak_folds import weak_folds
+
+    sampling_se = [0.02] * len(values)  # about a real fold's bootstrap standard error
+    assert [w.fold for w in weak_folds(values, sampling_se, "maximize")] == weak
+    flipped = [-v for v in values]  # a loss to minimize
+    assert [w.fold for w in weak_folds(flipped, sampling_se, "minimize")] == weak
+    assert weak_folds(values, [None] * len(values), "maximize") or not weak  # no interval: the spread alone
+
+
 def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp_path, monkeypatch, caplog):
     import logging
 
@@ -76,16 +96,29 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
 
     from dermsweep.tracking import run_format as rf
     from dermsweep.tracking.candidates import candidate_runs
+    from dermsweep.training import cross_validation, weak_folds
     from dermsweep.training.model import logits_inside
     from dermsweep.training.ship_record import read_view_logits
     from dermsweep.training.task import run
 
+    # a fold far below the other (here made so: the tiny folds are random) is told in the console, the description
+    # and a tag, judged against the noise the folds' own bootstrap intervals give
+    judged = []
+
+    def second_fold_fails(values, sampling_se, direction):
+        judged.append(sampling_se)
+        return weak_folds.weak_folds([values[0], values[0] - 0.5], sampling_se, direction)
+
+    monkeypatch.setattr(cross_validation, "weak_folds", second_fold_fails)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     settings = ["model.height=32", "model.width=32", "inference.views=none", "data.split.folds=2"]
     cfg = compose([*tiny_run(tmp_path, "cv-test"), *settings, "tracking.log_model=always"])
     with caplog.at_level(logging.INFO, logger="dermsweep"):
         value = run(cfg)
+    monkeypatch.undo()
     assert "(gains chosen on the other folds)" in caplog.text
+    assert "fold 2: val_balanced_accuracy" in caplog.text and "may have failed to train" in caplog.text
+    assert all(0 < se < 0.5 for se in judged[0])  # each fold's standard error, from its interval
     assert "in-sample:    balanced accuracy" in caplog.text
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("cv-test")
@@ -95,6 +128,7 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     assert [r.data.tags[rf.FOLD] for r in folds] == ["0", "1"]
     assert all(r.data.tags[rf.PARENT_RUN_ID] == parent.info.run_id for r in folds)
     assert all(r.info.status == "FINISHED" for r in [parent, *folds])
+    assert parent.data.tags[rf.WEAK_FOLDS] == "2" and "far below the other folds" in parent.data.tags[rf.DESCRIPTION]
 
     m = parent.data.metrics
     assert value == pytest.approx(m["final_val/balanced_accuracy"])
@@ -170,8 +204,6 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
 
     # Stopped in its second fold, then resumed: the first fold is kept (its weights on disk, under its own name),
     # only the second is trained, the same parent run finishes, and the bag is the one the unstopped CV made.
-
-    from dermsweep.training import cross_validation
 
     real_train, trained_folds = cross_validation.train, []
     stop_at: int | None = None

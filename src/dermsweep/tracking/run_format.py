@@ -47,6 +47,7 @@ STOP_REASON = "dermsweep.stop_reason"  # why an Optuna sweep stopped launching t
 WARM_START = "dermsweep.warm_start"  # a trial's user attr: where its enqueued configuration came from
 CV_FOLDS = "dermsweep.cv_folds"  # a cross-validation's number of folds (on its parent run)
 FOLD = "dermsweep.fold"  # a fold run's index, 0..folds-1
+WEAK_FOLDS = "dermsweep.weak_folds"  # a CV's folds far below the others (weak_folds.py), 1-based: "3" or "2,4"
 RESUMED_AFTER = "dermsweep.resumed_after"  # a resumed cross-validation: how it had ended before ("KILLED: ...")
 RESUMED_COMMITS = "dermsweep.resumed_commits"  # ... and, when the code changed, which commit trained which folds
 MEMBERS = "dermsweep.members"  # an ensemble's member run ids, comma-separated

@@ -26,16 +26,6 @@ class CrossFitted:
     thresholds: np.ndarray | None  # each row's operating-point threshold: its fold's own (None: no point)
     chosen: list[dict]  # each fold's gains, as its model's metadata would say them (Gains.to_meta)
 
-    def flagged(self, class_index: int) -> np.ndarray:
-        """The operating point's class decided for each row, by its fold's own threshold."""
-        assert self.thresholds is not None
-        return self.probabilities[:, class_index] >= self.thresholds
-
-    def rates(self, y: np.ndarray, class_index: int) -> tuple[float, float]:
-        """Sensitivity and specificity of the flags for `class_index`."""
-        flagged, positive = self.flagged(class_index), y == class_index
-        return float(flagged[positive].mean()), float((~flagged[~positive]).mean())
-
 
 def cross_fit(
     inference,

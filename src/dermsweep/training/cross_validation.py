@@ -46,6 +46,7 @@ from .gains import View, check, choose_gains, per_view, views_needed, wrap
 from .ship import Shipping, member_views, priors, view_logits
 from .ship_record import log_gains, log_scores, log_view_logits
 from .single_run import Trained, model_info, objective_values, run_name, run_tags, should_log_model, train
+from .weak_folds import WeakFold, standard_error, weak_folds
 
 log = logging.getLogger("dermsweep")
 
@@ -141,6 +142,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             mlflow.log_param("model.params", str(params))
             mlflow.log_metric(rf.metric(rf.RUN, "params"), params)
             fold_values = np.array([t.values[objective] for t in fold_runs])
+            weak = weak_folds(fold_values, [_sampling_se(t, objective) for t in fold_runs], direction)
+            if weak:
+                mlflow.set_tag(rf.WEAK_FOLDS, ",".join(str(w.fold + 1) for w in weak))
             final = log_scores(y, fold_runs[0].class_names, shipping, figures)
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)
@@ -160,8 +164,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         except BaseException:
             figures.abandon()
             raise
-        recorded.finish(_description(name, folds, fold_values, final))
+        recorded.finish(_description(name, folds, fold_values, final, weak, objective))
     uri = str(client.tracking_uri)
+    for w in weak:
+        log.warning(
+            "%s: far below the others, its model may have failed to train (see its run's curves); it is in the "
+            "bag, and a cross-validation with another seed trains it again",
+            w.describe(objective),
+        )
     log.info(
         "\ncross-validation %s (%d folds) finished in %.0fs\n"
         "  folds:        %s %.4f +- %.4f (mean +- standard error)\n"
@@ -275,9 +285,20 @@ def _cv_metrics(fold_runs: list[Trained], fold_values: np.ndarray, y) -> dict[st
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def _description(name: str, folds: int, fold_values: np.ndarray, final) -> str:
-    return (
+def _sampling_se(trained: Trained, objective: str) -> float | None:
+    """The fold's objective's standard error on its own images (from its bootstrap interval, where it has one)."""
+    interval = trained.shipping.intervals.get("val", {}).get(objective.removeprefix("val_"))
+    return None if interval is None else standard_error(interval.lo, interval.hi)
+
+
+def _description(name: str, folds: int, fold_values: np.ndarray, final, weak: list[WeakFold], objective: str) -> str:
+    text = (
         f"{name}: {folds} folds, objective {fold_values.mean():.4f} +- {_se(fold_values):.4f} (mean +- standard "
         f"error); out of fold balanced accuracy {final['val']['balanced_accuracy']:.3f}; the bag on test "
         f"{final['test']['balanced_accuracy']:.3f}"
     )
+    if weak:
+        text += "; far below the other folds (it may have failed to train): " + "; ".join(
+            w.describe(objective) for w in weak
+        )
+    return text
