@@ -170,6 +170,11 @@ def plan(
             f"{above[0].run_id}): sweeps with tracking.log_model=improving keep models only for trials that beat "
             "the sweep's best on its objective; re-run them with tracking.log_model=always to make them eligible"
         )
+    if weak := best.tags.get(rf.WEAK_FOLDS):
+        p.notes.append(
+            f"its cross-validation's fold {weak} scored far below the other folds (a model that may have failed to "
+            "train; it is in the bag): see the run's description"
+        )
     assert cand.value is not None  # best_candidate only returns runs with the metric
     if champ is None:
         p.decision, p.reason = "promote", f"first champion of {name}: best {table.metric} = {cand.value:.4f}"
