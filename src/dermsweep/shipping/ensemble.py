@@ -114,7 +114,7 @@ def build(
     y = pool[0].labels
     meta = load(f"runs:/{first.run_id}/{rf.MODEL}", client)[1].meta
     class_names, height, width = list(meta["class_names"]), int(meta["input_height"]), int(meta["input_width"])
-    data = data_of(pool[0], height, width, len(class_names))
+    data = data_of(pool[0].row, pool[0].logged, height, width, len(class_names))
     train_priors, groups = data.train_priors, data.groups
 
     def probabilities_of(members: list[Candidate]) -> np.ndarray:

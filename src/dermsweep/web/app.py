@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -33,9 +33,6 @@ from starlette.routing import Route
 from ..data.images import BadImage
 from ..printable import printable
 from ..tracking.store import first_line
-
-if TYPE_CHECKING:
-    from .server import WebModel
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -214,7 +211,18 @@ def file_response(path: Path | None, cache: bool = False) -> Response:
 
 
 # ---------------------------------------------------------------- routes
-def routes(model: WebModel, dist: Path | None) -> list[Route]:
+class ServedModel(Protocol):
+    """What the app serves (server.WebModel): its info, the browser model file, and the two classifying calls."""
+
+    onnx_path: Path | None
+    onnx_error: str | None
+
+    def info_json(self) -> dict: ...
+    def predict(self, data: bytes) -> dict: ...
+    def gradcam(self, data: bytes) -> dict: ...
+
+
+def routes(model: ServedModel, dist: Path | None) -> list[Route]:
     async def page(request: Request) -> Response:
         return file_response(STATIC / "index.html")
 
@@ -321,7 +329,7 @@ class Doors:
             sys.stderr.write(printable(line) + "\n")
 
 
-def build_app(model: WebModel, dist: Path | None, names: set[str], quiet: bool = False) -> Doors:
+def build_app(model: ServedModel, dist: Path | None, names: set[str], quiet: bool = False) -> Doors:
     """The ASGI app for uvicorn: Starlette's routes inside the Doors middleware."""
     handlers = {HTTPException: _http_error, Refused: _refused, Exception: _internal}  # all answers are JSON
     starlette = Starlette(routes=routes(model, dist), exception_handlers=handlers)
