@@ -183,3 +183,14 @@ def test_a_run_without_a_param_is_not_a_different_value():
     rows = [RunRow(str(i), str(i), "finished", "cv", {}, p, {}, 0) for i, p in enumerate([*cv, {"ensemble.size": "2"}])]
     assert _differing_params(rows) == ["seed"]
     assert runs_table.shown_params(["data.image_glob", "seed"], [*cv, {}]) == ["seed"]
+
+
+def test_a_cross_validation_with_a_weak_fold_is_pointed_out_below_the_table(wide_store, capsys):
+    import mlflow
+
+    run_id = wide_store["runs"]["single-1"]
+    mlflow.MlflowClient(wide_store["uri"]).set_tag(run_id, rf.WEAK_FOLDS, "3")
+    rc, out, _ = runs_cli(capsys, wide_store, "--width", "100")
+    assert rc == 0
+    (note,) = [line for line in out.splitlines() if "far below" in line]
+    assert run_id.startswith(note.split(":")[0]) and "fold 3 far below its other folds" in note and len(note) <= 100

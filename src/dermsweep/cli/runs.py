@@ -129,6 +129,13 @@ def run(args) -> int:
         con.print(literal(f"not shown at {width} columns: {', '.join(dropped)} (wider terminal, --width or --json)"))
     if not any(c.priority == PARAM for c in columns):
         con.print("(no hyperparameter differs between these runs)")
+    for r in shown:
+        if weak := r.tags.get(rf.WEAK_FOLDS):
+            con.print(
+                literal(
+                    f"{r.run_id[: len(ids.cells[0])]}: fold {weak} far below its other folds (may have failed to train)"
+                )
+            )
     if paired:
         con.print(
             literal(f"vs #1: {rf.base_name(table.metric)} minus #1's on the images both scored (paired, by lesion)")
