@@ -55,6 +55,23 @@ def test_model_references_all_resolve_to_the_same_model(store, tmp_path):
     for o in outs[1:]:
         np.testing.assert_allclose(o, outs[0], atol=1e-6)
 
+    # a client of this store finds every reference's files there, whatever store the process-global tracking URI
+    # names (MLflow resolves models:/ against the global one: a distillation test failed on a worker where an
+    # earlier test had left it pointing at its own store)
+    import mlflow
+
+    from dermsweep.tracking.store import connect
+
+    given = connect(store.uri, create=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/other.db")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path}/other.db")
+    try:
+        for ref in (uri, "models:/predict-test/1", f"runs:/{run_id}/model", run_id):
+            assert load(ref, given)[1].run_id == run_id
+    finally:
+        mlflow.set_tracking_uri(store.uri)
+        mlflow.set_registry_uri(store.uri)
+
 
 @pytest.mark.parametrize(
     "ref, match",

@@ -104,10 +104,30 @@ def resolve(uri: str, client: Any = None) -> ModelRef:
     import mlflow
 
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mlflow_uri, dst_path=str(_download_dir())))
+        location = _files_of(client, mlflow_uri)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=location, dst_path=str(_download_dir()), tracking_uri=str(client.tracking_uri)
+            )
+        )
     except Exception as exc:
         raise ModelNotFound(f"cannot download model {uri}: {first_line(exc)}") from exc
     return _from_local_dir(ref, local)
+
+
+def _files_of(client: Any, mlflow_uri: str) -> str:
+    """Where a models:/ reference's files are, asked of the client's own store. MLflow would resolve models:/ against
+    the process-global tracking URI, which may name another store than the one given (`--tracking-uri`, a test's)."""
+    for _ in range(2):  # a registered version's source may itself be models:/<logged model id>
+        if not mlflow_uri.startswith("models:/"):
+            return mlflow_uri
+        body = mlflow_uri.removeprefix("models:/")
+        if body.startswith("m-") and "/" not in body:
+            mlflow_uri = client.get_logged_model(body).artifact_location
+        else:
+            name, version = body.split("/", 1)
+            mlflow_uri = client.get_model_version_download_uri(name, version)
+    return mlflow_uri
 
 
 def _download_dir() -> Path:
