@@ -101,6 +101,7 @@ def test_runs_reads_well_at_100_and_200_columns(wide_store, capsys, width):
     assert rc == 0
     lines = table_lines(out)
     assert all(len(line) <= width for line in lines), "\n".join(lines)
+    assert all(len(line) <= width for line in out.splitlines())  # the notes below the table too
     header = cells(lines[0])
     # the objective and its interval first, then the test figure and the study
     assert header[:6] == ["#", header[1], "val bal_acc", "95% interval", "test bal_acc", "study"], header

@@ -126,7 +126,7 @@ def run(args) -> int:
     if len(ids.cells[0]) < len(shown[0].run_id):
         con.print(f"run ids: their first {len(ids.cells[0])} characters (unique here); --json has them whole")
     if dropped:
-        con.print(literal(f"not shown at {width} columns: {', '.join(dropped)} (wider terminal, --width or --json)"))
+        con.print(literal(f"not shown at {width} columns: {', '.join(dropped)} (--width or --json)"))
     if not any(c.priority == PARAM for c in columns):
         con.print("(no hyperparameter differs between these runs)")
     for r in shown:
