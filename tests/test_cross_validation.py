@@ -80,10 +80,13 @@ def test_fold_settings_are_checked_before_anything_runs(overrides, says):
     ],
 )
 def test_a_fold_far_below_the_others_given_the_noise_is_weak(values, weak):
-    from dermsweep.training.weak_folds import weak_folds
+    from dermsweep.training.weak_folds import tag_value, told, weak_folds
 
     sampling_se = [0.02] * len(values)  # about a real fold's bootstrap standard error
-    assert [w.fold for w in weak_folds(values, sampling_se, "maximize")] == weak
+    found = weak_folds(values, sampling_se, "maximize")
+    assert [w.fold for w in found] == weak
+    if found:  # the tag names folds from 1, and reads back as a sentence
+        assert tag_value(found) == str(weak[0] + 1) and told(tag_value(found)).startswith(f"fold {weak[0] + 1} far")
     flipped = [-v for v in values]  # a loss to minimize
     assert [w.fold for w in weak_folds(flipped, sampling_se, "minimize")] == weak
     assert weak_folds(values, [None] * len(values), "maximize") or not weak  # no interval: the spread alone

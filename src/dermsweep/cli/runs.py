@@ -6,6 +6,7 @@ from typing import Any
 
 from ..liveness import STALE_AFTER_S
 from ..tracking import run_format as rf
+from ..training.weak_folds import told
 from .comparison_options import add_seed_noise
 from .console import EXIT_ERROR, EXIT_OK, client, console, literal, literal_lines, print_json, printable
 from .runs_table import (
@@ -131,11 +132,7 @@ def run(args) -> int:
         con.print("(no hyperparameter differs between these runs)")
     for r in shown:
         if weak := r.tags.get(rf.WEAK_FOLDS):
-            con.print(
-                literal(
-                    f"{r.run_id[: len(ids.cells[0])]}: fold {weak} far below its other folds (may have failed to train)"
-                )
-            )
+            con.print(literal(f"{r.run_id[: len(ids.cells[0])]}: {told(weak)}"))
     if paired:
         con.print(
             literal(f"vs #1: {rf.base_name(table.metric)} minus #1's on the images both scored (paired, by lesion)")

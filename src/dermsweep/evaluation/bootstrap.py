@@ -50,6 +50,10 @@ class Interval:
     def describe(self, digits: int = 3) -> str:
         return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
+    def standard_error(self) -> float:
+        """The standard error a normal 95% interval this wide implies (its half width over 1.96)."""
+        return (self.hi - self.lo) / (2 * 1.959964)
+
 
 @dataclass(frozen=True)
 class Operating:

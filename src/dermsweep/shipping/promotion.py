@@ -30,6 +30,7 @@ from ..objectives import better
 from ..tracking import run_format as rf
 from ..tracking.model_ref import resolve
 from ..tracking.store import first_line
+from ..training.weak_folds import told
 from .defaults import CONFIDENCE, MAX_PARAMS
 from .model_card import model_card
 from .ranking import RegistryError, RunRow, RunsTable, best_candidate
@@ -171,10 +172,7 @@ def plan(
             "the sweep's best on its objective; re-run them with tracking.log_model=always to make them eligible"
         )
     if weak := best.tags.get(rf.WEAK_FOLDS):
-        p.notes.append(
-            f"its cross-validation's fold {weak} scored far below the other folds (a model that may have failed to "
-            "train; it is in the bag): see the run's description"
-        )
+        p.notes.append(f"its cross-validation's {told(weak)}; that model is in the bag: see the run's description")
     assert cand.value is not None  # best_candidate only returns runs with the metric
     if champ is None:
         p.decision, p.reason = "promote", f"first champion of {name}: best {table.metric} = {cand.value:.4f}"

@@ -46,7 +46,7 @@ from .gains import View, check, choose_gains, per_view, views_needed, wrap
 from .ship import Shipping, member_views, priors, view_logits
 from .ship_record import log_gains, log_scores, log_view_logits
 from .single_run import Trained, model_info, objective_values, run_name, run_tags, should_log_model, train
-from .weak_folds import WeakFold, standard_error, weak_folds
+from .weak_folds import WeakFold, tag_value, weak_folds
 
 log = logging.getLogger("dermsweep")
 
@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             fold_values = np.array([t.values[objective] for t in fold_runs])
             weak = weak_folds(fold_values, [_sampling_se(t, objective) for t in fold_runs], direction)
             if weak:
-                mlflow.set_tag(rf.WEAK_FOLDS, ",".join(str(w.fold + 1) for w in weak))
+                mlflow.set_tag(rf.WEAK_FOLDS, tag_value(weak))
             final = log_scores(y, fold_runs[0].class_names, shipping, figures)
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)
@@ -288,7 +288,7 @@ def _cv_metrics(fold_runs: list[Trained], fold_values: np.ndarray, y) -> dict[st
 def _sampling_se(trained: Trained, objective: str) -> float | None:
     """The fold's objective's standard error on its own images (from its bootstrap interval, where it has one)."""
     interval = trained.shipping.intervals.get("val", {}).get(objective.removeprefix("val_"))
-    return None if interval is None else standard_error(interval.lo, interval.hi)
+    return None if interval is None else interval.standard_error()
 
 
 def _description(name: str, folds: int, fold_values: np.ndarray, final, weak: list[WeakFold], objective: str) -> str:

@@ -45,12 +45,19 @@ def weak_folds(values: np.ndarray, sampling_se: list[float | None], direction: s
         spread = float(others.std(ddof=1)) if len(others) > 1 else 0.0
         se = sampling_se[i]
         own = se if se is not None and math.isfinite(se) else 0.0
-        noise = math.hypot(spread, own)
-        if noise > 0 and sign * (others.mean() - value) > LIMIT * noise:
-            found.append(WeakFold(i, float(value), float(others.mean()), noise))
+        noise, others_mean = math.hypot(spread, own), float(others.mean())
+        if noise > 0 and sign * (others_mean - value) > LIMIT * noise:
+            found.append(WeakFold(i, float(value), others_mean, noise))
     return found
 
 
-def standard_error(lo: float, hi: float) -> float:
-    """A 95% interval's half width in standard errors."""
-    return (hi - lo) / (2 * 1.959964)
+def tag_value(weak: list[WeakFold]) -> str:
+    """The run's tag (run_format.WEAK_FOLDS): the weak folds' 1-based numbers, e.g. "3" or "2,4"."""
+    return ",".join(str(w.fold + 1) for w in weak)
+
+
+def told(tag: str) -> str:
+    """The tag as a person reads it, where only the tag is at hand (`dermsweep runs`, `promote`)."""
+    folds = tag.split(",")
+    which = f"fold {folds[0]}" if len(folds) == 1 else f"folds {', '.join(folds)}"
+    return f"{which} far below its other folds (may have failed to train)"
