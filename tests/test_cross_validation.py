@@ -115,12 +115,14 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
     monkeypatch.setattr(cross_validation, "weak_folds", second_fold_fails)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     settings = ["model.height=32", "model.width=32", "inference.views=none", "data.split.folds=2"]
-    cfg = compose([*tiny_run(tmp_path, "cv-test"), *settings, "tracking.log_model=always"])
+    # (kept in the bag: a weak fold trained again is the next test's)
+    cfg = compose([*tiny_run(tmp_path, "cv-test"), *settings, "tracking.log_model=always", "retry_weak_folds=0"])
     with caplog.at_level(logging.INFO, logger="dermsweep"):
         value = run(cfg)
     monkeypatch.undo()
     assert "(gains chosen on the other folds)" in caplog.text
     assert "fold 2: val_balanced_accuracy" in caplog.text and "may have failed to train" in caplog.text
+    assert "retry_weak_folds=1 trains such a fold again" in caplog.text
     assert all(0 < se < 0.5 for se in judged[0])  # each fold's standard error, from its interval
     assert "in-sample:    balanced accuracy" in caplog.text
     client = mlflow.MlflowClient(uri)
@@ -218,7 +220,7 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
         return real_train(fold_cfg, **kwargs)
 
     monkeypatch.setattr(cross_validation, "train", train_until_stopped)
-    again = [*tiny_run(tmp_path, "cv-resume"), *settings, "tracking.log_model=always"]
+    again = [*tiny_run(tmp_path, "cv-resume"), *settings, "tracking.log_model=always", "retry_weak_folds=0"]
     stop_at = 2
     with pytest.raises(KeyboardInterrupt):
         run(compose(again))

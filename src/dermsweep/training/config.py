@@ -116,6 +116,7 @@ def _data(cfg) -> None:
                 "data.split.fold", d.split.fold, "needs data.split.folds (the number of folds), e.g. data.split.folds=5"
             )
         _in(cfg, "data.split.fold", 0, int(folds) - 1, integer=True)
+    _in(cfg, "retry_weak_folds", 0, 5, integer=True)
     if cfg.get("resume") is not None and (folds is None or d.split.get("fold") is not None):
         fail(
             "resume",
@@ -218,3 +219,8 @@ def _distill(cfg) -> None:
     one_of("distill.teacher_output", d.get("teacher_output"), ("raw", "shipped", "out_of_fold"))
     _in(cfg, "distill.temperature", 0, 100, lo_open=True)
     _in(cfg, "distill.weight", 0, 1)
+
+
+def split_seed(cfg) -> int:
+    """The data split's seed: data.split.seed where set, else the run's seed."""
+    return int(cfg.data.split.seed if cfg.data.split.get("seed") is not None else cfg.seed)

@@ -14,6 +14,8 @@ logits averaged) with those gains, and scores it once on the test split, which e
             final_val is what choosing on them flatters);  test/*: the bag, scored once
     fold i  a complete run whose validation split is fold i (its checkpoint and early stopping follow that fold,
             a mild optimism its out-of-fold figure shares with any early-stopped model's validation figure)
+            a fold far below the others (weak_folds.py: a model that failed to train) is trained again with another
+            seed (retry_weak_folds times at most); the bag holds the retry, the weak run stays, tagged replaced_by
 
 In a sweep the parent is the trial: after each fold it reports the running mean to the pruner (step = fold), so a
 trial that is clearly worse than the others after its first fold stops there (racing: only promising trials pay
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import mlflow
 import numpy as np
@@ -49,6 +52,9 @@ from .single_run import Trained, model_info, objective_values, run_name, run_tag
 from .weak_folds import WeakFold, tag_value, weak_folds
 
 log = logging.getLogger("dermsweep")
+
+# A weak fold's retry n trains with seed + n * RETRY_SEED_STEP: far from the seeds a user tries next (1, 2, 3, ...).
+RETRY_SEED_STEP = 1000
 
 
 def requested(cfg: DictConfig) -> bool:
@@ -77,10 +83,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
             tags[rf.RESUMED_COMMITS] = resumption.commit_note
     # the kept folds rebuilt before the stopped run is reopened: a check that fails leaves it as it was
     restored: dict[int, Trained] = {}
+    attempts: dict[int, int] = {}  # fold -> how often it was trained again (a kept retry's count)
+    retried: list[Retried] = []  # kept retries, then those trained now
     for fold, fold_run in (resumption.kept if resumption else {}).items():
-        rebuilt = cv_resume.restore(_fold_config(cfg, fold, fold_run.info.run_name), fold_run, objectives)
+        attempt = int(fold_run.data.tags.get(rf.FOLD_ATTEMPT, 0))
+        fold_cfg = _fold_config(cfg, fold, fold_run.info.run_name, attempt)
+        rebuilt = cv_resume.restore(fold_cfg, fold_run, objectives)
         if rebuilt is not None:
-            restored[fold] = rebuilt
+            restored[fold], attempts[fold] = rebuilt, attempt
+            if attempt:
+                retried.append(Retried(fold, math.nan, rebuilt.values[objective], int(fold_cfg.seed)))
     role = "trial" if link is not None else "cv"
     with recorded_run(
         client,
@@ -119,6 +131,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 )
                 if link is not None:  # racing: the pruner may stop this trial after any fold but the last
                     link.report(fold, running, prunable=fold < folds - 1)
+            retried_now, weak = _retry_weak_folds(cfg, fold_runs, attempts, name, recorded.run_id, objective, direction)
+            retried += retried_now
         except BaseException:
             if link is None:  # a sweep's trial is not resumed: the sweep goes on without it
                 log.warning(
@@ -142,9 +156,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             mlflow.log_param("model.params", str(params))
             mlflow.log_metric(rf.metric(rf.RUN, "params"), params)
             fold_values = np.array([t.values[objective] for t in fold_runs])
-            weak = weak_folds(fold_values, [_sampling_se(t, objective) for t in fold_runs], direction)
             if weak:
                 mlflow.set_tag(rf.WEAK_FOLDS, tag_value(weak))
+            if retried:
+                mlflow.set_tag(rf.RETRIED_FOLDS, ",".join(str(f + 1) for f in sorted({r.fold for r in retried})))
             final = log_scores(y, fold_runs[0].class_names, shipping, figures)
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)
@@ -164,13 +179,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
         except BaseException:
             figures.abandon()
             raise
-        recorded.finish(_description(name, folds, fold_values, final, weak, objective))
+        recorded.finish(_description(name, folds, fold_values, final, weak, retried, objective))
     uri = str(client.tracking_uri)
     for w in weak:
         log.warning(
-            "%s: far below the others, its model may have failed to train (see its run's curves); it is in the "
-            "bag, and a cross-validation with another seed trains it again",
+            "%s: far below the others, its model may have failed to train (see its run's curves); it is in the bag%s",
             w.describe(objective),
+            f" (retry_weak_folds={cfg.retry_weak_folds} spent)"
+            if cfg.retry_weak_folds
+            else "; retry_weak_folds=1 trains such a fold again with another seed",
         )
     log.info(
         "\ncross-validation %s (%d folds) finished in %.0fs\n"
@@ -199,11 +216,67 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return values
 
 
-def _fold_config(cfg: DictConfig, fold: int, name: str) -> DictConfig:
+def _fold_config(cfg: DictConfig, fold: int, name: str, attempt: int = 0) -> DictConfig:
+    """Fold `fold`'s run config; trained again (`attempt` > 0), another seed for its model on the same split."""
     fold_cfg = cfg.copy()
     OmegaConf.update(fold_cfg, "data.split.fold", fold)
     OmegaConf.update(fold_cfg, "run_name", name)
+    if attempt:
+        OmegaConf.update(fold_cfg, "data.split.seed", config.split_seed(cfg))
+        OmegaConf.update(fold_cfg, "seed", int(cfg.seed) + RETRY_SEED_STEP * attempt)
     return fold_cfg
+
+
+@dataclass(frozen=True)
+class Retried:
+    fold: int  # 0-based
+    weak_value: float  # the objective of the model it replaced (nan: a retry kept by a resumed CV)
+    value: float
+    seed: int
+
+
+def _retry_weak_folds(
+    cfg: DictConfig,
+    fold_runs: list[Trained],
+    attempts: dict[int, int],
+    name: str,
+    parent_run_id: str,
+    objective: str,
+    direction: str,
+) -> tuple[list[Retried], list[WeakFold]]:
+    """Train each weak fold again with the next seed, up to cfg.retry_weak_folds times a fold, while the rule still
+    names it; its retry replaces it in `fold_runs` (the weak run stays, tagged with its replacement). Returns the
+    retries and the folds still weak."""
+    limit, folds = int(cfg.retry_weak_folds), len(fold_runs)
+    retried: list[Retried] = []
+    while True:
+        values = np.array([t.values[objective] for t in fold_runs])
+        found = weak_folds(values, [_sampling_se(t, objective) for t in fold_runs], direction)
+        weak = [w for w in found if attempts.get(w.fold, 0) < limit]
+        if not weak:
+            return retried, found
+        for w in weak:
+            attempt = attempts.get(w.fold, 0) + 1
+            fold_cfg = _fold_config(cfg, w.fold, f"{name}-fold{w.fold + 1}of{folds}-retry{attempt}", attempt)
+            log.warning(
+                "%s: far below the others, its model may have failed to train; training it again with seed %d "
+                "(retry %d of %d)",
+                w.describe(objective),
+                int(fold_cfg.seed),
+                attempt,
+                limit,
+            )
+            weak_run = fold_runs[w.fold]
+            again = train(
+                fold_cfg, role="fold", parent_run_id=parent_run_id, link=None, may_log_model=False, attempt=attempt
+            )
+            mlflow.MlflowClient().set_tag(weak_run.run_id, rf.REPLACED_BY, again.run_id)
+            mlflow.log_metric(rf.metric(rf.CV, "fold_objective"), again.values[objective], step=w.fold)
+            log.info(
+                "fold %d/%d again: %s %.4f (was %.4f)", w.fold + 1, folds, objective, again.values[objective], w.value
+            )
+            fold_runs[w.fold], attempts[w.fold] = again, attempt
+            retried.append(Retried(w.fold, w.value, again.values[objective], int(fold_cfg.seed)))
 
 
 def _bag(cfg: DictConfig, fold_runs: list[Trained], objective: str):
@@ -291,12 +364,23 @@ def _sampling_se(trained: Trained, objective: str) -> float | None:
     return None if interval is None else interval.standard_error()
 
 
-def _description(name: str, folds: int, fold_values: np.ndarray, final, weak: list[WeakFold], objective: str) -> str:
+def _description(
+    name: str, folds: int, fold_values: np.ndarray, final, weak: list[WeakFold], retried: list[Retried], objective: str
+) -> str:
     text = (
         f"{name}: {folds} folds, objective {fold_values.mean():.4f} +- {_se(fold_values):.4f} (mean +- standard "
         f"error); out of fold balanced accuracy {final['val']['balanced_accuracy']:.3f}; the bag on test "
         f"{final['test']['balanced_accuracy']:.3f}"
     )
+    for r in retried:
+        was = (
+            f"{objective} {r.weak_value:.3f}, now {r.value:.3f}"
+            if math.isfinite(r.weak_value)
+            else f"now {r.value:.3f}"
+        )
+        text += (
+            f"; fold {r.fold + 1} trained again with seed {r.seed} (its model was far below the other folds': {was})"
+        )
     if weak:
         text += "; far below the other folds (it may have failed to train): " + "; ".join(
             w.describe(objective) for w in weak

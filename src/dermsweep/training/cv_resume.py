@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ..errors import ConfigError, DataError
+from ..evaluation.bootstrap import Interval
 from ..tracking import run_format as rf
 from ..tracking import run_owner
 from ..tracking.artifacts import flatten
@@ -201,6 +202,8 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
         logged.views,
         groups={part: logged.groups.get(part) for part in ("val", "test")},
         image_ids=logged.image_ids,
+        # as the fold logged them: its cross-validation judges a weak fold with them, resumed or not
+        intervals={part: _logged_intervals(figures) for part, figures in final.items()},
     )
     log.info("fold %d/%d: kept from run %s (%s)", fold + 1, int(cfg.data.split.folds), fold_run.info.run_id, source)
     return Trained(
@@ -217,6 +220,15 @@ def _rebuild(cfg: DictConfig, fold_run, objectives) -> Trained:
         data.x["test"],
         {},
     )
+
+
+def _logged_intervals(figures: dict[str, float]) -> dict[str, Interval]:
+    """The 95% intervals a run logged beside its figures (`<name>_lo95`, `<name>_hi95`)."""
+    return {
+        name: Interval(value, figures[f"{name}_lo95"], figures[f"{name}_hi95"])
+        for name, value in figures.items()
+        if f"{name}_lo95" in figures and f"{name}_hi95" in figures
+    }
 
 
 def _weights_files(fold_run, reasons: list[str], scratch: Path) -> Iterator[Path]:

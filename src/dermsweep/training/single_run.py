@@ -65,8 +65,9 @@ def start_up(cfg: DictConfig) -> tuple[hardware.Hardware, Prepared]:
     provenance.seed_everything(int(cfg.seed))
     determinism.configure(bool(cfg.trainer.deterministic), str(cfg.hardware.backend))
     hw = hardware.configure(cfg.hardware, cfg.get("cache_dir"))
-    split_seed = int(cfg.data.split.seed if cfg.data.split.seed is not None else cfg.seed)
-    return hw, prepare(cfg.data, int(cfg.model.height), int(cfg.model.width), split_seed, cfg.get("cache_dir"))
+    return hw, prepare(
+        cfg.data, int(cfg.model.height), int(cfg.model.width), config.split_seed(cfg), cfg.get("cache_dir")
+    )
 
 
 class Standalone:
@@ -83,9 +84,11 @@ def train(
     parent_run_id: str | None | Standalone = FROM_SWEEP,
     link: trial_link.TrialLink | None | Standalone = FROM_SWEEP,
     may_log_model: bool = True,
+    attempt: int = 0,
 ) -> Trained:
     """Train, ship and record one run. A cross-validation passes its own parent run and role ("fold") and no link:
-    a fold neither reports epochs to the sweep's pruner nor logs a model of its own."""
+    a fold neither reports epochs to the sweep's pruner nor logs a model of its own; `attempt` > 0 when it trains a
+    weak fold again (its own weights file and tag)."""
     started = time.perf_counter()
     client = connect(str(cfg.tracking.uri))
     uri = str(client.tracking_uri)
@@ -117,7 +120,7 @@ def train(
         weights=teaching.weights if teaching else None,
     )
     val_ds = eval_dataset(data.x["val"], batch)
-    checkpoint = local_checkpoint_dir() / "checkpoints" / checkpoint_name(cfg)
+    checkpoint = local_checkpoint_dir() / "checkpoints" / checkpoint_name(cfg, attempt)
 
     tags = {
         **run_tags(objective, direction, hw.backend, link, provenance.git_state()),
@@ -126,6 +129,7 @@ def train(
         rf.CHECKPOINT: str(checkpoint),
         **({rf.CV_FOLDS: str(cfg.data.split.folds), rf.FOLD: str(cfg.data.split.fold)} if _is_fold(cfg) else {}),
         **({rf.TEACHER: teaching.describe()} if teaching else {}),
+        **({rf.FOLD_ATTEMPT: str(attempt)} if attempt else {}),
     }
     name = run_name(cfg, link)
     role = role or ("trial" if parent_id else "single")
@@ -218,10 +222,12 @@ def run_tags(objective: str, direction: str, backend: str, link, git: dict[str, 
     }
 
 
-def checkpoint_name(cfg) -> str:
-    """The weights file in the job's checkpoints/ folder: a cross-validation's folds each keep their own."""
+def checkpoint_name(cfg, attempt: int = 0) -> str:
+    """The weights file in the job's checkpoints/ folder: a cross-validation's folds each keep their own, and a
+    fold trained again keeps the weak model's file beside its own."""
     if _is_fold(cfg):
-        return f"fold{int(cfg.data.split.fold) + 1}of{int(cfg.data.split.folds)}.weights.h5"
+        retry = f"-retry{attempt}" if attempt else ""
+        return f"fold{int(cfg.data.split.fold) + 1}of{int(cfg.data.split.folds)}{retry}.weights.h5"
     return "best.weights.h5"
 
 
