@@ -86,7 +86,8 @@ def test_a_fold_far_below_the_others_given_the_noise_is_weak(values, weak):
     found = weak_folds(values, sampling_se, "maximize")
     assert [w.fold for w in found] == weak
     if found:  # the tag names folds from 1, and reads back as a sentence
-        assert tag_value(found) == str(weak[0] + 1) and told(tag_value(found)).startswith(f"fold {weak[0] + 1} far")
+        tag = tag_value([w.fold for w in found])
+        assert tag == str(weak[0] + 1) and told(tag).startswith(f"fold {weak[0] + 1} far")
     flipped = [-v for v in values]  # a loss to minimize
     assert [w.fold for w in weak_folds(flipped, sampling_se, "minimize")] == weak
     assert weak_folds(values, [None] * len(values), "maximize") or not weak  # no interval: the spread alone

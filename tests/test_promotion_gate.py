@@ -159,6 +159,10 @@ def test_gate_without_paired_predictions_says_it_compared_point_values(client, s
     client.set_tag(p.candidate.run_id, rf.WEAK_FOLDS, "3")
     p = promotion.promote(client, "dermsweep", name, sweep="study-a", dry_run=True)
     assert any("fold 3 far below its other folds" in n and "in the bag" in n for n in p.notes)
+    # ... and one whose weak fold was trained again: its out-of-fold figure holds the retry
+    client.set_tag(p.candidate.run_id, rf.RETRIED_FOLDS, "2")
+    p = promotion.promote(client, "dermsweep", name, sweep="study-a", dry_run=True)
+    assert any("fold 2 trained again with another seed" in n for n in p.notes)
 
 
 PROMOTE_WHEN_TOLD = """

@@ -186,12 +186,17 @@ def test_a_run_without_a_param_is_not_a_different_value():
     assert runs_table.shown_params(["data.image_glob", "seed"], [*cv, {}]) == ["seed"]
 
 
-def test_a_cross_validation_with_a_weak_fold_is_pointed_out_below_the_table(wide_store, capsys):
+def test_a_cross_validation_with_a_weak_or_retried_fold_is_pointed_out_below_the_table(wide_store, capsys):
     import mlflow
 
-    run_id = wide_store["runs"]["single-1"]
-    mlflow.MlflowClient(wide_store["uri"]).set_tag(run_id, rf.WEAK_FOLDS, "3")
+    run_id, retried_id = wide_store["runs"]["single-1"], wide_store["runs"]["single-2"]
+    store = mlflow.MlflowClient(wide_store["uri"])
+    store.set_tag(run_id, rf.WEAK_FOLDS, "3")
+    store.set_tag(retried_id, rf.RETRIED_FOLDS, "2,4")
     rc, out, _ = runs_cli(capsys, wide_store, "--width", "100")
     assert rc == 0
-    (note,) = [line for line in out.splitlines() if "far below" in line]
+    (note,) = [line for line in out.splitlines() if "far below its other folds" in line]
     assert run_id.startswith(note.split(":")[0]) and "fold 3 far below its other folds" in note and len(note) <= 100
+    (retry,) = [line for line in out.splitlines() if "trained again" in line]
+    assert retried_id.startswith(retry.split(":")[0]) and "folds 2, 4 trained again with another seed" in retry
+    assert len(retry) <= 100

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..liveness import STALE_AFTER_S
 from ..tracking import run_format as rf
-from ..training.weak_folds import told
+from ..training.weak_folds import told, told_retried
 from .comparison_options import add_seed_noise
 from .console import EXIT_ERROR, EXIT_OK, client, console, literal, literal_lines, print_json, printable
 from .runs_table import (
@@ -131,6 +131,8 @@ def run(args) -> int:
     if not any(c.priority == PARAM for c in columns):
         con.print("(no hyperparameter differs between these runs)")
     for r in shown:
+        if retried := r.tags.get(rf.RETRIED_FOLDS):
+            con.print(literal(f"{r.run_id[: len(ids.cells[0])]}: {told_retried(retried)}"))
         if weak := r.tags.get(rf.WEAK_FOLDS):
             con.print(literal(f"{r.run_id[: len(ids.cells[0])]}: {told(weak)}"))
     if paired:

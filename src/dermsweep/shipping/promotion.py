@@ -30,7 +30,7 @@ from ..objectives import better
 from ..tracking import run_format as rf
 from ..tracking.model_ref import resolve
 from ..tracking.store import first_line
-from ..training.weak_folds import told
+from ..training.weak_folds import told, told_retried
 from .defaults import CONFIDENCE, MAX_PARAMS
 from .model_card import model_card
 from .ranking import RegistryError, RunRow, RunsTable, best_candidate
@@ -171,6 +171,8 @@ def plan(
             f"{above[0].run_id}): sweeps with tracking.log_model=improving keep models only for trials that beat "
             "the sweep's best on its objective; re-run them with tracking.log_model=always to make them eligible"
         )
+    if retried := best.tags.get(rf.RETRIED_FOLDS):
+        p.notes.append(f"its cross-validation's {told_retried(retried)}: see the run's description")
     if weak := best.tags.get(rf.WEAK_FOLDS):
         p.notes.append(f"its cross-validation's {told(weak)}; that model is in the bag: see the run's description")
     assert cand.value is not None  # best_candidate only returns runs with the metric

@@ -157,9 +157,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             mlflow.log_metric(rf.metric(rf.RUN, "params"), params)
             fold_values = np.array([t.values[objective] for t in fold_runs])
             if weak:
-                mlflow.set_tag(rf.WEAK_FOLDS, tag_value(weak))
+                mlflow.set_tag(rf.WEAK_FOLDS, tag_value([w.fold for w in weak]))
             if retried:
-                mlflow.set_tag(rf.RETRIED_FOLDS, ",".join(str(f + 1) for f in sorted({r.fold for r in retried})))
+                mlflow.set_tag(rf.RETRIED_FOLDS, tag_value([r.fold for r in retried]))
             final = log_scores(y, fold_runs[0].class_names, shipping, figures)
             log_gains(y, fold_runs[0].class_names, shipping, figures)
             log_view_logits(shipping, y)

@@ -51,13 +51,21 @@ def weak_folds(values: np.ndarray, sampling_se: list[float | None], direction: s
     return found
 
 
-def tag_value(weak: list[WeakFold]) -> str:
-    """The run's tag (run_format.WEAK_FOLDS): the weak folds' 1-based numbers, e.g. "3" or "2,4"."""
-    return ",".join(str(w.fold + 1) for w in weak)
+def tag_value(folds: list[int]) -> str:
+    """A run's tag of folds (run_format.WEAK_FOLDS, RETRIED_FOLDS) from 0-based folds: 1-based, e.g. "3" or "2,4"."""
+    return ",".join(str(fold + 1) for fold in sorted(set(folds)))
 
 
 def told(tag: str) -> str:
-    """The tag as a person reads it, where only the tag is at hand (`dermsweep runs`, `promote`)."""
+    """The weak-folds tag as a person reads it, where only the tag is at hand (`dermsweep runs`, `promote`)."""
+    return f"{_which(tag)} far below its other folds (may have failed to train)"
+
+
+def told_retried(tag: str) -> str:
+    """The retried-folds tag as a person reads it."""
+    return f"{_which(tag)} trained again with another seed (its first model was far below the other folds)"
+
+
+def _which(tag: str) -> str:
     folds = tag.split(",")
-    which = f"fold {folds[0]}" if len(folds) == 1 else f"folds {', '.join(folds)}"
-    return f"{which} far below its other folds (may have failed to train)"
+    return f"fold {folds[0]}" if len(folds) == 1 else f"folds {', '.join(folds)}"
