@@ -33,25 +33,22 @@ def test_a_weak_fold_is_trained_again_with_another_seed_on_the_same_split_and_re
         return weak_folds.weak_folds([values[0], values[0] - 0.5], sampling_se, direction)
 
     trained_folds: list[tuple[int, int]] = []
-    stop: tuple[int, str] | None = None  # stop in or after the n-th fold model trained
     real_train = cross_validation.train
 
-    def train_until_stopped(fold_cfg, **kwargs):
+    def train_and_count(fold_cfg, **kwargs):
         trained_folds.append((int(fold_cfg.data.split.fold), int(fold_cfg.seed)))
-        if stop == (len(trained_folds), "in"):
-            raise KeyboardInterrupt
-        trained = real_train(fold_cfg, **kwargs)
-        if stop == (len(trained_folds), "after"):
-            raise KeyboardInterrupt
-        return trained
+        return real_train(fold_cfg, **kwargs)
 
     monkeypatch.setattr(cross_validation, "weak_folds", first_model_of_fold_2_fails)
-    monkeypatch.setattr(cross_validation, "train", train_until_stopped)
-    settings = ["model.height=32", "model.width=32", "inference.views=none", "data.split.folds=2", "seed=5"]
+    monkeypatch.setattr(cross_validation, "train", train_and_count)
+    settings = [
+        *["model.height=32", "model.width=32", "inference.views=none", "data.split.folds=2", "seed=5"],
+        "tracking.log_model=always",
+    ]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     judged: list[list[float]] = []
     with caplog.at_level(logging.INFO, logger="dermsweep"):
-        value = run(compose([*tiny_run(tmp_path, "cv-retry"), *settings, "tracking.log_model=always"]))
+        value = run(compose([*tiny_run(tmp_path, "cv-retry"), *settings]))
     assert trained_folds == [(0, 5), (1, 5), (1, 1005)]  # the same split (seed 5), another seed for fold 2's model
     assert "training it again with seed 1005 (retry 1 of 1)" in caplog.text
     client = mlflow.MlflowClient(uri)
@@ -76,19 +73,19 @@ def test_a_weak_fold_is_trained_again_with_another_seed_on_the_same_split_and_re
     model = mlflow.keras.load_model(f"runs:/{parent.info.run_id}/{rf.MODEL}")
     assert len(logits_inside(model)) == 2
 
-    # stopped in the retry, or just after it, then resumed: the models trained before the stop are kept (a finished
-    # retry is fold 2's model, not trained once more), the rest trained alike, and the bag is the unstopped CV's
-    for when, left_to_train in (("in", [(1, 1005)]), ("after", [])):
-        again = [*tiny_run(tmp_path, f"cv-retry-stopped-{when}"), *settings, "tracking.log_model=always"]
-        trained_folds[:], judged[:], stop = [], [], (3, when)
-        with pytest.raises(KeyboardInterrupt):
-            run(compose(again))
-        stopped_exp = client.get_experiment_by_name(f"cv-retry-stopped-{when}")
-        (stopped,) = [r for r in client.search_runs([stopped_exp.experiment_id]) if r.data.tags[rf.ROLE] == "cv"]
-        trained_folds[:], judged[:], stop = [], [], None
-        assert run(compose([*again, f"resume={stopped.info.run_id}"])) == pytest.approx(value)
+    # stopped just after its retry (marked as a stop leaves it), then resumed: the retry is fold 2's model, kept and
+    # not trained once more; stopped during the retry (its run deleted, as if it never finished): the weak fold is
+    # trained again alike. Either way the same run finishes with the unstopped CV's figures.
+    for when, left_to_train in (("after", []), ("in", [(1, 1005)])):
+        if when == "in":
+            client.delete_run(retry.info.run_id)
+        client.set_terminated(parent.info.run_id, "KILLED")
+        trained_folds[:], judged[:] = [], []
+        assert run(compose([*tiny_run(tmp_path, "cv-retry"), *settings, f"resume={parent.info.run_id}"])) == (
+            pytest.approx(value)
+        )
         assert trained_folds == left_to_train, when
-        resumed = client.get_run(stopped.info.run_id)
+        resumed = client.get_run(parent.info.run_id)
         assert resumed.info.status == "FINISHED" and resumed.data.tags[rf.RETRIED_FOLDS] == "2"
         assert "fold 2 trained again with seed 1005" in resumed.data.tags[rf.DESCRIPTION]
         for key in ("cv/objective_mean", "final_val/balanced_accuracy", "test/balanced_accuracy"):
