@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         fold_runs: list[Trained] = []
         try:
             for fold in range(folds):
-                fold_cfg = _fold_config(cfg, fold, f"{name}-fold{fold + 1}of{folds}")
+                fold_cfg = _fold_config(cfg, fold, _fold_name(name, fold, folds))
                 trained = restored.get(fold)
                 if trained is None:
                     trained = train(
@@ -131,7 +131,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 )
                 if link is not None:  # racing: the pruner may stop this trial after any fold but the last
                     link.report(fold, running, prunable=fold < folds - 1)
-            retried_now, weak = _retry_weak_folds(cfg, fold_runs, attempts, name, recorded.run_id, objective, direction)
+            retried_now, weak = _retry_weak_folds(
+                cfg, client, fold_runs, attempts, name, recorded.run_id, objective, direction
+            )
             retried += retried_now
         except BaseException:
             if link is None:  # a sweep's trial is not resumed: the sweep goes on without it
@@ -227,6 +229,11 @@ def _fold_config(cfg: DictConfig, fold: int, name: str, attempt: int = 0) -> Dic
     return fold_cfg
 
 
+def _fold_name(name: str, fold: int, folds: int, attempt: int = 0) -> str:
+    """A fold run's name under its CV's: "<cv>-fold2of5", and "<cv>-fold2of5-retry1" when it trains the fold again."""
+    return f"{name}-fold{fold + 1}of{folds}" + (f"-retry{attempt}" if attempt else "")
+
+
 @dataclass(frozen=True)
 class Retried:
     fold: int  # 0-based
@@ -237,6 +244,7 @@ class Retried:
 
 def _retry_weak_folds(
     cfg: DictConfig,
+    client,
     fold_runs: list[Trained],
     attempts: dict[int, int],
     name: str,
@@ -257,7 +265,7 @@ def _retry_weak_folds(
             return retried, found
         for w in weak:
             attempt = attempts.get(w.fold, 0) + 1
-            fold_cfg = _fold_config(cfg, w.fold, f"{name}-fold{w.fold + 1}of{folds}-retry{attempt}", attempt)
+            fold_cfg = _fold_config(cfg, w.fold, _fold_name(name, w.fold, folds, attempt), attempt)
             log.warning(
                 "%s: far below the others, its model may have failed to train; training it again with seed %d "
                 "(retry %d of %d)",
@@ -270,7 +278,7 @@ def _retry_weak_folds(
             again = train(
                 fold_cfg, role="fold", parent_run_id=parent_run_id, link=None, may_log_model=False, attempt=attempt
             )
-            mlflow.MlflowClient().set_tag(weak_run.run_id, rf.REPLACED_BY, again.run_id)
+            client.set_tag(weak_run.run_id, rf.REPLACED_BY, again.run_id)
             mlflow.log_metric(rf.metric(rf.CV, "fold_objective"), again.values[objective], step=w.fold)
             log.info(
                 "fold %d/%d again: %s %.4f (was %.4f)", w.fold + 1, folds, objective, again.values[objective], w.value
