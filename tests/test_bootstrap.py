@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dermsweep.evaluation import bootstrap as bs
-from dermsweep.evaluation.metrics import scores
+from dermsweep.evaluation.metrics import METRICS, score, scores
 from helpers.predictions import K, probs_of, real_shaped
 
 
@@ -30,6 +30,17 @@ def test_values_are_the_metrics_and_intervals_repeat_from_the_seed():
     assert other["balanced_accuracy"] != found["balanced_accuracy"]
     # The logged names follow the shared convention.
     assert set(bs.bounds_metrics("test/macro_f1", found["macro_f1"])) == {"test/macro_f1_lo95", "test/macro_f1_hi95"}
+
+
+def test_one_metric_alone_is_what_all_of_them_give_and_an_unknown_one_is_named():
+    y, lesions, look, rng = real_shaped()
+    probs = probs_of(y, lesions, look, rng, 1.5)
+    everything = scores(y, probs)
+    assert set(everything) == set(METRICS)
+    for name in METRICS:
+        assert score(name, y, probs) == everything[name], name
+    with pytest.raises(ValueError, match="no metric 'f1'.*macro_f1"):
+        score("f1", y, probs)
 
 
 def test_resampling_by_lesion_is_wider_than_by_image_when_lesions_repeat():

@@ -30,8 +30,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ..errors import DermsweepError
-from ..evaluation import bootstrap
-from ..evaluation.metrics import scores
+from ..evaluation import bootstrap, metrics
 from ..paths import conf_dir
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
@@ -136,7 +135,9 @@ def build(
     if data.fold_of_row is not None:  # out of fold: scored as a CV is, each fold by gains chosen on the others
         crossed = cross_fit(inference, y["val"], val, data.fold_of_row, groups["val"], class_names, f"val_{objective}")
         shipping.score_held_out("val", crossed.probabilities, crossed.thresholds)
-    ensemble.values = {part: scores(y[part], shipping.probabilities[part])[objective] for part in ("val", "test")}
+    ensemble.values = {
+        part: metrics.score(objective, y[part], shipping.probabilities[part]) for part in ("val", "test")
+    }
     ensemble.best_single = max(c.value for c in pool)
     ensemble.params = int(model.count_params())
     x1 = data.prepared.x[data.check_part][:1].astype(np.float32)
@@ -217,7 +218,7 @@ def _select(
         return Ensemble(members, trace=[{"run": m.row.run_id, "objective": None} for m in members])
     members = [pool[0]]
     current = probabilities_of(members)
-    value = scores(y_val, current)[objective]
+    value = metrics.score(objective, y_val, current)
     trace: list[dict] = [{"run": pool[0].row.run_id, "objective": value}]
     stopped = ""
     while len(members) < size:
@@ -225,7 +226,7 @@ def _select(
         if not rest:
             break
         tried = [(probabilities_of([*members, c]), c) for c in rest]
-        scored = [(scores(y_val, probs)[objective], -i, probs, c) for i, (probs, c) in enumerate(tried)]
+        scored = [(metrics.score(objective, y_val, probs), -i, probs, c) for i, (probs, c) in enumerate(tried)]
         best_value, _, probs, chosen = max(scored, key=lambda t: (t[0], t[1]))
         found = bootstrap.paired(y_val, probs, current, objective, groups)
         if not bootstrap.clearly_better(found, confidence):

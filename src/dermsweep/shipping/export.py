@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..evaluation.metrics import scores
+from ..evaluation import metrics
 from ..timing import median_latency_ms
 from ..tracking import run_format as rf
 from ..tracking.model_ref import ModelRef, load
@@ -265,7 +265,7 @@ def export(
             row.latency_ms = median_latency_ms(run, x1, runs, warmup)
             if data.x_val is not None and data.y_val is not None and keras_probs is not None:
                 probs = keras_probs if name == "keras" else predict_all(run, data.x_val)
-                row.balanced_accuracy = scores(data.y_val, probs)["balanced_accuracy"]
+                row.balanced_accuracy = metrics.score("balanced_accuracy", data.y_val, probs)
                 row.agreement = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
                 row.max_abs_diff = float(np.max(np.abs(probs - keras_probs)))
         except Exception as exc:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..evaluation.metrics import scores
+from ..evaluation import metrics
 from ..quiet import silenced
 
 
@@ -179,7 +179,7 @@ def quantize(
             chosen = closest(steps, chosen)
         report["search"] = (
             f"{len(steps)} candidates scored on {len(validation.y)} validation images against float "
-            f"(balanced accuracy {scores(validation.y, validation.reference)['balanced_accuracy']:.4f})"
+            f"(balanced accuracy {metrics.score('balanced_accuracy', validation.y, validation.reference):.4f})"
         )
     result = build(chosen)
     report["steps"] = [asdict(s) for s in steps]
@@ -245,8 +245,8 @@ def score(model: bytes, float_layers: int, validation: Validation, options: Int8
     if done == len(validation.y):
         got = np.stack(probs)
         step.agreement = float(np.mean(got.argmax(1) == expected))
-        step.balanced_accuracy = float(scores(validation.y, got)["balanced_accuracy"])
-        reference = float(scores(validation.y, validation.reference)["balanced_accuracy"])
+        step.balanced_accuracy = metrics.score("balanced_accuracy", validation.y, got)
+        reference = metrics.score("balanced_accuracy", validation.y, validation.reference)
         step.delta = step.balanced_accuracy - reference
         step.max_abs_diff = float(np.max(np.abs(got - validation.reference)))
         step.met = abs(step.delta) <= options.tolerance + 1e-12 and step.agreement >= options.min_agreement

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from ..evaluation import bootstrap, calibration
-from ..evaluation.metrics import scores
+from ..evaluation import bootstrap, calibration, metrics
 from ..evaluation.operating_point import OperatingPoint, choose
 from ..keras_layers import CalibratedSoftmax, DihedralView
 from ..views import VIEW_SETS, VIEWS
@@ -98,7 +97,7 @@ def choose_gains(
     confidence = float(cfg.get("gain_confidence", DEFAULT_GAIN_CONFIDENCE))
 
     def score(y: np.ndarray, probs: np.ndarray) -> float:
-        return scores(y, probs)[metric]
+        return metrics.score(metric, y, probs)
 
     def weigh(key: str, step: str, costlier: np.ndarray, cheaper: np.ndarray) -> bool:
         found = bootstrap.paired(y_val, costlier, cheaper, metric, groups)

@@ -107,7 +107,7 @@ def log_gains(
     for part, steps in shipping.steps.items():
         labels = y[part]
         for step, probs in steps.items():
-            found = {m: scoring.scores(labels, probs)[m] for m in REPORTED}
+            found = {m: scoring.score(m, labels, probs) for m in REPORTED}
             if k is not None and (labels == k).any():
                 found[f"recall_{class_names[k]}"] = float(np.mean(probs[labels == k].argmax(1) == k))
             report["steps"].setdefault(step, {})[part] = found
