@@ -112,7 +112,7 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
     if str(cfg.distill.teacher_output) == OUT_OF_FOLD:
         train_logits, key = _out_of_fold(teacher, data, client)
         from_cache, ids = False, list(data.split.train["image_id"])
-        source = "out of fold, as its cross-validation logged them"
+        source = "out of fold (logged by its CV)"
     else:
         key = _key(teacher, data)
         path = Path(str(cfg.get("cache_dir") or ".cache/dermsweep")) / CACHE_FOLDER / f"{key}.npz"
@@ -133,8 +133,8 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
     if class_weight is not None:
         weights = np.array([class_weight[int(c)] for c in data.y["train"]], dtype=np.float32)
     agreement = float((train_logits.argmax(axis=1) == data.y["train"]).mean())
-    log.info(
-        "teacher %s: logits of %d images %s (key %s); it agrees with %.1f%% of the training labels",
+    log.info(  # two lines: a run id alone is 32 columns of a 100-column terminal
+        "teacher %s: %d images' logits %s\n  (key %s); it agrees with %.1f%% of the training labels",
         teacher.describe(),
         len(ids),
         source,
