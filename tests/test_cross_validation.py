@@ -192,7 +192,12 @@ def test_a_tiny_cross_validation_records_folds_out_of_fold_figures_and_a_bag(tmp
         return student_cfg, prepare(student_cfg.data, h, w, split_seed, student_cfg.cache_dir)
 
     student_cfg, student_data = student("distill.weight=1.0")
-    taught = distillation.teach(student_cfg, student_data, None, client, 16)
+    with caplog.at_level(logging.INFO, logger="dermsweep"):
+        taught = distillation.teach(student_cfg, student_data, None, client, 16)
+    # the bag trained on every image it predicted out of fold: the student's validation images too, and it says so
+    n_val = len(student_data.y["val"])
+    assert taught.validation_seen == n_val and taught.tags()[rf.TEACHER_SAW_VALIDATION] == f"{n_val} of {n_val}"
+    assert f"the teacher trained on {n_val} of this run's {n_val} validation images" in caplog.text
     row = {image_id: i for i, image_id in enumerate(ids)}
     expected = logged.probabilities["val"][[row[i] for i in student_data.split.train["image_id"]]]
     assert np.allclose(taught.targets, expected, atol=1e-5)

@@ -48,6 +48,17 @@ def test_soft_targets_and_per_image_weights_reach_every_feed():
     assert len(BatchStream(x, y, 2, 4, no_augment, seed=0).batch(0, 4)) == 2  # no weights: (x, y) as before
 
 
+def test_a_distilled_cross_validation_sums_what_its_folds_teacher_saw_of_their_validation_images():
+    from dermsweep.training.distillation import saw_validation_of_folds
+
+    def fold(seen, images):
+        return {"teacher": {"validation_seen": seen, "validation_images": images}}
+
+    assert saw_validation_of_folds([fold(3, 4), fold(5, 5)]) == "8 of 9"
+    assert saw_validation_of_folds([fold(0, 4), fold(0, 5)]) is None  # none seen: nothing to say
+    assert saw_validation_of_folds([fold(3, 4), fold(None, 5)]) is None  # one fold not known: no claim
+
+
 @pytest.mark.parametrize(
     "override, says",
     [
@@ -200,3 +211,11 @@ def test_a_distilled_run_is_logged_gated_and_promoted_like_any_run(smoke_run, tm
     assert ref.input_size == (48, 48)
     card = client.get_model_version("distilled-classifier", ref.version).description
     assert f"distilled from run {smoke_run['run_id']}" in card
+    # a teacher trained on this split's training images saw none of the student's validation images
+    assert ref.meta["teacher"]["validation_seen"] == 0 and rf.TEACHER_SAW_VALIDATION not in student.data.tags
+    # one that did (a cross-validation's bag: tests/test_cross_validation.py) is named by the gate
+    from dermsweep.shipping.promotion import plan
+
+    client.set_tag(student.info.run_id, rf.TEACHER_SAW_VALIDATION, "5 of 9")
+    planned, _ = plan(connect(smoke_run["uri"], create=False), "distill-test", "distilled-classifier")
+    assert any(n.startswith("its teacher trained on its validation images (5 of 9)") for n in planned.notes)

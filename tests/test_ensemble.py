@@ -202,6 +202,7 @@ def test_cross_validations_on_the_same_folds_ensemble_on_their_out_of_fold_predi
     row = {image_id: i for i, image_id in enumerate(logged.image_ids["val"])}
     expected = logged.probabilities["val"][[row[i] for i in student_data.split.train["image_id"]]]
     assert np.allclose(taught.targets, expected, atol=1e-5)
+    assert taught.validation_seen == len(student_data.y["val"])  # the bags trained on them in their other folds
     # export and evaluate need held-out images: an ensemble of bags has none, and says so
     with pytest.raises(DataError, match="ensemble of cross-validations' bags.*--data-dir"):
         rebuild_run_data(built.run_id, *ref.input_size)

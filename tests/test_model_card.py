@@ -107,3 +107,13 @@ def test_the_calibration_error_is_read_from_new_and_older_runs():
         metrics = {f"{section}/ece_val_before": 0.081, f"{section}/ece_val_after": 0.034}
         card = model_card("x", "1", row(HAM, metrics), meta)
         assert "calibration error (ECE) on validation: 0.081 before, 0.034 after" in card, section
+
+
+def test_a_student_names_its_teacher_and_what_the_teacher_saw_of_its_validation_images():
+    teacher = {"uri": "runs:/abc/model", "description": "run abc", "output": "out_of_fold", "temperature": 2.0}
+    plain = model_card("x", "1", row(HAM), {**META, "teacher": {**teacher, "validation_seen": 0}})
+    assert "distilled from run abc (`runs:/abc/model`): trained on its out-of-fold probabilities" in plain
+    assert "lean optimistic" not in plain
+    seen = {**teacher, "validation_seen": 1431, "validation_images": 1431}
+    card = model_card("x", "1", row(HAM), {**META, "teacher": seen})
+    assert "its teacher trained on 1431 of its 1431 validation images" in card and "lean optimistic" in card

@@ -104,7 +104,11 @@ def model_card(name: str, version: str, run: RunRow, meta: dict, data: TrainingD
     return "\n".join(lines) + "\n"
 
 
-OUTPUTS = {"raw": "raw logits (before its calibration)", "shipped": "shipped probabilities"}
+OUTPUTS = {
+    "raw": "raw logits (before its calibration)",
+    "shipped": "shipped probabilities",
+    "out_of_fold": "out-of-fold probabilities (each image's from the fold models that never trained on it)",
+}
 
 
 def _teacher_lines(teacher: dict | None) -> list[str]:
@@ -114,5 +118,13 @@ def _teacher_lines(teacher: dict | None) -> list[str]:
     return [
         f"- distilled from {teacher.get('description') or teacher.get('uri')} (`{teacher.get('uri')}`): trained on "
         f"its {OUTPUTS.get(teacher.get('output', 'raw'), 'predictions')} at temperature {teacher.get('temperature')} "
-        f"with weight {teacher.get('weight')}, and on the labels"
+        f"with weight {teacher.get('weight')}, and on the labels",
+        *(
+            [
+                f"- its teacher trained on {teacher['validation_seen']} of its {teacher.get('validation_images')} "
+                "validation images: the validation figures above lean optimistic; the test figures are clean"
+            ]
+            if teacher.get("validation_seen")
+            else []
+        ),
     ]

@@ -55,6 +55,8 @@ RESUMED_AFTER = "dermsweep.resumed_after"  # a resumed cross-validation: how it 
 RESUMED_COMMITS = "dermsweep.resumed_commits"  # ... and, when the code changed, which commit trained which folds
 MEMBERS = "dermsweep.members"  # an ensemble's member run ids, comma-separated
 TEACHER = "dermsweep.teacher"  # a distilled run's teacher, as a person reads it ("skin-lesion-classifier v3 (run ..)")
+# "N of M": a distilled run's validation images its teacher trained on (its validation figures lean optimistic)
+TEACHER_SAW_VALIDATION = "dermsweep.teacher_saw_validation"
 EVALUATED_MODEL = "dermsweep.evaluated_model"  # an evaluation run's model reference
 # An evaluation run's other tags: which model version and training run it scored, which data, which decision.
 EVALUATED_MODEL_NAME = "dermsweep.evaluated_model_name"  # registered name (registry references only)

@@ -43,7 +43,7 @@ from ..tracking.model_log import log_keras_model
 from ..tracking.recorded_run import recorded_run
 from ..tracking.store import connect, ensure_experiment, ui_hint
 from ..views import VIEWS
-from . import config, cv_resume, provenance
+from . import config, cv_resume, distillation, provenance
 from .cross_fit import cross_fit
 from .gains import View, check, choose_gains, per_view, views_needed, wrap
 from .ship import Shipping, member_views, priors, view_logits
@@ -153,6 +153,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             mlflow.set_tag(rf.DATASET_ID, dataset_id)
             if fold_runs[0].teacher:
                 mlflow.set_tag(rf.TEACHER, fold_runs[0].teacher["teacher"]["description"])
+                if saw := distillation.saw_validation_of_folds([t.teacher for t in fold_runs]):
+                    mlflow.set_tag(rf.TEACHER_SAW_VALIDATION, saw)
             # the bag's size: what the promotion gate's parameter limit (a phone's budget) reads
             params = shipping.model.count_params()
             mlflow.log_param("model.params", str(params))

@@ -45,6 +45,7 @@ from ..data import Prepared, prepare
 from ..data.catalog import digest
 from ..data.pipeline import eval_dataset
 from ..errors import ConfigError
+from ..tracking import run_format as rf
 from ..tracking.model_ref import ModelRef, load_resolved, resolve
 from .batch_predict import predict
 
@@ -65,6 +66,11 @@ class Teaching:
     key: str  # the teacher cache's key
     from_cache: bool
     train_agreement: float  # share of training images where the teacher's argmax is the label
+    validation_seen: int | None = None  # the run's validation images the teacher trained on; None: not known
+    validation_images: int = 0
+
+    def saw_validation(self) -> str | None:
+        return saw_validation(self.validation_seen, self.validation_images)
 
     def describe(self) -> str:
         return self.teacher.describe()
@@ -84,6 +90,10 @@ class Teaching:
             "distill.teacher_key": self.key,
         }
 
+    def tags(self) -> dict[str, str]:
+        saw = self.saw_validation()
+        return {rf.TEACHER: self.describe(), **({rf.TEACHER_SAW_VALIDATION: saw} if saw else {})}
+
     def to_meta(self, cfg) -> dict:
         """The student model's metadata (model card, predict): which teacher, at what temperature and weight."""
         return {
@@ -94,8 +104,24 @@ class Teaching:
                 "output": str(cfg.distill.teacher_output),
                 "temperature": float(cfg.distill.temperature),
                 "weight": float(cfg.distill.weight),
+                "validation_seen": self.validation_seen,  # of the run's validation images, trained on by the teacher
+                "validation_images": self.validation_images,
             }
         }
+
+
+def saw_validation(seen: int | None, images: int) -> str | None:
+    """The tag's 'N of M' where a teacher trained on N of a run's M validation images; None where none or not known."""
+    return f"{seen} of {images}" if seen else None
+
+
+def saw_validation_of_folds(metas: list[dict]) -> str | None:
+    """A distilled cross-validation's 'N of M' from its folds' Teaching.to_meta: its out-of-fold objective is every
+    fold's validation images together. None where no fold's teacher saw any, or one fold's is not known."""
+    seen = [m["teacher"].get("validation_seen") for m in metas]
+    if None in seen:
+        return None
+    return saw_validation(sum(seen), sum(int(m["teacher"].get("validation_images", 0)) for m in metas))
 
 
 def requested(cfg) -> bool:
@@ -141,14 +167,44 @@ def teach(cfg, data: Prepared, class_weight: dict[int, float] | None, client, ba
         key,
         100 * agreement,
     )
-    return Teaching(targets, weights, teacher, key, from_cache, agreement)
+    taught = Teaching(targets, weights, teacher, key, from_cache, agreement)
+    taught.validation_seen, taught.validation_images = _validation_seen(teacher, data, client), len(data.y["val"])
+    if taught.validation_seen:
+        log.warning(
+            "the teacher trained on %d of this run's %d validation images (a cross-validation's bag trains on\n"
+            "  every image it predicts out of fold): its validation figures, and the choices made on them, lean\n"
+            "  optimistic against runs taught otherwise (the gate says so); its test figures are clean",
+            taught.validation_seen,
+            taught.validation_images,
+        )
+    return taught
+
+
+def _validation_seen(teacher: ModelRef, data: Prepared, client) -> int | None:
+    """How many of `data`'s validation images the teacher trained on: each one a cross-validation's bag (or an
+    ensemble of them) predicted out of fold, as it trained on it in the other folds; none for a run on this same
+    split (it trained on the same training images); None where its run does not say (a model file, another split,
+    a store that cannot be read)."""
+    from ..tracking.store import connect
+
+    if teacher.run_id is None:
+        return None
+    try:
+        client = client or connect(create=False)
+        found = _cv_rows(teacher, data, client)
+        if found is None:
+            same_split = client.get_run(teacher.run_id).data.tags.get(rf.SPLIT_ID) == data.split.split_id
+            return 0 if same_split else None
+    except Exception as exc:  # only a warning's worth: the run trains the same either way
+        log.debug("could not tell which images the teacher trained on: %s", exc)
+        return None
+    trained_on = {str(i) for i in found[1]}
+    return sum(str(i) in trained_on for i in data.split.val["image_id"])
 
 
 def _out_of_fold(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray, str]:
     """The log of the CV bag's out-of-fold shipped probabilities for `data`'s training images, and their key."""
-    from ..tracking import run_format as rf
-    from ..tracking.store import connect, first_line
-    from .ship_record import read_view_logits
+    from ..tracking.store import connect
 
     def not_a_cv(why: str) -> ConfigError:
         return ConfigError(
@@ -158,14 +214,37 @@ def _out_of_fold(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray,
 
     if teacher.run_id is None:
         raise not_a_cv("names no run")
-    client = client or connect(create=False)
+    found = _cv_rows(teacher, data, client or connect(create=False))
+    if found is None:
+        raise not_a_cv("is not one (nor an ensemble of them)")
+    probs, oof_ids = found
+    row = {str(image_id): i for i, image_id in enumerate(oof_ids)}
+    train_ids = [str(i) for i in data.split.train["image_id"]]
+    missing = [i for i in train_ids if i not in row]
+    if missing:
+        raise ConfigError(
+            f"the teacher {teacher.describe()} has out-of-fold predictions for {len(row)} images but not for "
+            f"{len(missing)} of this run's {len(train_ids)} training images (e.g. {', '.join(missing[:3])}): they "
+            "are in its held-out test part; train on the split it was cross-validated on (the same data.split.seed "
+            "and test_fraction)"
+        )
+    chosen = probs[[row[i] for i in train_ids]]
+    return np.log(np.clip(chosen, 1e-12, 1.0)).astype(np.float32), digest(OUT_OF_FOLD, teacher.run_id, data.dataset_id)
+
+
+def _cv_rows(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray, np.ndarray] | None:
+    """A cross-validation teacher's (or an ensemble of them) out-of-fold probabilities and their image ids, as its run
+    logged them; None when the teacher is no cross-validation. ConfigError for one on other data or unreadable."""
+    from ..tracking.store import first_line
+    from .ship_record import read_view_logits
+
     run = client.get_run(teacher.run_id)
     members = run.data.tags.get(rf.MEMBERS)
     # an ensemble of cross-validations (dermsweep ensemble) logged its out-of-fold rows too; a fold alone has one
     # fold's predictions
     first = client.get_run(members.split(",")[0]).data.tags if members else run.data.tags
     if not rf.is_cross_validation(first):
-        raise not_a_cv("is not one (nor an ensemble of them)")
+        return None
     if run.data.tags.get(rf.DATASET_ID) != data.dataset_id:
         raise ConfigError(
             f"the teacher {teacher.describe()} was cross-validated on dataset {run.data.tags.get(rf.DATASET_ID)}, "
@@ -180,18 +259,7 @@ def _out_of_fold(teacher: ModelRef, data: Prepared, client) -> tuple[np.ndarray,
     probs, oof_ids = logged.probabilities.get("val"), logged.image_ids.get("val")
     if probs is None or oof_ids is None:
         raise ConfigError(f"the teacher {teacher.describe()} logged no out-of-fold probabilities with image ids")
-    row = {str(image_id): i for i, image_id in enumerate(oof_ids)}
-    train_ids = [str(i) for i in data.split.train["image_id"]]
-    missing = [i for i in train_ids if i not in row]
-    if missing:
-        raise ConfigError(
-            f"the teacher {teacher.describe()} has out-of-fold predictions for {len(row)} images but not for "
-            f"{len(missing)} of this run's {len(train_ids)} training images (e.g. {', '.join(missing[:3])}): they "
-            "are in its held-out test part; train on the split it was cross-validated on (the same data.split.seed "
-            "and test_fraction)"
-        )
-    chosen = probs[[row[i] for i in train_ids]]
-    return np.log(np.clip(chosen, 1e-12, 1.0)).astype(np.float32), digest(OUT_OF_FOLD, teacher.run_id, data.dataset_id)
+    return probs, oof_ids
 
 
 def soft_targets(labels: np.ndarray, teacher_logits: np.ndarray, temperature: float, weight: float) -> np.ndarray:

@@ -128,7 +128,7 @@ def train(
         rf.DATASET_ID: data.dataset_id,
         rf.CHECKPOINT: str(checkpoint),
         **({rf.CV_FOLDS: str(cfg.data.split.folds), rf.FOLD: str(cfg.data.split.fold)} if _is_fold(cfg) else {}),
-        **({rf.TEACHER: teaching.describe()} if teaching else {}),
+        **(teaching.tags() if teaching else {}),
         **({rf.FOLD_ATTEMPT: str(attempt)} if attempt else {}),
     }
     name = run_name(cfg, link)
