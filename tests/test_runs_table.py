@@ -186,7 +186,7 @@ def test_a_run_without_a_param_is_not_a_different_value():
     assert runs_table.shown_params(["data.image_glob", "seed"], [*cv, {}]) == ["seed"]
 
 
-def test_a_cross_validation_with_a_weak_or_retried_fold_is_pointed_out_below_the_table(wide_store, capsys):
+def test_a_weak_or_retried_fold_or_a_teacher_that_saw_validation_is_pointed_out_below_the_table(wide_store, capsys):
     import mlflow
 
     run_id, retried_id = wide_store["runs"]["single-1"], wide_store["runs"]["single-2"]
@@ -200,3 +200,12 @@ def test_a_cross_validation_with_a_weak_or_retried_fold_is_pointed_out_below_the
     (retry,) = [line for line in out.splitlines() if "trained again" in line]
     assert retried_id.startswith(retry.split(":")[0]) and "folds 2, 4 trained again with another seed" in retry
     assert len(retry) <= 100
+    # a distilled run whose teacher trained on its validation images (a CV bag's student) says so too
+    store.set_tag(run_id, rf.TEACHER_SAW_VALIDATION, "1432 of 1432")
+    rc, out, _ = runs_cli(capsys, wide_store, "--width", "100")
+    (saw,) = [line for line in out.splitlines() if "teacher trained on" in line]
+    assert (
+        saw
+        == f"{saw.split(':')[0]}: teacher trained on its validation images (1432 of 1432): validation leans optimistic"
+    )
+    assert run_id.startswith(saw.split(":")[0]) and len(saw) <= 100

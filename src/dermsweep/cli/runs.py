@@ -135,6 +135,8 @@ def run(args) -> int:
             con.print(literal(f"{r.run_id[: len(ids.cells[0])]}: {told_retried(retried)}"))
         if weak := r.tags.get(rf.WEAK_FOLDS):
             con.print(literal(f"{r.run_id[: len(ids.cells[0])]}: {told(weak)}"))
+        if saw := r.teacher_saw_validation():
+            con.print(literal(f"{r.run_id[: len(ids.cells[0])]}: {saw}"))
     if paired:
         con.print(
             literal(f"vs #1: {rf.base_name(table.metric)} minus #1's on the images both scored (paired, by lesion)")

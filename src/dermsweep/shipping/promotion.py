@@ -171,11 +171,8 @@ def plan(
             f"{above[0].run_id}): sweeps with tracking.log_model=improving keep models only for trials that beat "
             "the sweep's best on its objective; re-run them with tracking.log_model=always to make them eligible"
         )
-    if saw := best.tags.get(rf.TEACHER_SAW_VALIDATION):
-        p.notes.append(
-            f"its teacher trained on its validation images ({saw}): its {table.metric} leans optimistic against "
-            "runs taught otherwise (docs/quality.md measures how far); its test figures are clean"
-        )
+    if saw := best.teacher_saw_validation():
+        p.notes.append(f"its {saw} against runs taught otherwise (docs/quality.md: how far); test figures are clean")
     if retried := best.tags.get(rf.RETRIED_FOLDS):
         p.notes.append(f"its cross-validation's {told_retried(retried)}: see the run's description")
     if weak := best.tags.get(rf.WEAK_FOLDS):

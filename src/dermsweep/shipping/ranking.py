@@ -50,6 +50,11 @@ class RunRow:
         except (KeyError, ValueError):
             return None
 
+    def teacher_saw_validation(self) -> str | None:
+        """What to tell of a distilled run whose teacher trained on its validation images; None for any other."""
+        saw = self.tags.get(rf.TEACHER_SAW_VALIDATION)
+        return f"teacher trained on its validation images ({saw}): validation leans optimistic" if saw else None
+
     def results(self) -> dict[str, float]:
         """Final validation and test figures under their current names (what tables and versions show)."""
         out = {}
